@@ -1,0 +1,188 @@
+//! Procedural macros of [mitogen](https://docs.rs/mitogen): `#[remote]`
+//! exposes a function to parent contexts, `#[main]` makes `main` the entry
+//! point of both the master and its children.
+//!
+//! Use them through the `mitogen` crate (`#[mitogen::remote]`,
+//! `#[mitogen::main]`), whose documentation describes them.
+
+#![deny(missing_docs)]
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{format_ident, quote};
+use syn::{parse_macro_input, spanned::Spanned, FnArg, ItemFn, ReturnType, Type};
+
+/// Exposes a free function to parent contexts. See `mitogen::remote`.
+#[proc_macro_attribute]
+pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        let e = syn::Error::new(Span::call_site(), "#[mitogen::remote] takes no arguments");
+        return e.to_compile_error().into();
+    }
+    let f = parse_macro_input!(item as ItemFn);
+    match expand_remote(&f) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// What an injected parameter receives.
+enum Injected {
+    Router,
+    Econtext,
+}
+
+/// `&Router` / `&ExternalContext` (any path ending so) are injected.
+fn injected(ty: &Type) -> Option<Injected> {
+    let Type::Reference(r) = ty else { return None };
+    let Type::Path(p) = &*r.elem else { return None };
+    let last = p.path.segments.last()?.ident.to_string();
+    match last.as_str() {
+        "Router" => Some(Injected::Router),
+        "ExternalContext" => Some(Injected::Econtext),
+        _ => None,
+    }
+}
+
+/// `true` when the return type is spelled `...Result<..>`.
+fn returns_result(ty: &Type) -> bool {
+    match ty {
+        Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "Result"),
+        _ => false,
+    }
+}
+
+fn expand_remote(f: &ItemFn) -> syn::Result<TokenStream2> {
+    let sig = &f.sig;
+    if !sig.generics.params.is_empty() {
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            "remote functions cannot be generic",
+        ));
+    }
+    if let Some(a) = &sig.asyncness {
+        return Err(syn::Error::new(
+            a.span(),
+            "remote functions cannot be async",
+        ));
+    }
+    let name = &sig.ident;
+    let vis = &f.vis;
+    let mut sent_types = Vec::new();
+    let mut sent_names = Vec::new();
+    let mut call_args = Vec::new();
+    for (i, arg) in sig.inputs.iter().enumerate() {
+        let FnArg::Typed(pt) = arg else {
+            return Err(syn::Error::new(
+                arg.span(),
+                "remote functions cannot take self",
+            ));
+        };
+        match injected(&pt.ty) {
+            Some(Injected::Router) => call_args.push(quote!(__env.router)),
+            Some(Injected::Econtext) => call_args.push(quote!(__env.econtext)),
+            None => {
+                let v = format_ident!("__a{}", i);
+                let ty = &pt.ty;
+                sent_types.push(quote!(#ty));
+                sent_names.push(v.clone());
+                call_args.push(quote!(#v));
+            }
+        }
+    }
+    let (output, convert) = match &sig.output {
+        ReturnType::Default => (quote!(()), quote!(let __out = ();)),
+        ReturnType::Type(_, ty) if returns_result(ty) => (
+            quote!(<#ty as ::mitogen::__private::IntoRemoteResult>::Ok),
+            quote!(let __out = ::mitogen::__private::IntoRemoteResult::into_remote(__r)?;),
+        ),
+        ReturnType::Type(_, ty) => (quote!(#ty), quote!(let __out = __r;)),
+    };
+    let doc = format!(
+        "Remote-call marker of [`fn@{name}`]: `ctx.call::<{name}>(args)` runs it in `ctx`."
+    );
+    let name_str = name.to_string();
+    Ok(quote! {
+        #f
+
+        #[doc = #doc]
+        #[allow(non_camel_case_types)]
+        #vis struct #name {}
+
+        impl ::mitogen::RemoteFn for #name {
+            type Args = (#(#sent_types,)*);
+            type Output = #output;
+            const NAME: &'static str = ::core::concat!(::core::module_path!(), "::", #name_str);
+        }
+
+        const _: () = {
+            #[::mitogen::__private::linkme::distributed_slice(::mitogen::__private::REMOTE_FNS)]
+            #[linkme(crate = ::mitogen::__private::linkme)]
+            static __ENTRY: ::mitogen::__private::Entry = ::mitogen::__private::Entry {
+                name: ::core::concat!(::core::module_path!(), "::", #name_str),
+                invoke: __invoke,
+            };
+
+            fn __invoke(
+                __env: &::mitogen::__private::CallEnv<'_>,
+                __bytes: &[u8],
+            ) -> ::core::result::Result<::std::vec::Vec<u8>, ::mitogen::CallError> {
+                let (#(#sent_names,)*): (#(#sent_types,)*) =
+                    ::mitogen::__private::decode_args(<#name as ::mitogen::RemoteFn>::NAME, __bytes)?;
+                let __r = #name(#(#call_args),*);
+                #convert
+                ::mitogen::__private::encode_output(&__out)
+            }
+        };
+    })
+}
+
+/// Makes `main` the entry point of the master and of every child context.
+/// See `mitogen::main`.
+#[proc_macro_attribute]
+pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        let e = syn::Error::new(Span::call_site(), "#[mitogen::main] takes no arguments");
+        return e.to_compile_error().into();
+    }
+    let f = parse_macro_input!(item as ItemFn);
+    let attrs = &f.attrs;
+    let vis = &f.vis;
+    let name = &f.sig.ident;
+    let body = &f.block;
+    let output = &f.sig.output;
+    let ret = match output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, ty) => quote!(#ty),
+    };
+    let param = match f.sig.inputs.len() {
+        0 => quote!(_),
+        1 => match &f.sig.inputs[0] {
+            FnArg::Typed(pt) => {
+                let pat = &pt.pat;
+                let ty = &pt.ty;
+                quote!(#pat: #ty)
+            }
+            other => {
+                return syn::Error::new(other.span(), "main cannot take self")
+                    .to_compile_error()
+                    .into()
+            }
+        },
+        _ => {
+            return syn::Error::new(
+                f.sig.inputs.span(),
+                "#[mitogen::main] fn takes at most one parameter: the Router",
+            )
+            .to_compile_error()
+            .into()
+        }
+    };
+    quote! {
+        #(#attrs)*
+        #vis fn #name() #output {
+            ::mitogen::main(move |#param| -> #ret #body)
+        }
+    }
+    .into()
+}

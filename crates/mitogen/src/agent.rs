@@ -1,0 +1,177 @@
+//! The child side of a context: what `mitogen::main` turns into when this
+//! process was started as an agent by the first stage, and what a forked
+//! child runs.
+//!
+//! Order matters and is fixed: handshake on fds 0/1; move the protocol
+//! descriptors out of the way; point stdin at `/dev/null` and stdout and
+//! stderr at a pipe whose lines are forwarded to the master as log
+//! records (so a function that prints cannot corrupt the protocol); set the
+//! identity and process title; start the broker and router; serve calls on
+//! this (the main) thread until the parent goes away.
+
+use crate::bootstrap::stage::AGENT_FLAG;
+use crate::bootstrap::{AgentBinary, Config, Hello};
+use crate::broker::Broker;
+use crate::dispatch::{Dispatcher, ExternalContext};
+use crate::error::{Result, StreamError};
+use crate::frame::{handle, Encoding, Header, HEADER_LEN, PROTOCOL_VERSION};
+use crate::router::{Core, Router};
+use crate::stream::{FrameReader, Stream};
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Code run in a new child before it serves (fork's `on_start`).
+pub(crate) type OnStart = Box<dyn FnOnce(&ExternalContext)>;
+
+/// `true` when this process was executed by the first stage.
+pub(crate) fn is_agent() -> bool {
+    std::env::args_os().nth(1).is_some_and(|a| a == AGENT_FLAG)
+}
+
+/// Runs the agent and exits the process.
+pub(crate) fn run() -> ! {
+    let code = match boot() {
+        Ok(()) => 0,
+        Err(e) => {
+            // Before the handshake stderr still reaches the parent, which
+            // includes it in its error; after it, it is forwarded as a log.
+            eprintln!("mitogen agent {}: {e}", std::process::id());
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn boot() -> Result<()> {
+    let hello = Hello {
+        protocol: PROTOCOL_VERSION,
+        version: crate::VERSION.to_string(),
+        pid: std::process::id(),
+    };
+    write_frame(1, &crate::message::to_msgpack(&hello)?)?;
+    let cfg: Config = read_config(0)?;
+    let rfd = crate::process::dup_cloexec(0).map_err(io("dup"))?;
+    let wfd = crate::process::dup_cloexec(1).map_err(io("dup"))?;
+    AgentBinary::set_current(cfg.binary_sha.clone(), cfg.binary_size);
+    serve(cfg, rfd, Some(wfd), None)
+}
+
+fn io(what: &'static str) -> impl Fn(std::io::Error) -> crate::Error {
+    move |e| StreamError::new(format!("{what}: {e}")).into()
+}
+
+fn write_frame(fd: RawFd, payload: &[u8]) -> Result<()> {
+    let h = Header {
+        encoding: Encoding::MsgPack,
+        dst_id: 0,
+        src_id: 0,
+        auth_id: 0,
+        handle: handle::HANDSHAKE,
+        reply_to: 0,
+        length: payload.len() as u32,
+    };
+    let mut frame = h.encode().to_vec();
+    frame.extend_from_slice(payload);
+    let mut data = &frame[..];
+    while !data.is_empty() {
+        // SAFETY: writing from a live slice to our stdout.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(io("writing the handshake")(e));
+        }
+        data = &data[n as usize..];
+    }
+    Ok(())
+}
+
+/// Reads exactly `n` bytes: nothing past the config frame may be taken
+/// from the descriptor, since the broker reads what follows.
+fn read_exact(fd: RawFd, n: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        // SAFETY: reading into the unfilled tail of `buf`.
+        let r = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), n - got) };
+        if r == 0 {
+            return Err(StreamError::new("the parent closed the link during the handshake").into());
+        }
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(io("reading the config")(e));
+        }
+        got += r as usize;
+    }
+    Ok(buf)
+}
+
+fn read_config(fd: RawFd) -> Result<Config> {
+    let hdr = read_exact(fd, HEADER_LEN)?;
+    let h = match Header::decode(&hdr, 1 << 20) {
+        Ok(Some(h)) if h.handle == handle::HANDSHAKE => h,
+        _ => return Err(StreamError::new("the parent sent no config frame").into()),
+    };
+    let body = read_exact(fd, h.length as usize)?;
+    crate::message::from_msgpack(&body)
+}
+
+/// Serves as context `cfg.context_id` over `rfd`/`wfd` until the parent
+/// disconnects or asks for shutdown.
+pub(crate) fn serve(
+    cfg: Config,
+    rfd: OwnedFd,
+    wfd: Option<OwnedFd>,
+    on_start: Option<OnStart>,
+) -> Result<()> {
+    crate::identity::set(cfg.context_id, cfg.parent_ids.clone());
+    crate::process::set_title(&format!("mitogen:{}", cfg.remote_name));
+    let (log_r, log_w) = crate::process::pipe().map_err(io("pipe"))?;
+    crate::process::redirect_stdio(&log_w).map_err(io("redirecting stdio"))?;
+    drop(log_w);
+
+    let broker = Broker::new()?;
+    let core = Core::new(
+        broker.clone(),
+        true,
+        cfg.context_id,
+        cfg.parent_ids.clone(),
+        Some(cfg.name.clone()),
+    );
+    let max = cfg.max_message_size as usize;
+    core.set_max_message_size(max);
+    core.debug.store(cfg.debug, Ordering::Relaxed);
+    core.profiling.store(cfg.profiling, Ordering::Relaxed);
+    core.unidirectional
+        .store(cfg.unidirectional, Ordering::Relaxed);
+    let parent_id = cfg.parent_ids.first().copied().unwrap_or(0);
+    core.set_name(parent_id, "parent");
+    crate::logging::ChildLogger::install(&core, cfg.log_level, cfg.debug);
+
+    let stream =
+        Stream::new("parent".into(), parent_id, true, rfd, wfd, None).map_err(io("stream"))?;
+    core.attach(Arc::new(stream), FrameReader::new(max));
+    let c = core.clone();
+    broker.defer_loop(Box::new(move |lp| {
+        crate::logging::watch_lines(lp, log_r, move |line| {
+            crate::logging::forward(&c, 3, "stdout", line.to_string())
+        })
+    }));
+    let router = Router::from_core(core);
+    let dispatcher = Dispatcher::new(router.clone(), cfg.profiling);
+    if let Some(f) = on_start {
+        f(dispatcher.econtext());
+    }
+    tracing::debug!("mitogen: {} serving (pid {})", cfg.name, std::process::id());
+    dispatcher.run();
+    broker.shutdown();
+    broker.join();
+    drop(router);
+    Ok(())
+}

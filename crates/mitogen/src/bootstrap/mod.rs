@@ -1,0 +1,471 @@
+//! Self-replication: how a new context comes to run a copy of this binary.
+//!
+//! 1. The parent starts a transport command (`sh -c`, later `ssh host`,
+//!    `sudo`, …) running the first stage ([`stage`]) on the target.
+//! 2. The stage execs the cached agent, or asks for it and the parent sends
+//!    the exact bytes of its own executable ([`AgentBinary`]).
+//! 3. The agent (this program, entered through `mitogen::main`) writes a
+//!    [`Hello`] frame; the parent checks the protocol version and answers
+//!    with the [`Config`] frame; the agent applies it and serves (`agent.rs`).
+//!
+//! Everything here runs on the connecting thread with blocking I/O bounded
+//! by the connect deadline; the broker only sees the stream once it is up.
+
+pub(crate) mod stage;
+
+use crate::error::{Error, Result, StreamError};
+use crate::frame::{handle, Encoding, Header, HEADER_LEN, PROTOCOL_VERSION};
+use crate::stream::FrameReader;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// First frame an agent writes.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    pub(crate) protocol: u32,
+    pub(crate) version: String,
+    pub(crate) pid: u32,
+}
+
+/// What a new context needs to know about itself.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Config {
+    pub(crate) context_id: u32,
+    pub(crate) parent_ids: Vec<u32>,
+    pub(crate) name: String,
+    pub(crate) remote_name: String,
+    pub(crate) debug: bool,
+    pub(crate) log_level: u8,
+    pub(crate) profiling: bool,
+    pub(crate) unidirectional: bool,
+    pub(crate) max_message_size: u64,
+    pub(crate) binary_sha: String,
+    pub(crate) binary_size: u64,
+}
+
+/// An executable to run as the agent, named by its SHA-256.
+#[derive(Clone, Debug)]
+pub(crate) struct AgentBinary {
+    pub(crate) path: PathBuf,
+    pub(crate) sha: String,
+    pub(crate) size: u64,
+}
+
+impl AgentBinary {
+    /// Hashes the file at `path`.
+    pub(crate) fn from_path(path: &Path) -> Result<AgentBinary> {
+        let err = |e: std::io::Error| {
+            StreamError::new(format!("cannot read agent binary {}: {e}", path.display()))
+        };
+        let mut f = std::fs::File::open(path).map_err(err)?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(err)?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            h.update(&buf[..n]);
+        }
+        let sha = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(AgentBinary {
+            path: path.to_path_buf(),
+            sha,
+            size,
+        })
+    }
+
+    /// This process's own executable. Its hash is computed once (or taken
+    /// from the config, in an agent: it was started under that name).
+    pub(crate) fn current() -> Result<Arc<AgentBinary>> {
+        if let Some(b) = SELF_BINARY.get() {
+            return Ok(b.clone());
+        }
+        // Hash outside the OnceLock: a fork() during a long initialisation
+        // would leave the child's copy waiting forever.
+        let b = Arc::new(AgentBinary::from_path(Path::new("/proc/self/exe"))?);
+        let _ = SELF_BINARY.set(b.clone());
+        Ok(SELF_BINARY.get().cloned().unwrap_or(b))
+    }
+
+    /// Records the agent's own hash, known from its config.
+    pub(crate) fn set_current(sha: String, size: u64) {
+        if sha.is_empty() {
+            return;
+        }
+        let _ = SELF_BINARY.set(Arc::new(AgentBinary {
+            path: PathBuf::from("/proc/self/exe"),
+            sha,
+            size,
+        }));
+    }
+}
+
+static SELF_BINARY: OnceLock<Arc<AgentBinary>> = OnceLock::new();
+
+/// This executable's description if already hashed (never blocks).
+pub(crate) fn known_current() -> Option<Arc<AgentBinary>> {
+    SELF_BINARY.get().cloned()
+}
+
+/// Starts hashing this executable in the background, so the first
+/// connection does not pay for it.
+pub(crate) fn prewarm() {
+    if SELF_BINARY.get().is_none() {
+        let _ = std::thread::Builder::new()
+            .name("mitogen-hash".into())
+            .spawn(|| drop(AgentBinary::current()));
+    }
+}
+
+/// The parent's ends of a freshly started transport.
+pub(crate) struct Spawned {
+    /// Reads the target's stdout (and, for a socket, also writes).
+    pub(crate) rfd: OwnedFd,
+    /// Writes the target's stdin, when it is not `rfd`.
+    pub(crate) wfd: Option<OwnedFd>,
+    /// The target's stderr, collected for error messages.
+    pub(crate) stderr: Option<OwnedFd>,
+    pub(crate) pid: i32,
+}
+
+impl Spawned {
+    fn w(&self) -> RawFd {
+        self.wfd.as_ref().unwrap_or(&self.rfd).as_raw_fd()
+    }
+}
+
+/// Result of a successful bootstrap.
+pub(crate) struct Booted {
+    pub(crate) hello: Hello,
+    pub(crate) reader: FrameReader,
+    /// Bytes the agent binary upload cost (0 when cached).
+    pub(crate) uploaded: u64,
+}
+
+const HINT: &str =
+    "is the agent a program whose main() calls mitogen::main (or #[mitogen::main]) first?";
+
+/// Runs the stage protocol and handshake on `sp`, sending `cfg`.
+pub(crate) fn run(
+    sp: &Spawned,
+    agent: &AgentBinary,
+    cfg: &Config,
+    timeout: Duration,
+) -> Result<Booted> {
+    let deadline = Instant::now() + timeout;
+    for fd in [
+        Some(sp.rfd.as_raw_fd()),
+        sp.wfd.as_ref().map(|f| f.as_raw_fd()),
+        sp.stderr.as_ref().map(|f| f.as_raw_fd()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        set_nonblocking(fd);
+    }
+    let mut io = Io {
+        sp,
+        out: Vec::new(),
+        err: Vec::new(),
+        deadline,
+        timeout,
+        name: &cfg.name,
+        stderr_open: true,
+    };
+    let mut uploaded = 0;
+    // Stage lines until MITO-EXEC.
+    loop {
+        let line = io.line()?;
+        if let Some(n) = line.strip_prefix("MITO-NEED ") {
+            if n.trim().parse::<u64>().ok() != Some(agent.size) {
+                return Err(io.fail(&format!(
+                    "the stage asked for {n} bytes, the agent has {}",
+                    agent.size
+                )));
+            }
+            io.upload(agent)?;
+            uploaded = agent.size;
+        } else if line == "MITO-EXEC" {
+            break;
+        } else if let Some(why) = line.strip_prefix("MITO-ERR ") {
+            return Err(io.fail(why));
+        } else {
+            tracing::debug!("mitogen: {}: stage output: {line}", cfg.name);
+        }
+    }
+    // The agent's hello frame.
+    let hdr = io.want(HEADER_LEN, "the agent's handshake")?;
+    let header = match Header::decode(&hdr, 4096) {
+        Ok(Some(h)) if h.handle == handle::HANDSHAKE && h.encoding == Encoding::MsgPack => h,
+        _ => {
+            let shown: String = String::from_utf8_lossy(&io.out).chars().take(120).collect();
+            return Err(io.fail(&format!(
+                "the agent wrote non-protocol output {shown:?}; {HINT}"
+            )));
+        }
+    };
+    let body = io.want(HEADER_LEN + header.length as usize, "the agent's handshake")?;
+    let hello: Hello = crate::message::from_msgpack(&body[HEADER_LEN..])
+        .map_err(|e| io.fail(&format!("unreadable handshake: {e}")))?;
+    if hello.protocol != PROTOCOL_VERSION {
+        return Err(io.fail(&format!(
+            "protocol mismatch: the agent speaks version {} (mitogen {}), this side {PROTOCOL_VERSION}",
+            hello.protocol, hello.version
+        )));
+    }
+    let mut reader = FrameReader::new(cfg.max_message_size as usize);
+    reader.push(&io.out[HEADER_LEN + header.length as usize..]);
+    // Our config frame.
+    let payload = crate::message::to_msgpack(cfg)?;
+    let h = Header {
+        encoding: Encoding::MsgPack,
+        dst_id: cfg.context_id,
+        src_id: cfg.parent_ids.first().copied().unwrap_or(0),
+        auth_id: cfg.parent_ids.first().copied().unwrap_or(0),
+        handle: handle::HANDSHAKE,
+        reply_to: 0,
+        length: payload.len() as u32,
+    };
+    let mut frame = h.encode().to_vec();
+    frame.extend_from_slice(&payload);
+    io.write_all(&frame)?;
+    Ok(Booted {
+        hello,
+        reader,
+        uploaded,
+    })
+}
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+}
+
+struct Io<'a> {
+    sp: &'a Spawned,
+    out: Vec<u8>,
+    err: Vec<u8>,
+    deadline: Instant,
+    timeout: Duration,
+    name: &'a str,
+    stderr_open: bool,
+}
+
+impl Io<'_> {
+    fn stderr_text(&self) -> String {
+        let t = String::from_utf8_lossy(&self.err);
+        let t = t.trim();
+        if t.is_empty() {
+            String::new()
+        } else {
+            format!(" (its stderr: {t:?})")
+        }
+    }
+
+    fn fail(&mut self, why: &str) -> Error {
+        self.drain_stderr();
+        StreamError::new(format!(
+            "connecting {} failed: {why}{}",
+            self.name,
+            self.stderr_text()
+        ))
+        .into()
+    }
+
+    /// Reads what stderr has now; notes its end of file.
+    fn drain_stderr(&mut self) {
+        let Some(e) = &self.sp.stderr else { return };
+        let mut buf = [0u8; 4096];
+        for _ in 0..16 {
+            // SAFETY: reading into a stack buffer.
+            let n = unsafe { libc::read(e.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n == 0 {
+                self.stderr_open = false;
+            }
+            if n <= 0 {
+                break;
+            }
+            self.err.extend_from_slice(&buf[..n as usize]);
+        }
+    }
+
+    /// Waits until `fd` is ready for `events` or the deadline passes,
+    /// collecting stderr meanwhile.
+    fn wait(&mut self, fd: RawFd, events: libc::c_short, what: &str) -> Result<()> {
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.fail(&format!(
+                    "connect timed out after {:?} waiting for {what}; {HINT}",
+                    self.timeout
+                )));
+            }
+            let mut fds = vec![libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            }];
+            if let (Some(e), true) = (&self.sp.stderr, self.stderr_open) {
+                fds.push(libc::pollfd {
+                    fd: e.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+            let ms = left.as_millis().min(i32::MAX as u128) as i32;
+            // SAFETY: `fds` is a valid array of pollfd of the given length.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms.max(1)) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(self.fail(&format!("poll failed: {e}")));
+            }
+            if fds.len() > 1 && fds[1].revents != 0 {
+                self.drain_stderr();
+            }
+            if fds[0].revents != 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads more of stdout; errors at end of file.
+    fn fill(&mut self, what: &str) -> Result<()> {
+        let fd = self.sp.rfd.as_raw_fd();
+        self.wait(fd, libc::POLLIN, what)?;
+        let mut buf = [0u8; 16384];
+        // SAFETY: reading into a stack buffer.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n == 0 {
+            let status = exit_status(self.sp.pid);
+            return Err(self.fail(&format!("the target exited{status} before {what}; {HINT}")));
+        }
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ) {
+                return Ok(());
+            }
+            return Err(self.fail(&format!("reading from the target failed: {e}")));
+        }
+        self.out.extend_from_slice(&buf[..n as usize]);
+        Ok(())
+    }
+
+    fn line(&mut self) -> Result<String> {
+        loop {
+            if let Some(i) = self.out.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.out.drain(..=i).collect();
+                return Ok(String::from_utf8_lossy(&line).trim_end().to_string());
+            }
+            if self.out.len() > 64 * 1024 {
+                return Err(self.fail("the stage wrote an over-long line"));
+            }
+            self.fill("the first stage")?;
+        }
+    }
+
+    /// Returns the first `n` bytes of stdout (left in the buffer).
+    fn want(&mut self, n: usize, what: &str) -> Result<Vec<u8>> {
+        while self.out.len() < n {
+            if self.out.len() >= 2 && self.out[..2] != crate::frame::MAGIC {
+                break;
+            }
+            self.fill(what)?;
+        }
+        Ok(self.out[..n.min(self.out.len())].to_vec())
+    }
+
+    fn write_all(&mut self, mut data: &[u8]) -> Result<()> {
+        let fd = self.sp.w();
+        while !data.is_empty() {
+            // SAFETY: writing from a live slice.
+            let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.kind() {
+                    std::io::ErrorKind::Interrupted => continue,
+                    std::io::ErrorKind::WouldBlock => {
+                        self.wait(fd, libc::POLLOUT, "the target to accept data")?;
+                        continue;
+                    }
+                    _ => {
+                        // The stage likely failed: its explanation is on stdout.
+                        let why = self.line().unwrap_or_else(|e| e.to_string());
+                        return Err(
+                            self.fail(&format!("sending to the target failed ({e}): {why}"))
+                        );
+                    }
+                }
+            }
+            data = &data[n as usize..];
+        }
+        Ok(())
+    }
+
+    fn upload(&mut self, agent: &AgentBinary) -> Result<()> {
+        let path = if agent.path.as_os_str() == "/proc/self/exe" {
+            PathBuf::from("/proc/self/exe")
+        } else {
+            agent.path.clone()
+        };
+        let mut f = std::fs::File::open(&path)
+            .map_err(|e| self.fail(&format!("cannot read the agent {}: {e}", path.display())))?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut sent = 0u64;
+        while sent < agent.size {
+            let want = buf.len().min((agent.size - sent) as usize);
+            let n = f
+                .read(&mut buf[..want])
+                .map_err(|e| self.fail(&format!("cannot read the agent: {e}")))?;
+            if n == 0 {
+                return Err(self.fail("the agent binary shrank while being sent"));
+            }
+            self.write_all(&buf[..n])?;
+            sent += n as u64;
+        }
+        tracing::debug!(
+            "mitogen: sent the {}-byte agent to {}",
+            agent.size,
+            self.name
+        );
+        Ok(())
+    }
+}
+
+fn exit_status(pid: i32) -> String {
+    let mut status = 0;
+    for _ in 0..20 {
+        // SAFETY: non-blocking waitpid on our own child; the status is
+        // looked at, and the child later reaped by the router if still there.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            if libc::WIFEXITED(status) {
+                return format!(" with status {}", libc::WEXITSTATUS(status));
+            }
+            if libc::WIFSIGNALED(status) {
+                return format!(" on signal {}", libc::WTERMSIG(status));
+            }
+        }
+        if r != 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    String::new()
+}

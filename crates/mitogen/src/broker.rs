@@ -1,0 +1,435 @@
+//! [`Broker`]: the one I/O thread of a process.
+//!
+//! The broker multiplexes every file descriptor the runtime owns (stream
+//! sockets and pipes, children's stderr) with mio, and runs three kinds of
+//! work on its thread: readiness callbacks of registered sources, deferred
+//! closures ([`Broker::defer`]) and timers. User threads never wait for it
+//! to send: a sender writes straight to the socket when it can (see
+//! `stream.rs`); the broker only finishes writes that would have blocked.
+//!
+//! Shutdown is two-phase, as in the seed: participants (routers) are told to
+//! begin a graceful shutdown, the loop keeps running while any of them
+//! wants to stay alive (children still draining) for at most
+//! [`Broker::shutdown_timeout`], then every participant is told to
+//! disconnect whatever is left, and the thread exits.
+
+use crate::error::{Error, Result, StreamError};
+use crate::latch::Latch;
+use mio::event::Event;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::collections::{BinaryHeap, HashMap};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+const WAKER: Token = Token(0);
+/// Default grace given to streams during shutdown (the seed's master value).
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Work run on the broker thread with access to its loop.
+pub(crate) type Task = Box<dyn FnOnce(&mut Loop) + Send>;
+/// A readiness callback; returns `false` to be removed.
+pub(crate) type Source = Box<dyn FnMut(&mut Loop, &Event) -> bool + Send>;
+
+/// Something that lives on a broker and takes part in its shutdown.
+pub(crate) trait Participant: Send + Sync {
+    /// Shutdown has begun: start closing gracefully.
+    fn on_shutdown(self: Arc<Self>, lp: &mut Loop);
+    /// `true` while graceful shutdown still has work in flight.
+    fn keep_alive(&self) -> bool;
+    /// The grace period is over (or never began): drop everything now.
+    fn on_exit(self: Arc<Self>, lp: &mut Loop);
+}
+
+struct Shared {
+    registry: mio::Registry,
+    waker: Waker,
+    deferred: Mutex<Vec<Task>>,
+    participants: Mutex<Vec<Arc<dyn Participant>>>,
+    shutdown: AtomicBool,
+    shutdown_timeout_ms: AtomicU64,
+    next_token: AtomicUsize,
+    thread_id: OnceLock<ThreadId>,
+    stopped: Latch<()>,
+    join: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Handle to a broker thread. Cloning gives another handle to the same
+/// thread; dropping handles does not stop it (see [`crate::Router`], whose
+/// last handle does).
+#[derive(Clone)]
+pub struct Broker {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("shutdown", &self.shared.shutdown.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// Broker-thread state handed to sources, tasks and timers.
+pub(crate) struct Loop {
+    registry: mio::Registry,
+    sources: HashMap<Token, Source>,
+    timers: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
+    timer_tasks: HashMap<u64, Task>,
+    next_timer: u64,
+    shared: Arc<Shared>,
+}
+
+impl Loop {
+    /// Registers `fd` for `interest`, calling `source` on readiness.
+    pub(crate) fn register(&mut self, fd: RawFd, interest: Interest, source: Source) -> Token {
+        let token = Token(self.shared.next_token.fetch_add(1, Ordering::Relaxed));
+        match self
+            .registry
+            .register(&mut mio::unix::SourceFd(&fd), token, interest)
+        {
+            Ok(()) => {
+                self.sources.insert(token, source);
+            }
+            Err(e) => tracing::error!("mitogen: cannot register fd {fd}: {e}"),
+        }
+        token
+    }
+
+    /// Stops watching `fd` and drops its source.
+    pub(crate) fn deregister(&mut self, fd: RawFd, token: Token) {
+        let _ = self.registry.deregister(&mut mio::unix::SourceFd(&fd));
+        self.sources.remove(&token);
+    }
+
+    /// Stops watching `fd`, leaving its source to the caller (a source
+    /// that is running and about to return `false`).
+    pub(crate) fn registry_deregister(&mut self, fd: RawFd) -> std::io::Result<()> {
+        self.registry.deregister(&mut mio::unix::SourceFd(&fd))
+    }
+
+    /// Runs `task` on this thread after `delay`.
+    pub(crate) fn after(&mut self, delay: Duration, task: Task) {
+        let id = self.next_timer;
+        self.next_timer += 1;
+        self.timers
+            .push(std::cmp::Reverse((Instant::now() + delay, id)));
+        self.timer_tasks.insert(id, task);
+    }
+
+    fn run_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(std::cmp::Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(task) = self.timer_tasks.remove(&id) {
+                guarded("timer", || task(self));
+            }
+        }
+    }
+
+    fn next_timeout(&self) -> Option<Duration> {
+        self.timers
+            .peek()
+            .map(|std::cmp::Reverse((at, _))| at.saturating_duration_since(Instant::now()))
+    }
+
+    fn run_deferred(&mut self) {
+        loop {
+            let tasks = std::mem::take(&mut *lock(&self.shared.deferred));
+            if tasks.is_empty() {
+                return;
+            }
+            for t in tasks {
+                guarded("deferred task", || t(self));
+            }
+        }
+    }
+
+    fn dispatch(&mut self, ev: &Event) {
+        let token = ev.token();
+        if let Some(mut source) = self.sources.remove(&token) {
+            let keep = guarded("I/O callback", || source(self, ev)).unwrap_or(false);
+            if keep {
+                self.sources.insert(token, source);
+            }
+        }
+    }
+}
+
+/// Runs `f`, turning a panic into a logged error: a bug in one callback
+/// must not take the whole broker thread down.
+fn guarded<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => Some(r),
+        Err(p) => {
+            let msg = crate::error::CallError::from_panic(what, &*p);
+            tracing::error!("mitogen broker: {msg}");
+            None
+        }
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Broker {
+    /// Starts a broker thread.
+    pub fn new() -> Result<Broker> {
+        let poll = Poll::new().map_err(io_err("cannot create the broker's poller"))?;
+        let registry = poll
+            .registry()
+            .try_clone()
+            .map_err(io_err("cannot clone the poll registry"))?;
+        let waker = Waker::new(poll.registry(), WAKER).map_err(io_err("cannot create a waker"))?;
+        let shared = Arc::new(Shared {
+            registry,
+            waker,
+            deferred: Mutex::new(Vec::new()),
+            participants: Mutex::new(Vec::new()),
+            shutdown: AtomicBool::new(false),
+            shutdown_timeout_ms: AtomicU64::new(DEFAULT_SHUTDOWN_TIMEOUT.as_millis() as u64),
+            next_token: AtomicUsize::new(1),
+            thread_id: OnceLock::new(),
+            stopped: Latch::new(),
+            join: Mutex::new(None),
+        });
+        let lp = Loop {
+            registry: shared
+                .registry
+                .try_clone()
+                .map_err(io_err("cannot clone the poll registry"))?,
+            sources: HashMap::new(),
+            timers: BinaryHeap::new(),
+            timer_tasks: HashMap::new(),
+            next_timer: 0,
+            shared: shared.clone(),
+        };
+        crate::process::track_fd(std::os::fd::AsRawFd::as_raw_fd(&poll));
+        let handle = std::thread::Builder::new()
+            .name("mitogen-broker".into())
+            .spawn(move || broker_main(poll, lp))
+            .map_err(io_err("cannot start the broker thread"))?;
+        let _ = shared.thread_id.set(handle.thread().id());
+        *lock(&shared.join) = Some(handle);
+        Ok(Broker { shared })
+    }
+
+    pub(crate) fn add_participant(&self, p: Arc<dyn Participant>) {
+        lock(&self.shared.participants).push(p);
+    }
+
+    /// `true` when called on the broker thread itself.
+    pub fn on_broker_thread(&self) -> bool {
+        self.shared.thread_id.get() == Some(&std::thread::current().id())
+    }
+
+    /// Runs `task` on the broker thread with its loop.
+    pub(crate) fn defer_loop(&self, task: Task) {
+        lock(&self.shared.deferred).push(task);
+        if let Err(e) = self.shared.waker.wake() {
+            tracing::error!("mitogen: cannot wake the broker: {e}");
+        }
+    }
+
+    /// Arranges for `f` to run on the broker thread. Safe from any thread.
+    pub fn defer(&self, f: impl FnOnce() + Send + 'static) {
+        self.defer_loop(Box::new(move |_| f()));
+    }
+
+    /// Runs `f` on the broker thread and waits for its result. Called on the
+    /// broker thread itself, runs `f` at once.
+    pub fn defer_sync<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R> {
+        if self.on_broker_thread() {
+            return Ok(f());
+        }
+        if self.is_stopped() {
+            return Err(StreamError::new("the broker has stopped").into());
+        }
+        let latch = Latch::new();
+        let l2 = latch.clone();
+        self.defer(move || {
+            let _ = l2.put(f());
+        });
+        // Should the broker exit before running it, the latch is closed by
+        // nobody: poll with a bound so a stopped broker is noticed.
+        loop {
+            match latch.get(Some(Duration::from_millis(100))) {
+                Ok(r) => return Ok(r),
+                Err(Error::Timeout(_)) if !self.is_stopped() => continue,
+                Err(Error::Timeout(_)) => {
+                    return latch.try_get().ok().flatten().ok_or_else(|| {
+                        StreamError::new("the broker stopped before running the task").into()
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Seconds of grace given to streams during [`Broker::shutdown`].
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shared.shutdown_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Changes the shutdown grace period.
+    pub fn set_shutdown_timeout(&self, t: Duration) {
+        self.shared
+            .shutdown_timeout_ms
+            .store(t.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Asks the broker to disconnect its streams gracefully and stop.
+    pub fn shutdown(&self) {
+        if !self.shared.shutdown.swap(true, Ordering::AcqRel) {
+            let _ = self.shared.waker.wake();
+        }
+    }
+
+    /// `true` once shutdown was requested.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutdown.load(Ordering::Acquire)
+    }
+
+    /// `true` while any participant still has graceful work in flight.
+    pub fn keep_alive(&self) -> bool {
+        lock(&self.shared.participants)
+            .iter()
+            .any(|p| p.keep_alive())
+    }
+
+    /// `true` once the thread has exited.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopped.is_closed()
+    }
+
+    /// Waits for the broker thread to exit (after [`Broker::shutdown`]).
+    pub fn join(&self) {
+        if self.on_broker_thread() {
+            return;
+        }
+        let handle = lock(&self.shared.join).take();
+        match handle {
+            Some(h) => {
+                let _ = h.join();
+            }
+            None => {
+                // Another thread is joining: wait for it to finish.
+                while !self.is_stopped() {
+                    let _ = self.shared.stopped.get(Some(Duration::from_millis(50)));
+                }
+            }
+        }
+    }
+}
+
+fn io_err(what: &'static str) -> impl Fn(std::io::Error) -> Error {
+    move |e| StreamError::new(format!("{what}: {e}")).into()
+}
+
+fn broker_main(mut poll: Poll, mut lp: Loop) {
+    let mut events = Events::with_capacity(256);
+    let mut deadline: Option<Instant> = None;
+    loop {
+        lp.run_deferred();
+        lp.run_timers();
+        if deadline.is_none() && lp.shared.shutdown.load(Ordering::Acquire) {
+            let parts = lock(&lp.shared.participants).clone();
+            for p in &parts {
+                guarded("shutdown hook", || p.clone().on_shutdown(&mut lp));
+            }
+            let grace =
+                Duration::from_millis(lp.shared.shutdown_timeout_ms.load(Ordering::Relaxed));
+            deadline = Some(Instant::now() + grace);
+        }
+        if let Some(d) = deadline {
+            let alive = lock(&lp.shared.participants)
+                .clone()
+                .iter()
+                .any(|p| p.keep_alive());
+            if !alive || Instant::now() >= d {
+                break;
+            }
+        }
+        let mut timeout = lp.next_timeout();
+        if deadline.is_some() {
+            let tick = Duration::from_millis(10);
+            timeout = Some(timeout.map_or(tick, |t| t.min(tick)));
+        }
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                tracing::error!("mitogen broker: poll failed: {e}");
+                break;
+            }
+            continue;
+        }
+        for ev in events.iter() {
+            if ev.token() != WAKER {
+                lp.dispatch(ev);
+            }
+        }
+    }
+    let parts = std::mem::take(&mut *lock(&lp.shared.participants));
+    for p in &parts {
+        guarded("exit hook", || p.clone().on_exit(&mut lp));
+    }
+    lp.run_deferred();
+    lp.sources.clear();
+    crate::process::untrack_fd(std::os::fd::AsRawFd::as_raw_fd(&poll));
+    // Closing means "stopped": waiters blocked in join() wake up.
+    lp.shared.stopped.close();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defer_sync_runs_on_broker_thread() {
+        let b = Broker::new().unwrap();
+        let b2 = b.clone();
+        assert!(b.defer_sync(move || b2.on_broker_thread()).unwrap());
+        assert!(!b.on_broker_thread());
+        b.shutdown();
+        b.join();
+        assert!(b.is_stopped());
+        assert!(b.defer_sync(|| 1).is_err());
+    }
+
+    #[test]
+    fn timers_fire_in_order() {
+        let b = Broker::new().unwrap();
+        let out = Latch::new();
+        let o = out.clone();
+        b.defer_loop(Box::new(move |lp| {
+            let o1 = o.clone();
+            lp.after(
+                Duration::from_millis(30),
+                Box::new(move |_| drop(o1.put(2))),
+            );
+            lp.after(Duration::from_millis(10), Box::new(move |_| drop(o.put(1))));
+        }));
+        let t = Some(Duration::from_secs(5));
+        assert_eq!(out.get(t).unwrap(), 1);
+        assert_eq!(out.get(t).unwrap(), 2);
+        b.shutdown();
+        b.join();
+    }
+
+    #[test]
+    fn panicking_task_does_not_kill_broker() {
+        let b = Broker::new().unwrap();
+        b.defer(|| panic!("boom"));
+        assert_eq!(b.defer_sync(|| 7).unwrap(), 7);
+        b.shutdown();
+        b.join();
+    }
+}

@@ -1,0 +1,227 @@
+//! Context factories: one builder per connection method, sharing the
+//! seed's common parameters ([`Options`]).
+//!
+//! Every method ends in the same place: a transport process whose stdio
+//! carries the first stage (`bootstrap`), then a [`crate::Context`]. `fork`
+//! is the exception, as in the seed: the child is a copy of this process
+//! and needs no stage.
+
+pub(crate) mod fork;
+pub(crate) mod local;
+pub(crate) mod via;
+
+use crate::bootstrap::{self, AgentBinary, Config, Spawned};
+use crate::context::Context;
+use crate::error::{Result, StreamError};
+use crate::router::Core;
+use crate::stream::Stream;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default `connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Parameters every connection method accepts (the seed's `local()`
+/// parameters). `None` means "inherit from the router".
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Options {
+    pub(crate) remote_name: Option<String>,
+    pub(crate) agent_command: Vec<String>,
+    pub(crate) agent_binary: Option<PathBuf>,
+    pub(crate) debug: Option<bool>,
+    pub(crate) unidirectional: Option<bool>,
+    pub(crate) profiling: Option<bool>,
+    pub(crate) connect_timeout: Duration,
+    #[serde(skip)]
+    pub(crate) via: Option<Context>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            remote_name: None,
+            agent_command: Vec::new(),
+            agent_binary: None,
+            debug: None,
+            unidirectional: None,
+            profiling: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            via: None,
+        }
+    }
+}
+
+/// Implements the setters every method has on a builder with an
+/// `opts: Options` field.
+macro_rules! basic_options {
+    ($builder:ident) => {
+        impl $builder<'_> {
+            /// Process title suffix: the context runs as `mitogen:NAME`
+            /// (default `user@host:pid` of this process). Must not contain `/`.
+            pub fn remote_name(mut self, name: impl Into<String>) -> Self {
+                self.opts.remote_name = Some(name.into());
+                self
+            }
+
+            /// Debug logging in the new context (default: the router's).
+            pub fn debug(mut self, on: bool) -> Self {
+                self.opts.debug = Some(on);
+                self
+            }
+
+            /// Unidirectional routing in the new context (default: the
+            /// router's).
+            pub fn unidirectional(mut self, on: bool) -> Self {
+                self.opts.unidirectional = Some(on);
+                self
+            }
+
+            /// Profiling in the new context (default: the router's).
+            pub fn profiling(mut self, on: bool) -> Self {
+                self.opts.profiling = Some(on);
+                self
+            }
+
+            /// Starts the context from `ctx` instead of from here: `ctx`
+            /// runs the connection and relays the agent.
+            pub fn via(mut self, ctx: &crate::Context) -> Self {
+                self.opts.via = Some(ctx.clone());
+                self
+            }
+        }
+    };
+}
+pub(crate) use basic_options;
+
+/// Implements the setters of methods that start a program (all but fork).
+macro_rules! common_options {
+    ($builder:ident) => {
+        $crate::connect::basic_options!($builder);
+
+        impl $builder<'_> {
+            /// Command prefix that runs the agent, the seed's
+            /// `python_path`: e.g. `["nice", "-n", "10"]`.
+            pub fn agent_command<S: Into<String>>(
+                mut self,
+                prefix: impl IntoIterator<Item = S>,
+            ) -> Self {
+                self.opts.agent_command = prefix.into_iter().map(Into::into).collect();
+                self
+            }
+
+            /// Runs this file as the agent instead of this program's own
+            /// executable: the same program built for another target.
+            pub fn agent_binary(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+                self.opts.agent_binary = Some(path.into());
+                self
+            }
+
+            /// How long the new context has to become healthy (default 30 s).
+            pub fn connect_timeout(mut self, t: std::time::Duration) -> Self {
+                self.opts.connect_timeout = t;
+                self
+            }
+        }
+    };
+}
+pub(crate) use common_options;
+
+impl Options {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if let Some(n) = &self.remote_name {
+            if n.contains('/') {
+                return Err(
+                    StreamError::new(format!("remote_name {n:?} must not contain '/'")).into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn config(&self, core: &Core, id: u32, name: &str, agent: &AgentBinary) -> Config {
+        let mut parent_ids = vec![core.id];
+        parent_ids.extend_from_slice(&core.parent_ids);
+        Config {
+            context_id: id,
+            parent_ids,
+            name: name.to_string(),
+            remote_name: self
+                .remote_name
+                .clone()
+                .unwrap_or_else(crate::process::default_remote_name),
+            debug: self.debug.unwrap_or(core.debug.load(Ordering::Relaxed)),
+            log_level: crate::logging::filter_to_u8(tracing::level_filters::LevelFilter::current()),
+            profiling: self
+                .profiling
+                .unwrap_or(core.profiling.load(Ordering::Relaxed)),
+            unidirectional: self
+                .unidirectional
+                .unwrap_or(core.unidirectional.load(Ordering::Relaxed)),
+            max_message_size: core.max_message_size() as u64,
+            binary_sha: agent.sha.clone(),
+            binary_size: agent.size,
+        }
+    }
+
+    pub(crate) fn agent(&self) -> Result<Arc<AgentBinary>> {
+        match &self.agent_binary {
+            Some(p) => Ok(Arc::new(AgentBinary::from_path(p)?)),
+            None => AgentBinary::current(),
+        }
+    }
+}
+
+/// Bootstraps a started transport and registers the new context.
+pub(crate) fn finish(
+    core: &Arc<Core>,
+    sp: Spawned,
+    agent: &AgentBinary,
+    cfg: &Config,
+    timeout: Duration,
+) -> Result<Context> {
+    let booted = match bootstrap::run(&sp, agent, cfg, timeout) {
+        Ok(b) => b,
+        Err(e) => {
+            kill_and_reap(sp.pid);
+            return Err(e);
+        }
+    };
+    tracing::debug!(
+        "mitogen: {} up (pid {}, uploaded {} bytes)",
+        cfg.name,
+        booted.hello.pid,
+        booted.uploaded
+    );
+    let Spawned {
+        rfd,
+        wfd,
+        stderr,
+        pid,
+    } = sp;
+    let stream = Stream::new(cfg.name.clone(), cfg.context_id, false, rfd, wfd, Some(pid))
+        .map_err(|e| StreamError::new(format!("cannot set up the stream: {e}")))?;
+    core.attach(Arc::new(stream), booted.reader);
+    if let Some(err) = stderr {
+        let name = cfg.name.clone();
+        core.broker.defer_loop(Box::new(move |lp| {
+            crate::logging::watch_lines(lp, err, move |line| {
+                tracing::warn!(target: "mitogen::child", context = name.as_str(), "stderr: {line}")
+            })
+        }));
+    }
+    crate::control::announce_added(core, cfg.context_id, &cfg.name);
+    Ok(Context::new(core.clone(), cfg.context_id, &cfg.name))
+}
+
+/// Ends a transport whose bootstrap failed: SIGKILL and reap at once.
+pub(crate) fn kill_and_reap(pid: i32) {
+    // SAFETY: signalling and reaping our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, 0);
+    }
+}

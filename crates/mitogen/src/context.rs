@@ -1,0 +1,309 @@
+//! [`Context`]: a handle to another context, and the ways to call into it
+//! ([`Context::call`], [`Context::call_async`], [`Context::call_no_reply`],
+//! [`CallChain`]).
+
+use crate::call::{encode_call, RemoteFn};
+use crate::error::{Result, TimeoutError};
+use crate::frame::handle;
+use crate::latch::Latch;
+use crate::message::Message;
+use crate::router::Core;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+/// A context this process can talk to: a child, a descendant, or a parent.
+///
+/// Cloning is cheap. A context outlives nothing: once it disconnects, calls
+/// fail with a [`crate::ChannelError`] naming the disconnect.
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) core: Arc<Core>,
+    id: u32,
+    name: Arc<str>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Context({:?}, id={})", self.name, self.id)
+    }
+}
+
+impl PartialEq for Context {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && Arc::ptr_eq(&self.core, &other.core)
+    }
+}
+
+impl Context {
+    pub(crate) fn new(core: Arc<Core>, id: u32, name: &str) -> Context {
+        Context {
+            core,
+            id,
+            name: name.into(),
+        }
+    }
+
+    /// The context's id, unique in the tree.
+    pub fn context_id(&self) -> u32 {
+        self.id
+    }
+
+    /// The context's name (`remote_name`, or a default naming its method).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `true` while a route to the context exists.
+    pub fn is_connected(&self) -> bool {
+        self.core.is_connected(self.id)
+    }
+
+    /// Sends a message to a handle in this context.
+    pub fn send(&self, msg: Message) -> Result<()> {
+        let h = msg.handle;
+        self.core.send(msg.to(self.id, h))
+    }
+
+    /// Calls `F` with `args` and waits for its result.
+    ///
+    /// ```no_run
+    /// # use mitogen::{Router, Context};
+    /// #[mitogen::remote]
+    /// fn add(a: u32, b: u32) -> u32 { a + b }
+    ///
+    /// # fn demo(ctx: &Context) -> mitogen::Result<()> {
+    /// assert_eq!(ctx.call::<add>((2, 3))?, 5);
+    /// assert_eq!(mitogen::call!(ctx, add(2, 3))?, 5);
+    /// # Ok(()) }
+    /// ```
+    pub fn call<F: RemoteFn>(&self, args: F::Args) -> Result<F::Output> {
+        self.call_async::<F>(args)?.get(None)
+    }
+
+    /// Starts a call and returns at once; the result is collected with
+    /// [`PendingCall::get`] or by awaiting it.
+    pub fn call_async<F: RemoteFn>(&self, args: F::Args) -> Result<PendingCall<F::Output>> {
+        self.start_call(None, F::NAME, &args)
+    }
+
+    /// Starts a call whose result (and error) nobody waits for.
+    pub fn call_no_reply<F: RemoteFn>(&self, args: F::Args) -> Result<()> {
+        self.send_call(None, F::NAME, &args, 0)
+    }
+
+    pub(crate) fn send_call<A: serde::Serialize + ?Sized>(
+        &self,
+        chain: Option<&str>,
+        name: &str,
+        args: &A,
+        reply_to: u32,
+    ) -> Result<()> {
+        let mut m = Message::with_payload(encode_call(chain, name, args)?);
+        m.reply_to = reply_to;
+        self.core.send(m.to(self.id, handle::CALL_FUNCTION))
+    }
+
+    pub(crate) fn start_call<T, A: serde::Serialize + ?Sized>(
+        &self,
+        chain: Option<&str>,
+        name: &str,
+        args: &A,
+    ) -> Result<PendingCall<T>> {
+        let latch = Latch::new();
+        let l = latch.clone();
+        let h = self.core.add_handler(
+            Box::new(move |m| {
+                let _ = l.put(m);
+            }),
+            false,
+            Some(self.id),
+            None,
+        );
+        let pending = PendingCall {
+            latch,
+            handle: h,
+            core: self.core.clone(),
+            _t: PhantomData,
+        };
+        // A failed send has already bounced a dead message to `h`, so the
+        // pending call reports the failure itself.
+        let _ = self.send_call(chain, name, args, h);
+        Ok(pending)
+    }
+
+    /// Asks the context to shut down gracefully (it stops its own children
+    /// first). With `wait`, blocks until it has disconnected, at most
+    /// `timeout` (`None`: the broker's shutdown timeout plus 5 s).
+    pub fn shutdown(&self, wait: bool, timeout: Option<Duration>) -> Result<()> {
+        let gone = Latch::new();
+        let g = gone.clone();
+        let h = self.core.add_handler(
+            Box::new(move |m| {
+                let _ = g.put(m);
+            }),
+            false,
+            Some(self.id),
+            None,
+        );
+        let sent = self
+            .core
+            .send(Message::encode(&())?.to(self.id, handle::SHUTDOWN));
+        let result = match (sent, wait) {
+            (Err(e), _) => Err(e),
+            (Ok(()), false) => Ok(()),
+            (Ok(()), true) => {
+                let t =
+                    timeout.unwrap_or(self.core.broker.shutdown_timeout() + Duration::from_secs(5));
+                gone.get(Some(t)).map(drop).map_err(|e| match e {
+                    crate::Error::Timeout(_) => {
+                        TimeoutError::new(format!("waiting for {} to shut down", self.name), t)
+                            .into()
+                    }
+                    e => e,
+                })
+            }
+        };
+        self.core.del_handler(h);
+        result
+    }
+}
+
+/// A call in flight. [`PendingCall::get`] blocks for the result; the value
+/// is also a [`Future`]. Dropping it abandons the result.
+pub struct PendingCall<T> {
+    latch: Latch<Message>,
+    handle: u32,
+    core: Arc<Core>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for PendingCall<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PendingCall(handle={})", self.handle)
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> PendingCall<T> {
+    /// Waits up to `timeout` (`None`: until the context answers or
+    /// disconnects) and returns the result.
+    pub fn get(&self, timeout: Option<Duration>) -> Result<T> {
+        let msg = self.latch.get(timeout).map_err(|e| match e {
+            crate::Error::Timeout(_) => {
+                TimeoutError::new("waiting for a call's result", timeout.unwrap_or_default()).into()
+            }
+            e => e,
+        })?;
+        msg.decode()
+    }
+
+    /// `true` once the result (or failure) has arrived.
+    pub fn ready(&self) -> bool {
+        !self.latch.empty()
+    }
+}
+
+impl<T> Drop for PendingCall<T> {
+    fn drop(&mut self) {
+        self.core.del_handler(self.handle);
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> Future for PendingCall<T> {
+    type Output = Result<T>;
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Result<T>> {
+        let mut fut = self.latch.get_async();
+        match Pin::new(&mut fut).poll(cx) {
+            Poll::Ready(Ok(m)) => Poll::Ready(m.decode()),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+static NEXT_CHAIN: AtomicU64 = AtomicU64::new(1);
+
+/// Calls on one context whose failures are remembered by the context.
+///
+/// With `pipelined: true`, every call carries the chain's id: when one
+/// fails, later calls in the chain are not run, and the next call that
+/// waits for a reply ([`CallChain::call`]) returns the first failure. This
+/// lets a program fire many [`CallChain::call_no_reply`]s without a round
+/// trip each and still learn about an error. [`CallChain::reset`] forgets
+/// the failure. With `pipelined: false`, calls are independent, as with
+/// [`Context`]'s own methods.
+#[derive(Debug)]
+pub struct CallChain {
+    context: Context,
+    pipelined: bool,
+    chain_id: Mutex<Option<String>>,
+}
+
+impl CallChain {
+    /// A chain of calls on `context`.
+    pub fn new(context: &Context, pipelined: bool) -> CallChain {
+        CallChain {
+            context: context.clone(),
+            pipelined,
+            chain_id: Mutex::new(None),
+        }
+    }
+
+    /// The context the chain calls.
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    fn chain(&self) -> Option<String> {
+        if !self.pipelined {
+            return None;
+        }
+        let mut c = crate::broker::lock(&self.chain_id);
+        Some(
+            c.get_or_insert_with(|| {
+                format!(
+                    "{}-{}-{}",
+                    crate::context_id(),
+                    std::process::id(),
+                    NEXT_CHAIN.fetch_add(1, Ordering::Relaxed)
+                )
+            })
+            .clone(),
+        )
+    }
+
+    /// Starts `F` without waiting; a failure is kept for the next `call`.
+    pub fn call_no_reply<F: RemoteFn>(&self, args: F::Args) -> Result<()> {
+        self.context
+            .send_call(self.chain().as_deref(), F::NAME, &args, 0)
+    }
+
+    /// Starts `F`; its result, or the chain's first failure, is collected
+    /// from the pending call.
+    pub fn call_async<F: RemoteFn>(&self, args: F::Args) -> Result<PendingCall<F::Output>> {
+        self.context
+            .start_call(self.chain().as_deref(), F::NAME, &args)
+    }
+
+    /// Calls `F` and waits: returns the chain's first failure if an
+    /// earlier call failed.
+    pub fn call<F: RemoteFn>(&self, args: F::Args) -> Result<F::Output> {
+        self.call_async::<F>(args)?.get(None)
+    }
+
+    /// Forgets the chain's recorded failure (in the context) and starts a
+    /// new chain id.
+    pub fn reset(&self) -> Result<()> {
+        let saved = crate::broker::lock(&self.chain_id).take();
+        match saved {
+            Some(id) => self
+                .context
+                .send_call(None, crate::dispatch::FORGET_CHAIN, &(id,), 0),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The control plane: handlers for the reserved handles that keep the tree
+//! consistent (`ADD_ROUTE`, `DEL_ROUTE`, `ALLOCATE_ID`, `SHUTDOWN`,
+//! `FORWARD_LOG`).
+//!
+//! Routes are announced upwards: when a context gains a child it tells its
+//! parent, which records that the child is reachable through the announcing
+//! stream and tells its own parent, up to the master. Losses travel the same
+//! way, so a waiter anywhere above a dead context gets a dead message.
+
+use crate::error::{Result, StreamError};
+use crate::frame::handle;
+use crate::latch::Latch;
+use crate::message::Message;
+use crate::router::Core;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Serialize, Deserialize)]
+struct RouteNote {
+    id: u32,
+    name: String,
+}
+
+/// Is `src` a descendant of `core` (reachable through a child stream)?
+fn from_descendant(core: &Core, src: u32) -> bool {
+    src != core.id
+        && !core.parent_ids.contains(&src)
+        && core.stream_for(src).is_some_and(|s| !s.is_parent)
+}
+
+/// Is `auth` one of `core`'s parents?
+fn from_parent(core: &Core, auth: u32) -> bool {
+    core.parent_ids.contains(&auth)
+}
+
+pub(crate) fn install(core: &Arc<Core>) {
+    let weak = Arc::downgrade(core);
+    let w = weak.clone();
+    core.add_handler_at(
+        handle::ADD_ROUTE,
+        Box::new(move |msg| {
+            let Some(core) = w.upgrade() else { return };
+            let Ok(note) = msg.decode::<RouteNote>() else {
+                return;
+            };
+            if !from_descendant(&core, msg.src_id)
+                || note.id == core.id
+                || core.parent_ids.contains(&note.id)
+            {
+                tracing::warn!(
+                    "mitogen: refused route announcement {} from {}",
+                    note.id,
+                    msg.src_id
+                );
+                return;
+            }
+            let Some(via) = core.stream_for(msg.src_id) else {
+                return;
+            };
+            if core
+                .stream_for(note.id)
+                .is_some_and(|s| !s.is_parent && s.id != via.id)
+            {
+                tracing::warn!(
+                    "mitogen: refused route to {} from {}: already routed elsewhere",
+                    note.id,
+                    msg.src_id
+                );
+                return;
+            }
+            core.add_route(note.id, &via);
+            core.set_name(note.id, &note.name);
+            announce_added(&core, note.id, &note.name);
+        }),
+        true,
+        None,
+        None,
+    );
+    let w = weak.clone();
+    core.add_handler_at(
+        handle::DEL_ROUTE,
+        Box::new(move |msg| {
+            let Some(core) = w.upgrade() else { return };
+            let Ok((id, why)) = msg.decode::<(u32, String)>() else {
+                return;
+            };
+            let (Some(via), Some(route)) = (core.stream_for(msg.src_id), core.stream_for(id))
+            else {
+                return;
+            };
+            if !from_descendant(&core, msg.src_id) || via.id != route.id {
+                tracing::warn!("mitogen: refused route removal {id} from {}", msg.src_id);
+                return;
+            }
+            core.forget(&[id], &why);
+            announce_lost_why(&core, &[id], &why);
+        }),
+        true,
+        None,
+        None,
+    );
+    let w = weak.clone();
+    core.add_handler_at(
+        handle::ALLOCATE_ID,
+        Box::new(move |msg| {
+            let Some(core) = w.upgrade() else { return };
+            if core.id != crate::identity::MASTER_ID || !from_descendant(&core, msg.src_id) {
+                core.bounce(&msg, crate::error::reasons::REFUSED);
+                return;
+            }
+            if let Ok(id) = core.allocate_id() {
+                let _ = msg.reply(&id);
+            }
+        }),
+        true,
+        None,
+        None,
+    );
+    let w = weak.clone();
+    core.add_handler_at(
+        handle::SHUTDOWN,
+        Box::new(move |msg| {
+            let Some(core) = w.upgrade() else { return };
+            if from_parent(&core, msg.auth_id) {
+                tracing::debug!("mitogen: shutdown requested by {}", msg.auth_id);
+                core.broker.shutdown();
+            } else {
+                tracing::warn!("mitogen: refused SHUTDOWN from {}", msg.auth_id);
+            }
+        }),
+        true,
+        None,
+        None,
+    );
+    let w = weak;
+    core.add_handler_at(
+        handle::FORWARD_LOG,
+        Box::new(move |msg| {
+            let Some(core) = w.upgrade() else { return };
+            if from_descendant(&core, msg.src_id) {
+                let name = core.context_name(msg.src_id);
+                crate::logging::emit_forwarded(&name, &msg);
+            }
+        }),
+        true,
+        None,
+        None,
+    );
+}
+
+/// Tells the parent (if any) that `id` is now reachable through us.
+pub(crate) fn announce_added(core: &Arc<Core>, id: u32, name: &str) {
+    if let Some(parent) = core.parent_ids.first() {
+        let note = RouteNote {
+            id,
+            name: name.to_string(),
+        };
+        if let Ok(m) = Message::encode(&note) {
+            let _ = core.send(m.to(*parent, handle::ADD_ROUTE));
+        }
+    }
+}
+
+/// Tells the parent (if any) that `lost` are gone.
+pub(crate) fn announce_lost(core: &Arc<Core>, lost: &[u32]) {
+    announce_lost_why(core, lost, "disconnected");
+}
+
+fn announce_lost_why(core: &Arc<Core>, lost: &[u32], why: &str) {
+    let Some(parent) = core.parent_ids.first() else {
+        return;
+    };
+    for id in lost {
+        let reason = format!("{} {why}", core.context_name(*id));
+        if let Ok(m) = Message::encode(&(*id, reason)) {
+            let _ = core.send(m.to(*parent, handle::DEL_ROUTE));
+        }
+    }
+}
+
+/// Asks the master for a fresh context id (children only; blocks).
+pub(crate) fn request_id(core: &Arc<Core>) -> Result<u32> {
+    if core.broker.on_broker_thread() {
+        return Err(StreamError::new("allocate_id cannot block the broker thread").into());
+    }
+    let latch = Latch::new();
+    let l = latch.clone();
+    let h = core.add_handler(
+        Box::new(move |m| {
+            let _ = l.put(m);
+        }),
+        false,
+        Some(crate::identity::MASTER_ID),
+        None,
+    );
+    let mut m = Message::encode(&())?.to(crate::identity::MASTER_ID, handle::ALLOCATE_ID);
+    m.reply_to = h;
+    core.send(m)?;
+    let reply = latch.get(Some(Duration::from_secs(30)));
+    core.del_handler(h);
+    reply?.decode()
+}

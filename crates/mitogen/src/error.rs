@@ -1,0 +1,250 @@
+//! Error types: one [`Error`] enum over the seed's distinct exceptions.
+//!
+//! Each variant wraps its own type, so code that cares about one kind of
+//! failure can match on it (or convert with `?` into [`Error`]) and code that
+//! does not can print the whole thing. [`CallError`] crosses the wire: it is
+//! what a remote function's error or panic becomes on the caller.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// Result type of this crate, with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every failure the runtime reports.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A remote function failed, panicked, or could not be called.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// A connection could not be made, or broke.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// A deadline passed.
+    #[error(transparent)]
+    Timeout(#[from] TimeoutError),
+    /// A message could not be delivered, or a dead message arrived.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// A latch was closed.
+    #[error(transparent)]
+    Latch(#[from] LatchError),
+}
+
+/// A remote function returned an error, panicked, or was not callable.
+///
+/// Carries the remote error's type name, its message, the messages of its
+/// `source()` chain, and a backtrace when the remote side captured one
+/// (`RUST_BACKTRACE=1` in its environment).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallError {
+    type_name: String,
+    message: String,
+    chain: Vec<String>,
+    backtrace: Option<String>,
+}
+
+impl CallError {
+    /// Builds an error from its parts.
+    pub fn new(type_name: impl Into<String>, message: impl Into<String>) -> CallError {
+        CallError {
+            type_name: type_name.into(),
+            message: message.into(),
+            chain: Vec::new(),
+            backtrace: None,
+        }
+    }
+
+    /// Captures `err`, whose Rust type is `type_name`, with its source chain
+    /// and, when enabled by the environment, a backtrace of this point.
+    pub fn from_error(type_name: &str, err: &(dyn std::error::Error + 'static)) -> CallError {
+        let mut chain = Vec::new();
+        let mut cur = err.source();
+        while let Some(e) = cur {
+            chain.push(e.to_string());
+            cur = e.source();
+        }
+        CallError {
+            type_name: type_name.to_string(),
+            message: err.to_string(),
+            chain,
+            backtrace: capture_backtrace(),
+        }
+    }
+
+    /// Describes a panic payload caught while running a remote function.
+    pub fn from_panic(function: &str, payload: &(dyn std::any::Any + Send)) -> CallError {
+        let what = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "panic with a non-string payload".to_string()
+        };
+        CallError {
+            type_name: "panic".to_string(),
+            message: format!("{function} panicked: {what}"),
+            chain: Vec::new(),
+            backtrace: capture_backtrace(),
+        }
+    }
+
+    /// Rust type name of the remote error (`"panic"` for a panic).
+    pub fn type_name(&self) -> &str {
+        &self.type_name
+    }
+
+    /// The remote error's own message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Messages of the remote error's `source()` chain, outermost first.
+    pub fn chain(&self) -> &[String] {
+        &self.chain
+    }
+
+    /// Remote backtrace, when the remote side captured one.
+    pub fn backtrace(&self) -> Option<&str> {
+        self.backtrace.as_deref()
+    }
+}
+
+fn capture_backtrace() -> Option<String> {
+    let bt = std::backtrace::Backtrace::capture();
+    match bt.status() {
+        std::backtrace::BacktraceStatus::Captured => Some(bt.to_string()),
+        _ => None,
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.type_name, self.message)?;
+        for c in &self.chain {
+            write!(f, ": {c}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// A connection failed to start, or an established link failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct StreamError {
+    message: String,
+}
+
+impl StreamError {
+    /// Builds an error with a message a user can act on.
+    pub fn new(message: impl Into<String>) -> StreamError {
+        StreamError {
+            message: message.into(),
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// A blocking operation's deadline passed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("timed out after {after:?} {what}")]
+pub struct TimeoutError {
+    what: String,
+    after: Duration,
+}
+
+impl TimeoutError {
+    /// `what` completes the sentence "timed out after N ...".
+    pub fn new(what: impl Into<String>, after: Duration) -> TimeoutError {
+        TimeoutError {
+            what: what.into(),
+            after,
+        }
+    }
+
+    /// The time that was waited.
+    pub fn after(&self) -> Duration {
+        self.after
+    }
+}
+
+/// A message could not be delivered: a dead message, or a closed receiver.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct ChannelError {
+    reason: String,
+}
+
+impl ChannelError {
+    /// Builds an error carrying a dead message's reason.
+    pub fn new(reason: impl Into<String>) -> ChannelError {
+        ChannelError {
+            reason: reason.into(),
+        }
+    }
+
+    /// Why the message was dead.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+/// A [`crate::Latch`] was closed while, or before, a thread waited on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("latch closed")]
+pub struct LatchError;
+
+/// Reasons carried by dead messages the runtime generates itself.
+pub(crate) mod reasons {
+    /// No receiver is registered for the handle.
+    pub const NO_HANDLE: &str = "no receiver for the handle";
+    /// No route to the destination context.
+    pub const NO_ROUTE: &str = "no route to the destination context";
+    /// A policy refused the message.
+    pub const REFUSED: &str = "refused by policy";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_error_keeps_chain() {
+        let inner = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let outer = std::io::Error::other(Wrap(inner));
+        let e = CallError::from_error("std::io::Error", &outer);
+        assert_eq!(e.type_name(), "std::io::Error");
+        assert_eq!(e.message(), "wrapped");
+        assert_eq!(e.chain(), ["no such file"]);
+        assert_eq!(e.to_string(), "std::io::Error: wrapped: no such file");
+    }
+
+    #[derive(Debug)]
+    struct Wrap(std::io::Error);
+    impl fmt::Display for Wrap {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("wrapped")
+        }
+    }
+    impl std::error::Error for Wrap {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn panic_payloads() {
+        let e = CallError::from_panic("f", &"boom");
+        assert_eq!(e.type_name(), "panic");
+        assert!(e.message().contains("boom"));
+        let e = CallError::from_panic("f", &String::from("bang"));
+        assert!(e.message().contains("bang"));
+    }
+}

@@ -1,0 +1,243 @@
+//! [`Latch`]: a thread-safe queue that threads block on, the primitive every
+//! blocking API of the crate waits with.
+//!
+//! `put` never blocks; `get` waits up to a timeout; `close` wakes every
+//! waiter with [`LatchError`]. A latch is also a [`Future`] source through
+//! [`Latch::get_async`], so the same object serves blocking and async code.
+
+use crate::error::{Error, LatchError, TimeoutError};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+struct State<T> {
+    queue: VecDeque<T>,
+    closed: bool,
+    wakers: Vec<Waker>,
+}
+
+struct Inner<T> {
+    state: Mutex<State<T>>,
+    cond: Condvar,
+}
+
+/// A many-producer, many-consumer queue that consumers block on.
+pub struct Latch<T> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T> Clone for Latch<T> {
+    fn clone(&self) -> Self {
+        Latch {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Latch<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.lock();
+        f.debug_struct("Latch")
+            .field("queued", &s.queue.len())
+            .field("closed", &s.closed)
+            .finish()
+    }
+}
+
+impl<T> Default for Latch<T> {
+    fn default() -> Self {
+        Latch::new()
+    }
+}
+
+impl<T> Latch<T> {
+    /// An empty, open latch.
+    pub fn new() -> Latch<T> {
+        Latch {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    queue: VecDeque::new(),
+                    closed: false,
+                    wakers: Vec::new(),
+                }),
+                cond: Condvar::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // A panic while holding this lock cannot leave the queue half
+        // updated (every critical section is a single push or pop).
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds an item and wakes one waiter. Fails if the latch is closed.
+    pub fn put(&self, item: T) -> Result<(), LatchError> {
+        let wakers = {
+            let mut s = self.lock();
+            if s.closed {
+                return Err(LatchError);
+            }
+            s.queue.push_back(item);
+            std::mem::take(&mut s.wakers)
+        };
+        self.inner.cond.notify_one();
+        wakers.into_iter().for_each(Waker::wake);
+        Ok(())
+    }
+
+    /// `true` when nothing is queued.
+    pub fn empty(&self) -> bool {
+        self.lock().queue.is_empty()
+    }
+
+    /// `true` once [`Latch::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Closes the latch: queued items are dropped and every current and
+    /// future waiter gets [`LatchError`].
+    pub fn close(&self) {
+        let wakers = {
+            let mut s = self.lock();
+            s.closed = true;
+            s.queue.clear();
+            std::mem::take(&mut s.wakers)
+        };
+        self.inner.cond.notify_all();
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Takes the next item without waiting.
+    pub fn try_get(&self) -> Result<Option<T>, LatchError> {
+        let mut s = self.lock();
+        if s.closed {
+            return Err(LatchError);
+        }
+        Ok(s.queue.pop_front())
+    }
+
+    /// Waits for an item up to `timeout` (`None`: forever).
+    pub fn get(&self, timeout: Option<Duration>) -> Result<T, Error> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut s = self.lock();
+        loop {
+            if s.closed {
+                return Err(LatchError.into());
+            }
+            if let Some(item) = s.queue.pop_front() {
+                return Ok(item);
+            }
+            s = match deadline {
+                None => self.inner.cond.wait(s).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        let t = timeout.unwrap_or_default();
+                        return Err(TimeoutError::new("waiting on a latch", t).into());
+                    }
+                    self.inner
+                        .cond
+                        .wait_timeout(s, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// A future resolving to the next item, or [`LatchError`] on close.
+    pub fn get_async(&self) -> LatchFuture<T> {
+        LatchFuture {
+            latch: self.clone(),
+        }
+    }
+
+    fn poll_get(&self, cx: &mut Context<'_>) -> Poll<Result<T, LatchError>> {
+        let mut s = self.lock();
+        if s.closed {
+            return Poll::Ready(Err(LatchError));
+        }
+        if let Some(item) = s.queue.pop_front() {
+            return Poll::Ready(Ok(item));
+        }
+        if !s.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            s.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+/// Future returned by [`Latch::get_async`].
+#[derive(Debug)]
+pub struct LatchFuture<T> {
+    latch: Latch<T>,
+}
+
+impl<T> Future for LatchFuture<T> {
+    type Output = Result<T, LatchError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.latch.poll_get(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_then_get() {
+        let l = Latch::new();
+        l.put(1).unwrap();
+        assert!(!l.empty());
+        assert_eq!(l.get(None).unwrap(), 1);
+        assert!(l.empty());
+    }
+
+    #[test]
+    fn timeout_is_typed() {
+        let l: Latch<u8> = Latch::new();
+        let err = l.get(Some(Duration::from_millis(20))).unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{err}");
+    }
+
+    #[test]
+    fn close_wakes_waiters() {
+        let l: Latch<u8> = Latch::new();
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let l = l.clone();
+                std::thread::spawn(move || l.get(Some(Duration::from_secs(10))))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        l.close();
+        for w in waiters {
+            assert!(matches!(w.join().unwrap(), Err(Error::Latch(_))));
+        }
+        assert_eq!(l.put(1), Err(LatchError));
+    }
+
+    #[test]
+    fn many_threads_no_loss() {
+        let l = Latch::new();
+        let producers: Vec<_> = (0..8)
+            .map(|t| {
+                let l = l.clone();
+                std::thread::spawn(move || (0..1000).for_each(|i| l.put(t * 1000 + i).unwrap()))
+            })
+            .collect();
+        let mut seen = vec![false; 8000];
+        for _ in 0..8000 {
+            let v = l.get(Some(Duration::from_secs(10))).unwrap();
+            assert!(!seen[v]);
+            seen[v] = true;
+        }
+        producers.into_iter().for_each(|p| p.join().unwrap());
+        assert!(l.empty());
+    }
+}

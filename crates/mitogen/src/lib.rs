@@ -1,0 +1,165 @@
+//! Distributed self-replicating programs for Rust.
+//!
+//! A program linking `mitogen` starts copies of *itself* as other
+//! processes — local subprocesses and forks here; ssh hosts, sudo
+//! accounts and containers in later layers — with nothing installed on the
+//! target but a POSIX shell. It then calls functions compiled into the
+//! binary in any of those contexts, with arguments and results checked by
+//! the compiler.
+//!
+//! ```no_run
+//! use mitogen::{Router, Result};
+//!
+//! /// Runs wherever it is called.
+//! #[mitogen::remote]
+//! fn hostname_and_pid() -> std::io::Result<(String, u32)> {
+//!     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
+//!     Ok((host.trim().to_string(), std::process::id()))
+//! }
+//!
+//! #[mitogen::main]            // children enter here before any user code
+//! fn main(router: Router) -> Result<()> {
+//!     let ctx = router.local().remote_name("demo").connect()?;
+//!     let (host, pid) = mitogen::call!(ctx, hostname_and_pid())?;
+//!     println!("{} runs on {host} as pid {pid}", ctx.name());
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # How it fits together
+//!
+//! - [`Router`] routes [`Message`]s between this context, its parent and
+//!   its children, and has the context factories ([`Router::local`],
+//!   [`Router::fork`]).
+//! - [`Broker`] is the single I/O thread of a process.
+//! - [`Context`] is a handle to another context: [`Context::call`],
+//!   [`Context::call_async`], [`Context::call_no_reply`], [`CallChain`].
+//! - `#[remote]` exposes a function; only exposed functions can be called.
+//! - Every failure is an [`Error`]: [`CallError`] (remote error or panic),
+//!   [`StreamError`], [`TimeoutError`], [`ChannelError`], [`LatchError`].
+//!
+//! `docs/ARCHITECTURE.md` in the repository describes the threads, a
+//! message's path and the bootstrap; `docs/SEED-MAP.md` maps every entry of
+//! Python Mitogen's API to its Rust form.
+
+#![deny(missing_docs, rust_2018_idioms)]
+#![warn(missing_debug_implementations)]
+
+extern crate self as mitogen;
+
+mod agent;
+mod bootstrap;
+mod broker;
+mod call;
+mod connect;
+mod context;
+mod control;
+mod dispatch;
+mod error;
+pub mod frame;
+mod identity;
+mod latch;
+mod logging;
+mod message;
+mod process;
+mod router;
+mod stream;
+
+pub use broker::{Broker, DEFAULT_SHUTDOWN_TIMEOUT};
+pub use call::RemoteFn;
+pub use connect::fork::ForkBuilder;
+pub use connect::local::LocalBuilder;
+pub use connect::DEFAULT_CONNECT_TIMEOUT;
+pub use context::{CallChain, Context, PendingCall};
+pub use dispatch::ExternalContext;
+pub use error::{CallError, ChannelError, Error, LatchError, Result, StreamError, TimeoutError};
+pub use identity::{context_id, is_master, parent_id, parent_ids, MASTER_ID, VERSION};
+pub use latch::{Latch, LatchFuture};
+pub use message::Message;
+pub use router::{Policy, Router};
+
+/// Exposes a function to parent contexts.
+///
+/// The function keeps working as a normal function. Beside it, in the type
+/// namespace, the attribute defines a marker type of the same name
+/// implementing [`RemoteFn`], which is what calls name:
+///
+/// ```no_run
+/// #[mitogen::remote]
+/// fn add(a: u64, b: u64) -> u64 { a + b }
+///
+/// # fn demo(ctx: &mitogen::Context) -> mitogen::Result<()> {
+/// let sum = ctx.call::<add>((1, 2))?;        // type-checked: (u64, u64) -> u64
+/// let sum2 = mitogen::call!(ctx, add(1, 2))?; // the same, as a call expression
+/// assert_eq!(add(1, 2), 3);                   // still an ordinary function
+/// # Ok(()) }
+/// ```
+///
+/// - Parameters and the result are serde types. A function returning a
+///   type spelled `...Result<T, E>` (with `E` convertible to
+///   `Box<dyn Error + Send + Sync>`: any error type, `anyhow::Error`, …)
+///   gives `T` to the caller, and its `Err` becomes a [`CallError`] with
+///   the error's type name, message and source chain.
+/// - A parameter of type `&Router` or `&ExternalContext` is injected by
+///   the context running the call and not sent (the seed's
+///   `takes_router` / `takes_econtext`).
+/// - A panic becomes a [`CallError`] of type `"panic"`; the context goes on
+///   serving.
+/// - Generic and `async` functions cannot be remote.
+pub use mitogen_macros::remote;
+
+/// Makes `main` the entry point of the master and of every child context.
+///
+/// `#[mitogen::main] fn main(router: Router) -> T { .. }` becomes
+/// `fn main() -> T { mitogen::main(|router| { .. }) }`; see [`main()`].
+pub use mitogen_macros::main;
+
+/// Entry point: call first thing in `main` (or use `#[mitogen::main]`).
+///
+/// In a process started as a context, this never returns: it runs the
+/// agent (handshake, then serving calls) and exits when the parent
+/// disconnects. Otherwise it starts a [`Broker`] and a [`Router`], runs `f`
+/// with the router, then shuts the broker down (children are stopped and
+/// reaped) and returns what `f` returned.
+///
+/// A program that does not call it cannot be a context: the parent's
+/// connect fails with a [`StreamError`] saying that `mitogen::main` is
+/// missing.
+///
+/// # Panics
+///
+/// When the broker cannot start (the system refuses an epoll instance or a
+/// thread), before any user code runs.
+pub fn main<R>(f: impl FnOnce(Router) -> R) -> R {
+    if agent::is_agent() {
+        agent::run();
+    }
+    bootstrap::prewarm();
+    let router = match Router::new() {
+        Ok(r) => r,
+        Err(e) => panic!("mitogen: cannot start the broker: {e}"),
+    };
+    let broker = router.broker().clone();
+    let r = f(router);
+    broker.shutdown();
+    broker.join();
+    r
+}
+
+/// Calls a `#[remote]` function in a context, written as a call:
+/// `call!(ctx, path::to::f(a, b))` is `ctx.call::<path::to::f>((a, b))`.
+#[macro_export]
+macro_rules! call {
+    ($ctx:expr, $($f:ident)::+ ( $($arg:expr),* $(,)? )) => {
+        $ctx.call::<$($f)::+>(( $($arg,)* ))
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! Used by generated code; not a stable API.
+    pub use crate::call::{
+        decode_args, encode_output, CallEnv, Entry, IntoRemoteResult, REMOTE_FNS,
+    };
+    pub use linkme;
+}

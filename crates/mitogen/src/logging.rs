@@ -1,0 +1,260 @@
+//! Log forwarding: children's `tracing` events and their stdout/stderr
+//! lines travel to the master as `FORWARD_LOG` messages and are re-emitted
+//! there as `tracing` events with target `mitogen::child` and a `context`
+//! field naming the sender.
+//!
+//! A child installs [`ChildLogger`] as its global subscriber before user
+//! code runs; the master keeps whatever subscriber its program installed.
+
+use crate::broker::{lock, Loop};
+use crate::frame::handle;
+use crate::message::Message;
+use crate::router::Core;
+use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use tracing::level_filters::LevelFilter;
+use tracing::{Level, Metadata};
+
+/// One forwarded record.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub(crate) level: u8,
+    pub(crate) target: String,
+    pub(crate) message: String,
+}
+
+pub(crate) fn level_to_u8(l: Level) -> u8 {
+    match l {
+        Level::ERROR => 1,
+        Level::WARN => 2,
+        Level::INFO => 3,
+        Level::DEBUG => 4,
+        Level::TRACE => 5,
+    }
+}
+
+pub(crate) fn filter_to_u8(f: LevelFilter) -> u8 {
+    f.into_level().map_or(0, level_to_u8)
+}
+
+fn u8_to_filter(v: u8) -> LevelFilter {
+    match v {
+        0 => LevelFilter::OFF,
+        1 => LevelFilter::ERROR,
+        2 => LevelFilter::WARN,
+        3 => LevelFilter::INFO,
+        4 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    }
+}
+
+/// Re-emits a record received from `context` in this process.
+pub(crate) fn emit_forwarded(context: &str, msg: &Message) {
+    let Ok(r) = msg.decode::<Record>() else {
+        return;
+    };
+    let (t, m) = (r.target.as_str(), r.message.as_str());
+    match r.level {
+        1 => tracing::error!(target: "mitogen::child", context, source = t, "{m}"),
+        2 => tracing::warn!(target: "mitogen::child", context, source = t, "{m}"),
+        3 => tracing::info!(target: "mitogen::child", context, source = t, "{m}"),
+        4 => tracing::debug!(target: "mitogen::child", context, source = t, "{m}"),
+        _ => tracing::trace!(target: "mitogen::child", context, source = t, "{m}"),
+    }
+}
+
+thread_local! {
+    /// Set while a record is being sent, so logging done by the send path
+    /// itself is dropped instead of recursing.
+    static SENDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The subscriber of a child context: forwards events to the master and,
+/// with `debug`, also appends them to `/tmp/mitogen.<pid>.log`.
+pub(crate) struct ChildLogger {
+    core: Weak<Core>,
+    level: LevelFilter,
+    file: Option<Mutex<std::fs::File>>,
+    next_span: AtomicU64,
+}
+
+impl ChildLogger {
+    pub(crate) fn install(core: &Arc<Core>, level: u8, debug: bool) {
+        let level = if debug {
+            LevelFilter::DEBUG.max(u8_to_filter(level))
+        } else {
+            u8_to_filter(level)
+        };
+        let logger = ChildLogger {
+            core: Arc::downgrade(core),
+            level,
+            file: debug.then(debug_file).flatten().map(Mutex::new),
+            next_span: AtomicU64::new(1),
+        };
+        // Fails only if something set a subscriber before mitogen::main ran
+        // (or in a forked child, which inherits its parent's): keep that one.
+        let _ = tracing::subscriber::set_global_default(logger);
+    }
+}
+
+fn debug_file() -> Option<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(format!("/tmp/mitogen.{}.log", std::process::id()))
+        .ok()
+}
+
+/// `enable_debug` in this process: with no subscriber installed yet,
+/// install one writing debug records to `/tmp/mitogen.<pid>.log`.
+pub(crate) fn enable_debug_file() {
+    struct FileLogger(Mutex<std::fs::File>, AtomicU64);
+    impl tracing::Subscriber for FileLogger {
+        fn enabled(&self, m: &Metadata<'_>) -> bool {
+            *m.level() <= Level::DEBUG
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(self.1.fetch_add(1, Ordering::Relaxed))
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, e: &tracing::Event<'_>) {
+            let line = format_event(e);
+            let _ = writeln!(lock(&self.0), "{} {}", e.metadata().level(), line);
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+    if let Some(f) = debug_file() {
+        let _ =
+            tracing::subscriber::set_global_default(FileLogger(Mutex::new(f), AtomicU64::new(1)));
+    }
+}
+
+struct Visitor(String);
+
+impl tracing::field::Visit for Visitor {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if !self.0.is_empty() {
+            self.0.push(' ');
+        }
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        } else {
+            let _ = write!(self.0, "{}={value:?}", field.name());
+        }
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            if !self.0.is_empty() {
+                self.0.push(' ');
+            }
+            self.0.push_str(value);
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+}
+
+fn format_event(e: &tracing::Event<'_>) -> String {
+    let mut v = Visitor(String::new());
+    e.record(&mut v);
+    v.0
+}
+
+/// Sends a record to the master from a child.
+pub(crate) fn forward(core: &Arc<Core>, level: u8, target: &str, message: String) {
+    if SENDING.with(|s| s.replace(true)) {
+        return;
+    }
+    let rec = Record {
+        level,
+        target: target.to_string(),
+        message,
+    };
+    if let Ok(m) = Message::encode(&rec) {
+        let _ = core.send(m.to(crate::identity::MASTER_ID, handle::FORWARD_LOG));
+    }
+    SENDING.with(|s| s.set(false));
+}
+
+impl tracing::Subscriber for ChildLogger {
+    fn enabled(&self, m: &Metadata<'_>) -> bool {
+        *m.level() <= self.level && !SENDING.with(|s| s.get())
+    }
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(self.level)
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(self.next_span.fetch_add(1, Ordering::Relaxed))
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, e: &tracing::Event<'_>) {
+        let text = format_event(e);
+        let md = e.metadata();
+        if let Some(f) = &self.file {
+            let _ = writeln!(lock(f), "{} {} {}", md.level(), md.target(), text);
+        }
+        if let Some(core) = self.core.upgrade() {
+            forward(&core, level_to_u8(*md.level()), md.target(), text);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Watches `fd` (a pipe) on the broker and hands each complete line to
+/// `on_line`; a partial last line is flushed at end of file.
+pub(crate) fn watch_lines(
+    lp: &mut Loop,
+    fd: std::os::fd::OwnedFd,
+    mut on_line: impl FnMut(&str) + Send + 'static,
+) {
+    let raw: RawFd = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let fl = libc::fcntl(raw, libc::F_GETFL);
+        libc::fcntl(raw, libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+    let mut pending: Vec<u8> = Vec::new();
+    lp.register(
+        raw,
+        mio::Interest::READABLE,
+        Box::new(move |lp, _| {
+            let mut chunk = [0u8; 8192];
+            loop {
+                // SAFETY: reading into a stack buffer of the given length.
+                let n = unsafe {
+                    libc::read(raw, chunk.as_mut_ptr() as *mut libc::c_void, chunk.len())
+                };
+                if n > 0 {
+                    pending.extend_from_slice(&chunk[..n as usize]);
+                    while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=i).collect();
+                        on_line(String::from_utf8_lossy(&line).trim_end());
+                    }
+                    continue;
+                }
+                let err = std::io::Error::last_os_error();
+                if n < 0 && err.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                if n < 0 && err.kind() == std::io::ErrorKind::WouldBlock {
+                    return true;
+                }
+                if !pending.is_empty() {
+                    on_line(String::from_utf8_lossy(&pending).trim_end());
+                }
+                let _ = lp.registry_deregister(raw);
+                let _keep_open_until_now = &fd;
+                return false;
+            }
+        }),
+    );
+}

@@ -1,0 +1,229 @@
+//! [`Message`]: one frame's routing fields plus its payload, as user code
+//! sees it.
+
+use crate::error::{CallError, ChannelError, Error, Result, StreamError};
+use crate::frame::{Encoding, Header};
+use crate::router::Core;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt;
+use std::sync::Arc;
+
+/// A routed message: the seed's `Message`.
+///
+/// `data` holds the payload as it travelled; [`Message::decode`] reads a
+/// MessagePack payload into any serde type, [`Message::bytes`] gives raw
+/// bytes. A message received through a [`crate::Router`] remembers that
+/// router, so [`Message::reply`] can answer it.
+#[derive(Clone)]
+pub struct Message {
+    /// Destination context id.
+    pub dst_id: u32,
+    /// Source context id.
+    pub src_id: u32,
+    /// Context on whose authority the message was sent.
+    pub auth_id: u32,
+    /// Handle in the destination.
+    pub handle: u32,
+    /// Handle in the source expecting a reply, or 0.
+    pub reply_to: u32,
+    /// How `data` is encoded.
+    pub encoding: Encoding,
+    /// The payload.
+    pub data: Vec<u8>,
+    pub(crate) core: Option<Arc<Core>>,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("dst_id", &self.dst_id)
+            .field("src_id", &self.src_id)
+            .field("auth_id", &self.auth_id)
+            .field("handle", &self.handle)
+            .field("reply_to", &self.reply_to)
+            .field("encoding", &self.encoding)
+            .field("len", &self.data.len())
+            .finish()
+    }
+}
+
+/// Serializes `value` as the MessagePack payloads of this crate use.
+pub(crate) fn to_msgpack<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(64);
+    encode_into(&mut buf, value)?;
+    Ok(buf)
+}
+
+/// Appends `value` in MessagePack (structs as maps: self-describing).
+pub(crate) fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Result<()> {
+    value
+        .serialize(&mut rmp_serde::Serializer::new(buf).with_struct_map())
+        .map_err(|e| Error::Call(CallError::new("mitogen::EncodeError", e.to_string())))
+}
+
+/// Reads a MessagePack payload into `T`.
+pub(crate) fn from_msgpack<T: DeserializeOwned>(data: &[u8]) -> Result<T> {
+    rmp_serde::from_slice(data)
+        .map_err(|e| Error::Call(CallError::new("mitogen::DecodeError", e.to_string())))
+}
+
+impl Message {
+    fn with(encoding: Encoding, data: Vec<u8>) -> Message {
+        Message {
+            dst_id: 0,
+            src_id: 0,
+            auth_id: 0,
+            handle: 0,
+            reply_to: 0,
+            encoding,
+            data,
+            core: None,
+        }
+    }
+
+    /// A message whose payload is `value` in MessagePack.
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Message> {
+        Ok(Message::with(Encoding::MsgPack, to_msgpack(value)?))
+    }
+
+    /// A message carrying raw bytes, never passed through a serializer.
+    pub fn raw(data: Vec<u8>) -> Message {
+        Message::with(Encoding::Raw, data)
+    }
+
+    /// A dead message: tells the receiver its message could not be handled.
+    pub fn dead(reason: impl Into<String>) -> Message {
+        Message::with(Encoding::Dead, reason.into().into_bytes())
+    }
+
+    /// A message whose payload is already-encoded MessagePack.
+    pub(crate) fn with_payload(data: Vec<u8>) -> Message {
+        Message::with(Encoding::MsgPack, data)
+    }
+
+    pub(crate) fn call_error(err: &CallError) -> Message {
+        let data = to_msgpack(err).unwrap_or_default();
+        Message::with(Encoding::CallError, data)
+    }
+
+    /// Sets the destination and handle, for sending.
+    pub fn to(mut self, dst_id: u32, handle: u32) -> Message {
+        self.dst_id = dst_id;
+        self.handle = handle;
+        self
+    }
+
+    /// `true` for a dead message.
+    pub fn is_dead(&self) -> bool {
+        self.encoding == Encoding::Dead
+    }
+
+    /// The reason of a dead message, or `None`.
+    pub fn dead_reason(&self) -> Option<String> {
+        self.is_dead()
+            .then(|| String::from_utf8_lossy(&self.data).into_owned())
+    }
+
+    /// The raw payload. A dead message or a remote error is returned as
+    /// its error, so bulk readers cannot mistake a failure for data.
+    pub fn bytes(&self) -> Result<&[u8]> {
+        self.check()?;
+        Ok(&self.data)
+    }
+
+    fn check(&self) -> Result<()> {
+        match self.encoding {
+            Encoding::Dead => Err(ChannelError::new(String::from_utf8_lossy(&self.data)).into()),
+            Encoding::CallError => Err(from_msgpack::<CallError>(&self.data)
+                .map(Error::Call)
+                .unwrap_or_else(|e| e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads the payload into `T`. A dead message becomes
+    /// [`ChannelError`] with its reason; a remote failure [`CallError`].
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        self.check()?;
+        match self.encoding {
+            Encoding::MsgPack => from_msgpack(&self.data),
+            _ => Err(CallError::new(
+                "mitogen::DecodeError",
+                format!("cannot decode a {:?} payload as a value", self.encoding),
+            )
+            .into()),
+        }
+    }
+
+    /// Answers this message with `value`, sent to its `reply_to` handle.
+    pub fn reply<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        self.reply_message(Message::encode(value)?)
+    }
+
+    /// Answers this message with a prepared message.
+    pub fn reply_message(&self, msg: Message) -> Result<()> {
+        let core = self.core.as_ref().ok_or_else(|| {
+            StreamError::new(
+                "this message was not received through a router; it cannot be replied to",
+            )
+        })?;
+        if self.reply_to == 0 {
+            return Err(ChannelError::new("the message asked for no reply").into());
+        }
+        core.send(msg.to(self.src_id, self.reply_to))
+    }
+
+    pub(crate) fn header(&self) -> Header {
+        Header {
+            encoding: self.encoding,
+            dst_id: self.dst_id,
+            src_id: self.src_id,
+            auth_id: self.auth_id,
+            handle: self.handle,
+            reply_to: self.reply_to,
+            length: self.data.len() as u32,
+        }
+    }
+
+    pub(crate) fn from_frame(h: Header, data: Vec<u8>) -> Message {
+        Message {
+            dst_id: h.dst_id,
+            src_id: h.src_id,
+            auth_id: h.auth_id,
+            handle: h.handle,
+            reply_to: h.reply_to,
+            encoding: h.encoding,
+            data,
+            core: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode() {
+        let m = Message::encode(&(1u32, "two".to_string())).unwrap();
+        let v: (u32, String) = m.decode().unwrap();
+        assert_eq!(v, (1, "two".to_string()));
+    }
+
+    #[test]
+    fn dead_decodes_to_channel_error() {
+        let m = Message::dead("gone");
+        assert!(m.is_dead());
+        match m.decode::<u32>() {
+            Err(Error::Channel(e)) => assert_eq!(e.reason(), "gone"),
+            other => panic!("{other:?}"),
+        }
+        assert!(m.bytes().is_err());
+    }
+
+    #[test]
+    fn reply_without_router_is_an_error() {
+        assert!(Message::raw(vec![1]).reply(&1).is_err());
+    }
+}

@@ -1,0 +1,735 @@
+//! [`Router`]: the routing table, the handle registry and the control plane.
+//!
+//! Every message, local or remote, passes through [`Core::route`]: it is
+//! delivered to a handler when addressed to this context, forwarded down a
+//! stream when a route exists, sent to the parent otherwise, and answered
+//! with a dead message (carrying a reason) when none of that is possible.
+//! Messages arriving from a child stream are checked first: their `src_id`
+//! must route back through that stream and `auth_id` must equal `src_id`
+//! (see `security` in `docs/ARCHITECTURE.md`). Handler callbacks never run
+//! while a router lock is held.
+
+use crate::broker::{lock, Broker, Loop, Participant};
+use crate::error::{reasons, ChannelError, Result};
+use crate::frame::{handle, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::message::Message;
+use crate::stream::{FrameReader, ReadState, Stream};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Decides whether a handler accepts a message; refused messages are
+/// answered with a dead message saying "refused by policy".
+pub type Policy = Arc<dyn Fn(&Message) -> bool + Send + Sync>;
+
+type Sink = Box<dyn Fn(Message) + Send + Sync>;
+
+struct Handler {
+    sink: Sink,
+    persist: bool,
+    respondent: Option<u32>,
+    policy: Option<Policy>,
+}
+
+/// A child process to reap after its link closed.
+struct Reap {
+    pid: i32,
+    name: String,
+    since: Instant,
+    termed: bool,
+}
+
+/// Grace before a child whose link closed is sent SIGTERM, then SIGKILL.
+const REAP_TERM_AFTER: Duration = Duration::from_secs(1);
+const REAP_KILL_AFTER: Duration = Duration::from_secs(2);
+
+/// Router state shared by every handle, the broker and the streams.
+pub(crate) struct Core {
+    pub(crate) broker: Broker,
+    pub(crate) id: u32,
+    pub(crate) parent_ids: Vec<u32>,
+    pub(crate) name: String,
+    handlers: Mutex<HashMap<u32, Arc<Handler>>>,
+    next_handle: AtomicU32,
+    routes: RwLock<HashMap<u32, Arc<Stream>>>,
+    parent: RwLock<Option<Arc<Stream>>>,
+    streams: Mutex<HashMap<u64, Arc<Stream>>>,
+    names: Mutex<HashMap<u32, String>>,
+    next_context_id: AtomicU32,
+    reaping: Mutex<Vec<Reap>>,
+    pub(crate) debug: AtomicBool,
+    pub(crate) profiling: AtomicBool,
+    pub(crate) unidirectional: AtomicBool,
+    max_message_size: AtomicUsize,
+    owns_broker: bool,
+    /// Called on the broker thread when the link to the parent is lost.
+    pub(crate) on_parent_lost: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Core(id={})", self.id)
+    }
+}
+
+/// Routes messages between this context, its parent and its children, and
+/// creates new contexts. Cloning is cheap; when the last clone is dropped,
+/// a router that created its own broker shuts it down.
+#[derive(Clone)]
+pub struct Router {
+    owner: Arc<Owner>,
+}
+
+struct Owner {
+    core: Arc<Core>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        if self.core.owns_broker {
+            self.core.broker.shutdown();
+            self.core.broker.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("context_id", &self.owner.core.id)
+            .finish()
+    }
+}
+
+impl Router {
+    /// A router with a private broker, stopped when the last clone drops.
+    pub fn new() -> Result<Router> {
+        let broker = Broker::new()?;
+        Ok(Router::from_core(Core::new(
+            broker,
+            true,
+            crate::context_id(),
+            crate::parent_ids().to_vec(),
+            None,
+        )))
+    }
+
+    /// A router on an existing broker (several routers may share one).
+    pub fn with_broker(broker: &Broker) -> Router {
+        Router::from_core(Core::new(
+            broker.clone(),
+            false,
+            crate::context_id(),
+            crate::parent_ids().to_vec(),
+            None,
+        ))
+    }
+
+    pub(crate) fn from_core(core: Arc<Core>) -> Router {
+        Router {
+            owner: Arc::new(Owner { core }),
+        }
+    }
+
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.owner.core
+    }
+
+    /// The broker this router runs on.
+    pub fn broker(&self) -> &Broker {
+        &self.owner.core.broker
+    }
+
+    /// This router's context id.
+    pub fn context_id(&self) -> u32 {
+        self.owner.core.id
+    }
+
+    /// Registers `sink` for messages to a new handle and returns the
+    /// handle. `persist: false` removes it after one message; `respondent`
+    /// delivers a dead message when that context disconnects; `policy`
+    /// refuses messages with a dead reply.
+    pub fn add_handler(
+        &self,
+        sink: impl Fn(Message) + Send + Sync + 'static,
+        persist: bool,
+        respondent: Option<u32>,
+        policy: Option<Policy>,
+    ) -> u32 {
+        self.owner
+            .core
+            .add_handler(Box::new(sink), persist, respondent, policy)
+    }
+
+    /// Removes a handler; later messages to it get a dead reply.
+    pub fn del_handler(&self, handle: u32) {
+        self.owner.core.del_handler(handle);
+    }
+
+    /// Sends `msg` (its `dst_id` and `handle` must be set). The source and
+    /// authority are this context.
+    pub fn route(&self, msg: Message) -> Result<()> {
+        self.owner.core.send(msg)
+    }
+
+    /// A fresh context id, unique in the whole tree: generated here in the
+    /// master, asked of the master (`ALLOCATE_ID`) in a child.
+    pub fn allocate_id(&self) -> Result<u32> {
+        self.owner.core.allocate_id()
+    }
+
+    /// Makes every context started from now on log at debug level to
+    /// `/tmp/mitogen.<pid>.log`, and this one too.
+    pub fn enable_debug(&self) {
+        self.owner.core.debug.store(true, Ordering::Relaxed);
+        crate::logging::enable_debug_file();
+    }
+
+    /// Whether new contexts are started with profiling on.
+    pub fn profiling(&self) -> bool {
+        self.owner.core.profiling.load(Ordering::Relaxed)
+    }
+
+    /// Turns profiling on or off for contexts started from now on: each
+    /// writes `/tmp/mitogen.stats.<pid>.<thread>.log` when it exits.
+    pub fn set_profiling(&self, on: bool) {
+        self.owner.core.profiling.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether this router refuses sibling-to-sibling traffic.
+    pub fn unidirectional(&self) -> bool {
+        self.owner.core.unidirectional.load(Ordering::Relaxed)
+    }
+
+    /// Sets unidirectional routing (inherited by new children).
+    pub fn set_unidirectional(&self, on: bool) {
+        self.owner.core.unidirectional.store(on, Ordering::Relaxed);
+    }
+
+    /// Largest payload accepted on receive and on route.
+    pub fn max_message_size(&self) -> usize {
+        self.owner.core.max_message_size()
+    }
+
+    /// Changes the limit for streams created from now on, and for routing.
+    pub fn set_max_message_size(&self, n: usize) {
+        self.owner.core.max_message_size.store(n, Ordering::Relaxed);
+    }
+
+    /// Stops the broker (all routers on it) and waits for it.
+    pub fn shutdown(&self) {
+        self.owner.core.broker.shutdown();
+        self.owner.core.broker.join();
+    }
+}
+
+impl Core {
+    pub(crate) fn new(
+        broker: Broker,
+        owns_broker: bool,
+        id: u32,
+        parent_ids: Vec<u32>,
+        name: Option<String>,
+    ) -> Arc<Core> {
+        let core = Arc::new(Core {
+            broker: broker.clone(),
+            id,
+            parent_ids,
+            name: name.unwrap_or_else(|| {
+                if id == 0 {
+                    "master".into()
+                } else {
+                    format!("context {id}")
+                }
+            }),
+            handlers: Mutex::new(HashMap::new()),
+            next_handle: AtomicU32::new(handle::FIRST_DYNAMIC),
+            routes: RwLock::new(HashMap::new()),
+            parent: RwLock::new(None),
+            streams: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
+            next_context_id: AtomicU32::new(1),
+            reaping: Mutex::new(Vec::new()),
+            debug: AtomicBool::new(false),
+            profiling: AtomicBool::new(false),
+            unidirectional: AtomicBool::new(false),
+            max_message_size: AtomicUsize::new(DEFAULT_MAX_MESSAGE_SIZE),
+            owns_broker,
+            on_parent_lost: Mutex::new(None),
+        });
+        crate::control::install(&core);
+        broker.add_participant(core.clone());
+        core
+    }
+
+    pub(crate) fn max_message_size(&self) -> usize {
+        self.max_message_size.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_max_message_size(&self, n: usize) {
+        self.max_message_size.store(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_handler(
+        self: &Arc<Self>,
+        sink: Sink,
+        persist: bool,
+        respondent: Option<u32>,
+        policy: Option<Policy>,
+    ) -> u32 {
+        let h = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.add_handler_at(h, sink, persist, respondent, policy);
+        if let Some(r) = respondent {
+            if r != self.id && self.stream_for(r).is_none() {
+                self.fire_dead(&[r], &format!("{} is not connected", self.context_name(r)));
+            }
+        }
+        h
+    }
+
+    pub(crate) fn add_handler_at(
+        &self,
+        h: u32,
+        sink: Sink,
+        persist: bool,
+        respondent: Option<u32>,
+        policy: Option<Policy>,
+    ) {
+        let handler = Arc::new(Handler {
+            sink,
+            persist,
+            respondent,
+            policy,
+        });
+        lock(&self.handlers).insert(h, handler);
+    }
+
+    pub(crate) fn del_handler(&self, h: u32) {
+        lock(&self.handlers).remove(&h);
+    }
+
+    pub(crate) fn context_name(&self, id: u32) -> String {
+        match lock(&self.names).get(&id) {
+            Some(n) => format!("context {n:?} (id {id})"),
+            None => format!("context id {id}"),
+        }
+    }
+
+    pub(crate) fn set_name(&self, id: u32, name: &str) {
+        lock(&self.names).insert(id, name.to_string());
+    }
+
+    /// The stream leading towards `id`: a route, or else the parent.
+    pub(crate) fn stream_for(&self, id: u32) -> Option<Arc<Stream>> {
+        if let Some(s) = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            return Some(s.clone());
+        }
+        self.parent
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// `true` while `id` is reachable.
+    pub(crate) fn is_connected(&self, id: u32) -> bool {
+        id == self.id || self.stream_for(id).is_some()
+    }
+
+    pub(crate) fn add_route(&self, id: u32, stream: &Arc<Stream>) {
+        self.routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, stream.clone());
+    }
+
+    /// Sends a message originating here.
+    pub(crate) fn send(self: &Arc<Self>, mut msg: Message) -> Result<()> {
+        msg.src_id = self.id;
+        msg.auth_id = self.id;
+        self.route(msg, None)
+    }
+
+    /// Routes `msg`, which arrived on `from` (`None`: originated here).
+    /// Errors are also reported to the sender's reply handle, if any.
+    pub(crate) fn route(self: &Arc<Self>, msg: Message, from: Option<&Arc<Stream>>) -> Result<()> {
+        if msg.dst_id == self.id {
+            self.deliver(msg);
+            return Ok(());
+        }
+        let max = self.max_message_size();
+        if msg.data.len() > max {
+            let why = format!(
+                "message of {} bytes exceeds max_message_size {max}",
+                msg.data.len()
+            );
+            self.bounce(&msg, &why);
+            return Err(ChannelError::new(why).into());
+        }
+        let Some(stream) = self.stream_for(msg.dst_id) else {
+            let why = format!("{}: {}", reasons::NO_ROUTE, self.context_name(msg.dst_id));
+            self.bounce(&msg, &why);
+            return Err(ChannelError::new(why).into());
+        };
+        if let Some(f) = from {
+            if f.id == stream.id {
+                tracing::warn!(
+                    "mitogen: dropping {msg:?} from {}: it would loop back",
+                    f.name
+                );
+                return Ok(());
+            }
+            if self.unidirectional.load(Ordering::Relaxed) && !f.is_parent && !stream.is_parent {
+                let why = format!(
+                    "{}: unidirectional routing forbids sibling traffic",
+                    reasons::REFUSED
+                );
+                self.bounce(&msg, &why);
+                return Ok(());
+            }
+        }
+        if let Err(e) = stream.send(&msg) {
+            self.bounce(&msg, e.message());
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Answers `msg` with a dead message, unless it asked for no reply or
+    /// is itself dead (dead messages are never answered: no ping-pong).
+    pub(crate) fn bounce(self: &Arc<Self>, msg: &Message, reason: &str) {
+        if msg.reply_to == 0 || msg.is_dead() {
+            tracing::debug!("mitogen: dropped {msg:?}: {reason}");
+            return;
+        }
+        let mut dead = Message::dead(reason).to(msg.src_id, msg.reply_to);
+        dead.src_id = self.id;
+        dead.auth_id = self.id;
+        let _ = self.route(dead, None);
+    }
+
+    fn deliver(self: &Arc<Self>, mut msg: Message) {
+        let handler = {
+            let mut map = lock(&self.handlers);
+            match map.get(&msg.handle) {
+                Some(h) if h.persist => Some(h.clone()),
+                Some(_) => map.remove(&msg.handle),
+                None => None,
+            }
+        };
+        let Some(h) = handler else {
+            self.bounce(
+                &msg,
+                &format!("{} {} in {}", reasons::NO_HANDLE, msg.handle, self.name),
+            );
+            return;
+        };
+        if let Some(policy) = &h.policy {
+            if !msg.is_dead() && !policy(&msg) {
+                tracing::warn!("mitogen: policy refused {msg:?}");
+                if !h.persist {
+                    lock(&self.handlers).insert(msg.handle, h.clone());
+                }
+                self.bounce(&msg, reasons::REFUSED);
+                return;
+            }
+        }
+        msg.core = Some(self.clone());
+        (h.sink)(msg);
+    }
+
+    /// Delivers a dead message to every handler whose respondent is in
+    /// `lost`.
+    pub(crate) fn fire_dead(self: &Arc<Self>, lost: &[u32], reason: &str) {
+        if lost.is_empty() {
+            return;
+        }
+        let hit: Vec<(u32, Arc<Handler>)> = {
+            let mut map = lock(&self.handlers);
+            let keys: Vec<u32> = map
+                .iter()
+                .filter(|(_, h)| h.respondent.is_some_and(|r| lost.contains(&r)))
+                .map(|(k, _)| *k)
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| {
+                    let h = map.get(&k)?.clone();
+                    if !h.persist {
+                        map.remove(&k);
+                    }
+                    Some((k, h))
+                })
+                .collect()
+        };
+        for (k, h) in hit {
+            let mut m = Message::dead(reason).to(self.id, k);
+            m.src_id = h.respondent.unwrap_or(self.id);
+            m.core = Some(self.clone());
+            (h.sink)(m);
+        }
+    }
+
+    /// Takes ownership of a connected stream: routes, broker registration.
+    pub(crate) fn attach(self: &Arc<Self>, stream: Arc<Stream>, reader: FrameReader) {
+        if stream.is_parent {
+            *self.parent.write().unwrap_or_else(|e| e.into_inner()) = Some(stream.clone());
+        } else {
+            self.add_route(stream.remote_id, &stream);
+            self.set_name(stream.remote_id, &stream.name);
+        }
+        lock(&self.streams).insert(stream.id, stream.clone());
+        let core = self.clone();
+        self.broker
+            .defer_loop(Box::new(move |lp| core.register_stream(lp, stream, reader)));
+    }
+
+    fn register_stream(
+        self: &Arc<Self>,
+        lp: &mut Loop,
+        stream: Arc<Stream>,
+        mut reader: FrameReader,
+    ) {
+        use mio::Interest;
+        let rfd = stream.rfd();
+        let both = stream.separate_wfd().is_none();
+        let interest = if both {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let core = self.clone();
+        let s = stream.clone();
+        let wtoken = stream.separate_wfd().map(|wfd| {
+            let s = stream.clone();
+            lp.register(
+                wfd,
+                Interest::WRITABLE,
+                Box::new(move |_, _| s.flush().is_ok()),
+            )
+        });
+        lp.register(
+            rfd,
+            interest,
+            Box::new(move |lp, ev| {
+                if ev.is_writable() && both {
+                    let _ = s.flush();
+                }
+                if !(ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
+                    return true;
+                }
+                let mut inbound = Vec::new();
+                let outcome = reader.read_from(rfd, &mut |h, body| {
+                    inbound.push(Message::from_frame(h, body))
+                });
+                for m in inbound {
+                    core.route_in(&s, m);
+                }
+                let why = match outcome {
+                    Ok(ReadState::Open) => return true,
+                    Ok(ReadState::Eof) => "the peer closed the link".to_string(),
+                    Err(e) => {
+                        tracing::error!("mitogen: disconnecting {}: {e}", s.name);
+                        e.to_string()
+                    }
+                };
+                if let (Some(w), Some(t)) = (s.separate_wfd(), wtoken) {
+                    lp.deregister(w, t);
+                }
+                let _ = lp.registry_deregister(rfd);
+                core.on_disconnect(lp, &s, &why);
+                false
+            }),
+        );
+    }
+
+    /// Security checks on a message from a stream, then routing.
+    fn route_in(self: &Arc<Self>, s: &Arc<Stream>, msg: Message) {
+        if !s.is_parent {
+            let back = self
+                .routes
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&msg.src_id)
+                .map(|r| r.id);
+            if back != Some(s.id) {
+                tracing::warn!(
+                    "mitogen: dropped {msg:?} from {}: src_id does not route back through it",
+                    s.name
+                );
+                return;
+            }
+            if msg.auth_id != msg.src_id {
+                tracing::warn!("mitogen: dropped {msg:?} from {}: forged auth_id", s.name);
+                return;
+            }
+        }
+        let _ = self.route(msg, Some(s));
+    }
+
+    /// A stream closed: forget its routes, fail what waited on them, tell
+    /// the parent, reap the process.
+    fn on_disconnect(self: &Arc<Self>, lp: &mut Loop, s: &Arc<Stream>, why: &str) {
+        s.mark_closed();
+        lock(&self.streams).remove(&s.id);
+        let mut lost = Vec::new();
+        self.routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, r| {
+                let keep = r.id != s.id;
+                if !keep {
+                    lost.push(*id);
+                }
+                keep
+            });
+        let lost_parent = s.is_parent && {
+            let mut p = self.parent.write().unwrap_or_else(|e| e.into_inner());
+            let was = p.as_ref().is_some_and(|p| p.id == s.id);
+            if was {
+                *p = None;
+            }
+            was
+        };
+        tracing::debug!("mitogen: {} disconnected ({why}); lost {lost:?}", s.name);
+        let reason = format!("{} disconnected: {why}", self.context_name(s.remote_id));
+        if !lost.contains(&s.remote_id) && !s.is_parent {
+            lost.push(s.remote_id);
+        }
+        self.fire_dead(&lost, &reason);
+        if !lost_parent {
+            crate::control::announce_lost(self, &lost);
+        }
+        if let Some(pid) = s.pid {
+            lock(&self.reaping).push(Reap {
+                pid,
+                name: s.name.clone(),
+                since: Instant::now(),
+                termed: false,
+            });
+            self.schedule_reap(lp);
+        }
+        if lost_parent {
+            if let Some(f) = lock(&self.on_parent_lost).take() {
+                f();
+            }
+        }
+    }
+
+    /// Forgets routes to `ids` announced lost by a child, failing waiters.
+    pub(crate) fn forget(self: &Arc<Self>, ids: &[u32], reason: &str) {
+        self.routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| !ids.contains(id));
+        self.fire_dead(ids, reason);
+    }
+
+    fn schedule_reap(self: &Arc<Self>, lp: &mut Loop) {
+        let core = self.clone();
+        lp.after(
+            Duration::from_millis(5),
+            Box::new(move |lp| {
+                if core.reap_pass() {
+                    core.schedule_reap(lp);
+                }
+            }),
+        );
+    }
+
+    /// One pass over children to reap; returns `true` while some remain.
+    fn reap_pass(&self) -> bool {
+        let mut list = lock(&self.reaping);
+        list.retain_mut(|r| {
+            let mut status = 0;
+            // SAFETY: waitpid on a child pid we started; WNOHANG never blocks.
+            let got = unsafe { libc::waitpid(r.pid, &mut status, libc::WNOHANG) };
+            if got == r.pid || got < 0 {
+                tracing::debug!(
+                    "mitogen: reaped {} (pid {}), status {status}",
+                    r.name,
+                    r.pid
+                );
+                return false;
+            }
+            let age = r.since.elapsed();
+            if age >= REAP_KILL_AFTER {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(r.pid, libc::SIGKILL) };
+            } else if age >= REAP_TERM_AFTER && !r.termed {
+                r.termed = true;
+                tracing::warn!(
+                    "mitogen: {} (pid {}) still alive after its link closed: SIGTERM",
+                    r.name,
+                    r.pid
+                );
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(r.pid, libc::SIGTERM) };
+            }
+            true
+        });
+        !list.is_empty()
+    }
+
+    pub(crate) fn allocate_id(self: &Arc<Self>) -> Result<u32> {
+        if self.id == crate::identity::MASTER_ID {
+            return Ok(self.next_context_id.fetch_add(1, Ordering::Relaxed));
+        }
+        crate::control::request_id(self)
+    }
+
+    /// Streams to children, for shutdown.
+    fn child_streams(&self) -> Vec<Arc<Stream>> {
+        lock(&self.streams)
+            .values()
+            .filter(|s| !s.is_parent)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Participant for Core {
+    fn on_shutdown(self: Arc<Self>, _lp: &mut Loop) {
+        for s in self.child_streams() {
+            s.close_gracefully();
+        }
+    }
+
+    fn keep_alive(&self) -> bool {
+        !self.child_streams().is_empty() || !lock(&self.reaping).is_empty()
+    }
+
+    fn on_exit(self: Arc<Self>, _lp: &mut Loop) {
+        for s in lock(&self.streams).drain().map(|(_, s)| s) {
+            s.mark_closed();
+            if let Some(pid) = s.pid {
+                lock(&self.reaping).push(Reap {
+                    pid,
+                    name: s.name.clone(),
+                    since: Instant::now(),
+                    termed: false,
+                });
+            }
+        }
+        self.routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        *self.parent.write().unwrap_or_else(|e| e.into_inner()) = None;
+        // Fail everything still waiting: no caller hangs on a dead broker.
+        let all: Vec<u32> = lock(&self.handlers)
+            .values()
+            .filter_map(|h| h.respondent)
+            .collect();
+        self.fire_dead(&all, "the broker shut down");
+        // Finish reaping synchronously, bounded by the kill schedule.
+        let start = Instant::now();
+        while self.reap_pass() && start.elapsed() < REAP_KILL_AFTER + Duration::from_secs(1) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
