@@ -192,7 +192,7 @@ impl Dispatcher {
         let Some(p) = &self.profile else { return };
         let path = format!("/tmp/mitogen.stats.{}.main.log", std::process::id());
         let mut rows: Vec<_> = p.iter().collect();
-        rows.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1 .1));
         let mut text = String::from("calls\ttotal_us\tfunction\n");
         for (name, (n, d)) in rows {
             text.push_str(&format!("{n}\t{}\t{name}\n", d.as_micros()));

@@ -1,0 +1,35 @@
+"""Functions that mitogen_bench.py runs inside child contexts.
+
+Kept in their own tiny module rather than in the benchmark script: Mitogen
+would otherwise forward the script itself as the child's ``__main__`` and the
+child would import everything the script imports (argparse, json, statistics
+and friends), adding tens of ms to every context's first call. This module
+imports only ``os``, so the first call costs one small module fetch.
+"""
+
+import os
+
+
+def noop():
+    return None
+
+
+def getpid():
+    return os.getpid()
+
+
+def payload_len(data):
+    return len(data)
+
+
+def make_payload(n):
+    return payload(n)
+
+
+def payload(n):
+    # Byte values 0..127 only. Mitogen pickles with protocol 2, where Python 3
+    # bytes travel as a latin-1 str that pickle stores as UTF-8: bytes >= 0x80
+    # would cost two wire bytes each. Staying below 0x80 makes the wire size
+    # equal the payload size, so MiB/s means the same thing as for raw.
+    pattern = bytes(range(128))
+    return (pattern * (n // len(pattern) + 1))[:n]
