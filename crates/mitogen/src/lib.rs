@@ -77,6 +77,9 @@ pub use identity::{context_id, is_master, parent_id, parent_ids, MASTER_ID, VERS
 pub use latch::{Latch, LatchFuture};
 pub use message::Message;
 pub use router::{Policy, Router};
+/// Bytes that serialize as one MessagePack `bin` (not an array of
+/// integers): use it for bulk arguments and results.
+pub use serde_bytes::ByteBuf;
 
 /// Exposes a function to parent contexts.
 ///
