@@ -169,7 +169,12 @@ def run(router, cfg):
     if "fork_start_first_call" in want:
         bench_fork_start(router, cfg)
     if want & {"call_rtt", "pipelined_calls", "bulk"}:
-        ctx = router.local()
+        if cfg.child_cpu is not None:
+            # The child alone on another CPU: the "split" placement.
+            ctx = router.local(python_path=["taskset", "-c", str(cfg.child_cpu),
+                                            sys.executable])
+        else:
+            ctx = router.local()
         try:
             if "call_rtt" in want:
                 bench_call_rtt(router, cfg, ctx)
@@ -191,6 +196,8 @@ def main():
                    help="small counts, for smoke tests")
     p.add_argument("--only", default="",
                    help="comma-separated subset of: " + ", ".join(SCENARIOS))
+    p.add_argument("--child-cpu", type=int, default=None,
+                   help="run the call_rtt/pipelined/bulk child on this CPU")
     cfg = p.parse_args()
     if cfg.quick:
         cfg.starts, cfg.warmup, cfg.calls = 3, 20, 200

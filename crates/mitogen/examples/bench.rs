@@ -79,7 +79,19 @@ fn rtt(ctx: &Context, n: usize) -> mitogen::Result<(f64, f64)> {
 
 #[mitogen::main]
 fn main(router: Router) -> mitogen::Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let only: Vec<String> = opt("--only")
+        .map(|s| s.split(',').map(String::from).collect())
+        .unwrap_or_default();
+    let want = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
+    let child_cpu = opt("--child-cpu");
     let (n_start, n_rtt, n_pipe, bulk, n_ctx) = if quick {
         (3, 200, 1000, 8 << 20, 10)
     } else {
@@ -88,19 +100,39 @@ fn main(router: Router) -> mitogen::Result<()> {
     // Warm the agent cache so start figures measure the cached path.
     router.local().connect()?.shutdown(true, None)?;
 
-    let v = start_first_call(&router, n_start, false)?;
-    emit(
-        "local_start_first_call",
-        v,
-        "ms",
-        ", \"note\": \"agent cached\"",
-    );
-    let v = start_first_call(&router, n_start, true)?;
-    emit("fork_start_first_call", v, "ms", "");
+    if want("local_start_first_call") {
+        let v = start_first_call(&router, n_start, false)?;
+        emit(
+            "local_start_first_call",
+            v,
+            "ms",
+            ", \"note\": \"agent cached\"",
+        );
+    }
+    if want("fork_start_first_call") {
+        let v = start_first_call(&router, n_start, true)?;
+        emit("fork_start_first_call", v, "ms", "");
+    }
 
-    let ctx = router.local().connect()?;
-    let (med, p99) = rtt(&ctx, n_rtt)?;
-    emit("call_rtt", med, "us", &format!(", \"p99\": {p99:.3}"));
+    let ctx = match &child_cpu {
+        // The child alone on another CPU: the "split" placement.
+        Some(cpu) => router
+            .local()
+            .agent_command(["taskset", "-c", cpu.as_str()])
+            .connect()?,
+        None => router.local().connect()?,
+    };
+    if want("call_rtt") {
+        let (med, p99) = rtt(&ctx, n_rtt)?;
+        emit("call_rtt", med, "us", &format!(", \"p99\": {p99:.3}"));
+    }
+    if !(want("pipelined_calls")
+        || want("bulk")
+        || want("fifty_contexts")
+        || want("idle_child_rss"))
+    {
+        return Ok(());
+    }
 
     let t = Instant::now();
     let pending: Vec<_> = (0..n_pipe)
