@@ -335,7 +335,17 @@ fn io_err(what: &'static str) -> impl Fn(std::io::Error) -> Error {
     move |e| StreamError::new(format!("{what}: {e}")).into()
 }
 
+thread_local! {
+    static ON_BROKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `true` on any broker thread (which must never block on a peer).
+pub(crate) fn on_a_broker_thread() -> bool {
+    ON_BROKER.with(|b| b.get())
+}
+
 fn broker_main(mut poll: Poll, mut lp: Loop) {
+    ON_BROKER.with(|b| b.set(true));
     let mut events = Events::with_capacity(256);
     let mut deadline: Option<Instant> = None;
     loop {

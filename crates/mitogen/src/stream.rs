@@ -138,6 +138,13 @@ impl Stream {
                     )));
                 }
             };
+            if written < total && total >= BIG_FRAME && !crate::broker::on_a_broker_thread() {
+                // A large message from a user thread: keep writing here
+                // while the peer reads, rather than copying the rest into
+                // the queue for the broker. Bounded: after a stall the
+                // remainder is queued as usual.
+                written = self.write_while_progress(&[&hdr, &msg.data], written);
+            }
             if written == total {
                 return Ok(());
             }
@@ -149,6 +156,43 @@ impl Stream {
             out.buf.extend_from_slice(&msg.data[written - HEADER_LEN..]);
         }
         Ok(())
+    }
+
+    /// Writes `bufs` from offset `done` until finished or the peer stops
+    /// reading for a while; returns the bytes written.
+    fn write_while_progress(&self, bufs: &[&[u8]], mut done: usize) -> usize {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let fd = self.wfd();
+        while done < total {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, STALL_MS) } <= 0 {
+                break;
+            }
+            let mut skip = done;
+            let rest: Vec<&[u8]> = bufs
+                .iter()
+                .filter_map(|b| {
+                    if skip >= b.len() {
+                        skip -= b.len();
+                        None
+                    } else {
+                        let r = &b[skip..];
+                        skip = 0;
+                        Some(r)
+                    }
+                })
+                .collect();
+            match write_all_nb(fd, &rest) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => done += n,
+            }
+        }
+        done
     }
 
     /// Writes queued bytes (broker thread, on writable readiness).
@@ -291,8 +335,12 @@ pub(crate) struct FrameReader {
 }
 
 const READ_CHUNK: usize = 256 * 1024;
-/// Frames at least this large are read into a dedicated buffer.
+/// Frames at least this large are read into a dedicated buffer, and
+/// written by their sender rather than queued.
 const BIG_FRAME: usize = 1 << 20;
+/// How long a sender of a large frame waits for the peer to read before
+/// handing the rest to the broker.
+const STALL_MS: libc::c_int = 50;
 
 impl FrameReader {
     pub(crate) fn new(max: usize) -> FrameReader {
