@@ -126,69 +126,69 @@ fn main(router: Router) -> mitogen::Result<()> {
         let (med, p99) = rtt(&ctx, n_rtt)?;
         emit("call_rtt", med, "us", &format!(", \"p99\": {p99:.3}"));
     }
-    if !(want("pipelined_calls")
-        || want("bulk")
-        || want("fifty_contexts")
-        || want("idle_child_rss"))
-    {
-        return Ok(());
+    if want("pipelined_calls") {
+        let t = Instant::now();
+        let pending: Vec<_> = (0..n_pipe)
+            .map(|_| ctx.call_async::<noop>(()))
+            .collect::<Result<_, _>>()?;
+        for p in pending {
+            p.get(Some(Duration::from_secs(60)))?;
+        }
+        emit(
+            "pipelined_calls",
+            n_pipe as f64 / t.elapsed().as_secs_f64(),
+            "calls/s",
+            "",
+        );
     }
 
-    let t = Instant::now();
-    let pending: Vec<_> = (0..n_pipe)
-        .map(|_| ctx.call_async::<noop>(()))
-        .collect::<Result<_, _>>()?;
-    for p in pending {
-        p.get(Some(Duration::from_secs(60)))?;
-    }
-    emit(
-        "pipelined_calls",
-        n_pipe as f64 / t.elapsed().as_secs_f64(),
-        "calls/s",
-        "",
-    );
-
-    let data = ByteBuf::from(vec![0xa5u8; bulk]);
-    let t = Instant::now();
-    let n = ctx.call::<sink>((data,))?;
-    assert_eq!(n as usize, bulk);
-    let mib = bulk as f64 / (1 << 20) as f64;
-    emit(
-        "bulk_to_child",
-        mib / t.elapsed().as_secs_f64(),
-        "MiB/s",
-        "",
-    );
-    let t = Instant::now();
-    let back = ctx.call::<source>((bulk as u64,))?;
-    assert_eq!(back.len(), bulk);
-    emit(
-        "bulk_from_child",
-        mib / t.elapsed().as_secs_f64(),
-        "MiB/s",
-        "",
-    );
-
-    let t = Instant::now();
-    let many: Vec<Context> = (0..n_ctx)
-        .map(|_| router.local().connect())
-        .collect::<Result<_, _>>()?;
-    for c in &many {
-        c.call::<noop>(())?;
-    }
-    emit(
-        "fifty_contexts",
-        t.elapsed().as_secs_f64(),
-        "s",
-        &format!(", \"note\": \"{n_ctx} contexts, sequential start\""),
-    );
-    for c in many {
-        c.shutdown(false, None)?;
+    if want("bulk") {
+        let data = ByteBuf::from(vec![0xa5u8; bulk]);
+        let t = Instant::now();
+        let n = ctx.call::<sink>((data,))?;
+        assert_eq!(n as usize, bulk);
+        let mib = bulk as f64 / (1 << 20) as f64;
+        emit(
+            "bulk_to_child",
+            mib / t.elapsed().as_secs_f64(),
+            "MiB/s",
+            "",
+        );
+        let t = Instant::now();
+        let back = ctx.call::<source>((bulk as u64,))?;
+        assert_eq!(back.len(), bulk);
+        emit(
+            "bulk_from_child",
+            mib / t.elapsed().as_secs_f64(),
+            "MiB/s",
+            "",
+        );
     }
 
-    let idle = router.local().connect()?;
-    let p = idle.call::<pid>(())?;
-    std::thread::sleep(Duration::from_millis(200));
-    emit("idle_child_rss", rss_mib(p), "MiB", "");
+    if want("fifty_contexts") {
+        let t = Instant::now();
+        let many: Vec<Context> = (0..n_ctx)
+            .map(|_| router.local().connect())
+            .collect::<Result<_, _>>()?;
+        for c in &many {
+            c.call::<noop>(())?;
+        }
+        emit(
+            "fifty_contexts",
+            t.elapsed().as_secs_f64(),
+            "s",
+            &format!(", \"note\": \"{n_ctx} contexts, sequential start\""),
+        );
+        for c in many {
+            c.shutdown(false, None)?;
+        }
+    }
+
+    if want("idle_child_rss") {
+        let idle = router.local().connect()?;
+        let p = idle.call::<pid>(())?;
+        std::thread::sleep(Duration::from_millis(200));
+        emit("idle_child_rss", rss_mib(p), "MiB", "");
+    }
     Ok(())
 }
