@@ -154,17 +154,18 @@ pub(crate) fn serve(
     core.set_name(parent_id, "parent");
     crate::logging::ChildLogger::install(&core, cfg.log_level, cfg.debug);
 
+    // The call handler must exist before the first frame is read: the
+    // parent may send a call right behind the handshake.
+    let router = Router::from_core(core.clone());
+    let dispatcher = Dispatcher::new(router.clone(), cfg.profiling);
     let stream =
         Stream::new("parent".into(), parent_id, true, rfd, wfd, None).map_err(io("stream"))?;
     core.attach(Arc::new(stream), FrameReader::new(max));
-    let c = core.clone();
     broker.defer_loop(Box::new(move |lp| {
         crate::logging::watch_lines(lp, log_r, move |line| {
-            crate::logging::forward(&c, 3, "stdout", line.to_string())
+            crate::logging::forward(&core, 3, "stdout", line.to_string())
         })
     }));
-    let router = Router::from_core(core);
-    let dispatcher = Dispatcher::new(router.clone(), cfg.profiling);
     if let Some(f) = on_start {
         f(dispatcher.econtext());
     }

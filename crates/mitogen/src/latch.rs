@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 struct State<T> {
     queue: VecDeque<T>,
     closed: bool,
+    /// Threads blocked in `get`: `put` skips the wake-up syscall when zero.
+    sleepers: usize,
     wakers: Vec<Waker>,
 }
 
@@ -61,6 +63,7 @@ impl<T> Latch<T> {
                 state: Mutex::new(State {
                     queue: VecDeque::new(),
                     closed: false,
+                    sleepers: 0,
                     wakers: Vec::new(),
                 }),
                 cond: Condvar::new(),
@@ -76,15 +79,17 @@ impl<T> Latch<T> {
 
     /// Adds an item and wakes one waiter. Fails if the latch is closed.
     pub fn put(&self, item: T) -> Result<(), LatchError> {
-        let wakers = {
+        let (wakers, sleepers) = {
             let mut s = self.lock();
             if s.closed {
                 return Err(LatchError);
             }
             s.queue.push_back(item);
-            std::mem::take(&mut s.wakers)
+            (std::mem::take(&mut s.wakers), s.sleepers)
         };
-        self.inner.cond.notify_one();
+        if sleepers > 0 {
+            self.inner.cond.notify_one();
+        }
         wakers.into_iter().for_each(Waker::wake);
         Ok(())
     }
@@ -132,21 +137,29 @@ impl<T> Latch<T> {
             if let Some(item) = s.queue.pop_front() {
                 return Ok(item);
             }
-            s = match deadline {
-                None => self.inner.cond.wait(s).unwrap_or_else(|e| e.into_inner()),
+            let wait = match deadline {
+                None => None,
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         let t = timeout.unwrap_or_default();
                         return Err(TimeoutError::new("waiting on a latch", t).into());
                     }
+                    Some(d - now)
+                }
+            };
+            s.sleepers += 1;
+            s = match wait {
+                None => self.inner.cond.wait(s).unwrap_or_else(|e| e.into_inner()),
+                Some(w) => {
                     self.inner
                         .cond
-                        .wait_timeout(s, d - now)
+                        .wait_timeout(s, w)
                         .unwrap_or_else(|e| e.into_inner())
                         .0
                 }
             };
+            s.sleepers -= 1;
         }
     }
 
