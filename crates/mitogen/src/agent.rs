@@ -159,7 +159,7 @@ pub(crate) fn serve(
     let router = Router::from_core(core.clone());
     let dispatcher = Dispatcher::new(router.clone(), cfg.profiling);
     let stream =
-        Stream::new("parent".into(), parent_id, true, rfd, wfd, None).map_err(io("stream"))?;
+        Stream::new("parent".into(), parent_id, true, rfd, wfd, max, None).map_err(io("stream"))?;
     core.attach(Arc::new(stream), FrameReader::new(max));
     broker.defer_loop(Box::new(move |lp| {
         crate::logging::watch_lines(lp, log_r, move |line| {

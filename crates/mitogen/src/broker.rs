@@ -220,6 +220,18 @@ impl Broker {
         Ok(Broker { shared })
     }
 
+    /// Changes the interest of a registered descriptor (any thread).
+    pub(crate) fn reregister(
+        &self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+    ) -> std::io::Result<()> {
+        self.shared
+            .registry
+            .reregister(&mut mio::unix::SourceFd(&fd), token, interest)
+    }
+
     pub(crate) fn add_participant(&self, p: Arc<dyn Participant>) {
         lock(&self.shared.participants).push(p);
     }

@@ -120,7 +120,27 @@ impl Dispatcher {
 
     /// Runs calls until the queue closes.
     pub(crate) fn run(mut self) {
-        while let Ok(msg) = self.queue.get(None) {
+        let core = self.econtext.router.core().clone();
+        loop {
+            let msg = match self.queue.try_get() {
+                Err(_) => break,
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    // Idle: wait for the next call by reading the parent
+                    // link ourselves (see direct.rs); fall back to the queue.
+                    let q = &self.queue;
+                    let read = core.parent_stream().is_some_and(|s| {
+                        crate::direct::read_until(&core, &s, &|| !q.empty() || q.is_closed(), None)
+                    });
+                    if read {
+                        continue;
+                    }
+                    match self.queue.get(None) {
+                        Ok(m) => m,
+                        Err(_) => break,
+                    }
+                }
+            };
             self.handle(msg);
         }
         self.write_profile();

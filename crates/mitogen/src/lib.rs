@@ -54,6 +54,7 @@ mod call;
 mod connect;
 mod context;
 mod control;
+mod direct;
 mod dispatch;
 mod error;
 pub mod frame;

@@ -14,6 +14,7 @@ use crate::error::{reasons, ChannelError, Result};
 use crate::frame::{handle, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::message::Message;
 use crate::stream::{FrameReader, ReadState, Stream};
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -475,7 +476,9 @@ impl Core {
     }
 
     /// Takes ownership of a connected stream: routes, broker registration.
+    /// `reader` may hold bytes read past the handshake.
     pub(crate) fn attach(self: &Arc<Self>, stream: Arc<Stream>, reader: FrameReader) {
+        *lock(&stream.reader) = reader;
         if stream.is_parent {
             *self.parent.write().unwrap_or_else(|e| e.into_inner()) = Some(stream.clone());
         } else {
@@ -485,50 +488,34 @@ impl Core {
         lock(&self.streams).insert(stream.id, stream.clone());
         let core = self.clone();
         self.broker
-            .defer_loop(Box::new(move |lp| core.register_stream(lp, stream, reader)));
+            .defer_loop(Box::new(move |lp| core.register_stream(lp, stream)));
     }
 
-    fn register_stream(
-        self: &Arc<Self>,
-        lp: &mut Loop,
-        stream: Arc<Stream>,
-        mut reader: FrameReader,
-    ) {
+    fn register_stream(self: &Arc<Self>, lp: &mut Loop, stream: Arc<Stream>) {
         use mio::Interest;
-        let rfd = stream.rfd();
-        let both = stream.separate_wfd().is_none();
-        let interest = if both {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
+        let (rfd, wfd) = (stream.rfd(), stream.wfd());
+        let s = stream.clone();
+        let wtoken = lp.register(
+            wfd,
+            Interest::PRIORITY,
+            Box::new(move |_, _| s.flush().is_ok()),
+        );
+        let _ = stream.broker.set(self.broker.clone());
+        stream
+            .write_token
+            .store(wtoken.0, std::sync::atomic::Ordering::Release);
+        stream.registered();
         let core = self.clone();
         let s = stream.clone();
-        let wtoken = stream.separate_wfd().map(|wfd| {
-            let s = stream.clone();
-            lp.register(
-                wfd,
-                Interest::WRITABLE,
-                Box::new(move |_, _| s.flush().is_ok()),
-            )
-        });
-        lp.register(
+        let rtoken = lp.register(
             rfd,
-            interest,
-            Box::new(move |lp, ev| {
-                if ev.is_writable() && both {
-                    let _ = s.flush();
-                }
-                if !(ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
-                    return true;
-                }
-                let mut inbound = Vec::new();
-                let outcome = reader.read_from(rfd, &mut |h, body| {
-                    inbound.push(Message::from_frame(h, body))
-                });
-                for m in inbound {
-                    core.route_in(&s, m);
-                }
+            Interest::READABLE,
+            Box::new(move |lp, _| {
+                let outcome = match crate::direct::try_read_pass(&core, &s) {
+                    // A waiting thread is reading; it hands back when done.
+                    None => return true,
+                    Some(o) => o,
+                };
                 let why = match outcome {
                     Ok(ReadState::Open) => return true,
                     Ok(ReadState::Eof) => "the peer closed the link".to_string(),
@@ -537,18 +524,19 @@ impl Core {
                         e.to_string()
                     }
                 };
-                if let (Some(w), Some(t)) = (s.separate_wfd(), wtoken) {
-                    lp.deregister(w, t);
-                }
+                lp.deregister(wfd, wtoken);
                 let _ = lp.registry_deregister(rfd);
                 core.on_disconnect(lp, &s, &why);
                 false
             }),
         );
+        stream
+            .read_token
+            .store(rtoken.0, std::sync::atomic::Ordering::Release);
     }
 
     /// Security checks on a message from a stream, then routing.
-    fn route_in(self: &Arc<Self>, s: &Arc<Stream>, msg: Message) {
+    pub(crate) fn route_in(self: &Arc<Self>, s: &Arc<Stream>, msg: Message) {
         if !s.is_parent {
             let back = self
                 .routes
@@ -680,6 +668,14 @@ impl Core {
             return Ok(self.next_context_id.fetch_add(1, Ordering::Relaxed));
         }
         crate::control::request_id(self)
+    }
+
+    /// The link to the parent, in a child.
+    pub(crate) fn parent_stream(&self) -> Option<Arc<Stream>> {
+        self.parent
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Streams to children, for shutdown.

@@ -16,8 +16,8 @@ use crate::frame::{FrameError, Header, HEADER_LEN};
 use crate::message::Message;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
 
@@ -27,6 +27,10 @@ struct Out {
     closed: bool,
     /// Close the write side once `buf` drains (graceful shutdown).
     close_when_drained: bool,
+    /// The broker watches `wfd` for writability (only while `buf` has
+    /// data: a registration left on would wake the broker each time the
+    /// peer reads, since Unix sockets signal write space on every read).
+    write_armed: bool,
 }
 
 /// A link to one directly connected context.
@@ -39,8 +43,22 @@ pub(crate) struct Stream {
     /// `true` when the peer is this context's parent (trusted).
     pub(crate) is_parent: bool,
     rfd: OwnedFd,
-    wfd: Option<OwnedFd>,
+    /// Always separate from `rfd` (a socket is duplicated), so reading and
+    /// writing are registered with the broker independently: a thread that
+    /// takes over reading (see `direct.rs`) leaves writes to the broker.
+    wfd: OwnedFd,
+    /// `rfd` is a socket (half-closed with `shutdown`), not a pipe.
+    is_socket: bool,
     out: Mutex<Out>,
+    /// Reassembles inbound frames; held by whichever thread reads.
+    pub(crate) reader: Mutex<FrameReader>,
+    /// The broker's registration of `rfd` (usize::MAX until registered).
+    pub(crate) read_token: AtomicUsize,
+    /// Set once a reader saw end of file or an error.
+    pub(crate) read_done: AtomicBool,
+    /// The broker the stream is registered with, and the write token.
+    pub(crate) broker: OnceLock<crate::broker::Broker>,
+    pub(crate) write_token: AtomicUsize,
     /// Process to reap once the link closes.
     pub(crate) pid: Option<i32>,
 }
@@ -70,21 +88,26 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 
 impl Stream {
     /// Wraps `rfd` (and `wfd`, when writes go elsewhere) as a stream to
-    /// context `remote_id`. Both are made non-blocking.
+    /// context `remote_id`, reading frames of at most `max` bytes. Both are
+    /// made non-blocking.
     pub(crate) fn new(
         name: String,
         remote_id: u32,
         is_parent: bool,
         rfd: OwnedFd,
         wfd: Option<OwnedFd>,
+        max: usize,
         pid: Option<i32>,
     ) -> io::Result<Stream> {
+        let is_socket = wfd.is_none();
+        let wfd = match wfd {
+            Some(w) => w,
+            None => crate::process::dup_cloexec(rfd.as_raw_fd())?,
+        };
         set_nonblocking(rfd.as_raw_fd())?;
+        set_nonblocking(wfd.as_raw_fd())?;
         crate::process::track_fd(rfd.as_raw_fd());
-        if let Some(w) = &wfd {
-            set_nonblocking(w.as_raw_fd())?;
-            crate::process::track_fd(w.as_raw_fd());
-        }
+        crate::process::track_fd(wfd.as_raw_fd());
         Ok(Stream {
             id: NEXT_STREAM.fetch_add(1, Ordering::Relaxed),
             name,
@@ -92,12 +115,19 @@ impl Stream {
             is_parent,
             rfd,
             wfd,
+            is_socket,
+            reader: Mutex::new(FrameReader::new(max)),
+            read_token: AtomicUsize::new(usize::MAX),
+            read_done: AtomicBool::new(false),
             out: Mutex::new(Out {
                 buf: Vec::new(),
                 pos: 0,
                 closed: false,
                 close_when_drained: false,
+                write_armed: false,
             }),
+            broker: OnceLock::new(),
+            write_token: AtomicUsize::new(usize::MAX),
             pid,
         })
     }
@@ -106,13 +136,8 @@ impl Stream {
         self.rfd.as_raw_fd()
     }
 
-    /// The write descriptor when it differs from the read one.
-    pub(crate) fn separate_wfd(&self) -> Option<RawFd> {
-        self.wfd.as_ref().map(|w| w.as_raw_fd())
-    }
-
-    fn wfd(&self) -> RawFd {
-        self.separate_wfd().unwrap_or_else(|| self.rfd())
+    pub(crate) fn wfd(&self) -> RawFd {
+        self.wfd.as_raw_fd()
     }
 
     /// Sends `msg`, writing directly when nothing is queued.
@@ -155,7 +180,36 @@ impl Stream {
         } else {
             out.buf.extend_from_slice(&msg.data[written - HEADER_LEN..]);
         }
+        self.arm_write(&mut out, true);
         Ok(())
+    }
+
+    /// Turns the broker's writability watch on or off; called with the
+    /// output lock held, so the watch always matches the queue.
+    fn arm_write(&self, out: &mut Out, on: bool) {
+        let token = self.write_token.load(Ordering::Acquire);
+        if out.write_armed == on || token == usize::MAX {
+            return;
+        }
+        let Some(b) = self.broker.get() else { return };
+        let interest = if on {
+            mio::Interest::WRITABLE
+        } else {
+            mio::Interest::PRIORITY
+        };
+        if b.reregister(self.wfd(), mio::Token(token), interest)
+            .is_ok()
+        {
+            out.write_armed = on;
+        }
+    }
+
+    /// Called by the broker once `wfd` is registered (unarmed): arms it if
+    /// data was queued before.
+    pub(crate) fn registered(&self) {
+        let mut out = lock(&self.out);
+        let pending = out.pos < out.buf.len();
+        self.arm_write(&mut out, pending);
     }
 
     /// Writes `bufs` from offset `done` until finished or the peer stops
@@ -211,6 +265,7 @@ impl Stream {
             }
         }
         if out.pos == out.buf.len() {
+            self.arm_write(&mut out, false);
             out.pos = 0;
             out.buf.clear();
             if out.buf.capacity() > 1 << 20 {
@@ -250,22 +305,17 @@ impl Stream {
     }
 
     fn close_write_side(&self) {
-        match &self.wfd {
+        if self.is_socket {
             // SAFETY: shutdown() on a socket we own; harmless on error.
-            None => unsafe {
-                libc::shutdown(self.rfd(), libc::SHUT_WR);
-            },
-            // A pipe has no half-close: put /dev/null in its place, which
-            // closes our end of the pipe while keeping the number valid
-            // for any thread still holding it.
-            Some(w) => {
-                if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-                    // SAFETY: dup2 onto a descriptor we own.
-                    unsafe {
-                        libc::dup2(null.as_raw_fd(), w.as_raw_fd());
-                    }
-                }
-            }
+            unsafe { libc::shutdown(self.rfd(), libc::SHUT_WR) };
+            return;
+        }
+        // A pipe has no half-close: put /dev/null in its place, which
+        // closes our end of the pipe while keeping the number valid for
+        // any thread still holding it.
+        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            // SAFETY: dup2 onto a descriptor we own.
+            unsafe { libc::dup2(null.as_raw_fd(), self.wfd()) };
         }
     }
 }
@@ -273,9 +323,7 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         crate::process::untrack_fd(self.rfd());
-        if let Some(w) = self.separate_wfd() {
-            crate::process::untrack_fd(w);
-        }
+        crate::process::untrack_fd(self.wfd());
     }
 }
 
@@ -514,7 +562,7 @@ mod tests {
     #[test]
     fn big_frame_over_socket() {
         let (a, b) = UnixStream::pair().unwrap();
-        let s = Stream::new("t".into(), 1, false, OwnedFd::from(a), None, None).unwrap();
+        let s = Stream::new("t".into(), 1, false, OwnedFd::from(a), None, 1 << 30, None).unwrap();
         let body = vec![5u8; 8 << 20];
         let mut m = Message::raw(body.clone());
         m.handle = 9;

@@ -148,6 +148,7 @@ pub(crate) fn fork_here(
         false,
         OwnedFd::from(ours),
         None,
+        max,
         Some(pid),
     )
     .map_err(|e| StreamError::new(format!("cannot set up the stream: {e}")))?;

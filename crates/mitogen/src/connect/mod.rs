@@ -201,8 +201,17 @@ pub(crate) fn finish(
         stderr,
         pid,
     } = sp;
-    let stream = Stream::new(cfg.name.clone(), cfg.context_id, false, rfd, wfd, Some(pid))
-        .map_err(|e| StreamError::new(format!("cannot set up the stream: {e}")))?;
+    let max = cfg.max_message_size as usize;
+    let stream = Stream::new(
+        cfg.name.clone(),
+        cfg.context_id,
+        false,
+        rfd,
+        wfd,
+        max,
+        Some(pid),
+    )
+    .map_err(|e| StreamError::new(format!("cannot set up the stream: {e}")))?;
     core.attach(Arc::new(stream), booted.reader);
     if let Some(err) = stderr {
         let name = cfg.name.clone();

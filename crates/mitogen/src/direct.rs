@@ -1,0 +1,115 @@
+//! The waiting thread reads: how a call's round trip avoids two thread
+//! hand-offs.
+//!
+//! Normally the broker thread reads every stream and hands each message to
+//! the thread waiting for it, which costs a wake-up of the broker and then
+//! one of the waiter. A thread that is about to block for a message that
+//! will arrive on a known stream (a caller waiting for its reply, a child's
+//! idle main thread waiting for the next call) can instead read that stream
+//! itself: it takes the stream's reader lock, switches the broker's
+//! interest in the descriptor off, and reads and routes frames until what
+//! it waits for has arrived. Then it switches the broker's interest back
+//! on; re-arming an edge-triggered registration reports data already
+//! waiting, so nothing read in between is left behind.
+//!
+//! Whoever holds the reader lock also routes what it read before letting
+//! go, so frames are routed in the order they arrived. End of file and
+//! read errors are left to the broker, which owns disconnect handling.
+
+use crate::message::Message;
+use crate::router::Core;
+use crate::stream::{ReadError, ReadState, Stream};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, TryLockError};
+use std::time::Instant;
+
+/// Reads and routes what `s` has now, unless another thread holds its
+/// reader (`None`: that thread will see the data).
+pub(crate) fn try_read_pass(
+    core: &Arc<Core>,
+    s: &Arc<Stream>,
+) -> Option<Result<ReadState, ReadError>> {
+    let mut reader = match s.reader.try_lock() {
+        Ok(r) => r,
+        Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(TryLockError::WouldBlock) => return None,
+    };
+    let mut inbound = Vec::new();
+    let outcome = reader.read_from(s.rfd(), &mut |h, body| {
+        inbound.push(Message::from_frame(h, body))
+    });
+    for m in inbound {
+        core.route_in(s, m);
+    }
+    if !matches!(outcome, Ok(ReadState::Open)) {
+        s.read_done.store(true, Ordering::Release);
+    }
+    Some(outcome)
+}
+
+fn set_broker_interest(core: &Core, s: &Stream, reading: bool) {
+    let token = s.read_token.load(Ordering::Acquire);
+    if token == usize::MAX {
+        return;
+    }
+    // PRIORITY never fires for sockets and pipes: it parks the
+    // registration without removing it (mio needs a non-empty interest).
+    let interest = if reading {
+        mio::Interest::READABLE
+    } else {
+        mio::Interest::PRIORITY
+    };
+    let _ = core.broker.reregister(s.rfd(), mio::Token(token), interest);
+}
+
+/// Reads `s` on this thread until `done()` or `deadline`. Returns `false`
+/// when it read nothing (the broker or another thread is reading, the
+/// stream is finished, or this is the broker thread): block on the latch
+/// instead.
+pub(crate) fn read_until(
+    core: &Arc<Core>,
+    s: &Arc<Stream>,
+    done: &dyn Fn() -> bool,
+    deadline: Option<Instant>,
+) -> bool {
+    if crate::broker::on_a_broker_thread() || s.read_done.load(Ordering::Acquire) {
+        return false;
+    }
+    let Ok(guard) = s.reader.try_lock() else {
+        return false;
+    };
+    drop(guard);
+    set_broker_interest(core, s, false);
+    let mut ran = false;
+    loop {
+        match try_read_pass(core, s) {
+            Some(Ok(ReadState::Open)) => ran = true,
+            // EOF, an error, or the lock lost to the broker: hand back.
+            _ => break,
+        }
+        if done() {
+            break;
+        }
+        let mut ms: libc::c_int = 100;
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            ms = ms.min(left.as_millis() as libc::c_int + 1);
+        }
+        let mut pfd = libc::pollfd {
+            fd: s.rfd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; a timeout or EINTR just loops.
+        unsafe { libc::poll(&mut pfd, 1, ms) };
+        if done() {
+            break;
+        }
+    }
+    // Anything that arrived after our last read is reported by the re-arm.
+    set_broker_interest(core, s, true);
+    ran
+}

@@ -1,0 +1,264 @@
+//! Errors: remote errors with their type, message and source chain;
+//! panics; a context dying mid-call; timeouts; calls after shutdown.
+
+use crate::util::{self, trial, TestResult, TEST_LIMIT, WAIT};
+use libtest_mimic::Trial;
+use mitogen::Error;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+pub fn tests() -> Vec<Trial> {
+    vec![
+        trial("errors::io_error", TEST_LIMIT, io_error),
+        trial("errors::source_chain", TEST_LIMIT, source_chain),
+        trial("errors::panic_then_serve", TEST_LIMIT, panic_then_serve),
+        trial("errors::killed_mid_call", TEST_LIMIT, killed_mid_call),
+        trial("errors::pending_call_timeout", TEST_LIMIT, pending_call_timeout),
+        trial("errors::call_after_shutdown", TEST_LIMIT, call_after_shutdown),
+    ]
+}
+
+#[mitogen::remote]
+fn open_missing(path: String) -> std::io::Result<String> {
+    std::fs::read_to_string(path)
+}
+
+/// Outermost error of a three-level chain.
+#[derive(Debug)]
+pub struct ReportError {
+    source: SpoolError,
+}
+
+/// Middle of the chain.
+#[derive(Debug)]
+pub struct SpoolError {
+    source: std::io::Error,
+}
+
+impl fmt::Display for ReportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("saving the report failed")
+    }
+}
+
+impl fmt::Display for SpoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("opening the spool failed")
+    }
+}
+
+impl std::error::Error for ReportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+impl std::error::Error for SpoolError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+#[mitogen::remote]
+fn save_report(fail: bool) -> Result<u32, ReportError> {
+    if !fail {
+        return Ok(1);
+    }
+    Err(ReportError {
+        source: SpoolError {
+            source: std::io::Error::new(std::io::ErrorKind::Other, "disk on fire"),
+        },
+    })
+}
+
+#[mitogen::remote]
+fn explode(what: String) -> u32 {
+    panic!("kaboom: {what}")
+}
+
+#[mitogen::remote]
+fn explode_with_number() -> u32 {
+    std::panic::panic_any(42u32)
+}
+
+#[mitogen::remote]
+fn add(a: u32, b: u32) -> u32 {
+    a + b
+}
+
+#[mitogen::remote]
+fn child_pid() -> u32 {
+    std::process::id()
+}
+
+#[mitogen::remote]
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn io_error() -> TestResult {
+    let router = util::router()?;
+    let ctx = router.local().connect()?;
+    let err = ctx.call::<open_missing>(("/nonexistent/mitogen-errors-test".into(),));
+    let Err(Error::Call(e)) = err else {
+        return Err(format!("expected Error::Call, got {err:?}").into());
+    };
+    ensure!(
+        e.type_name().contains("io"),
+        "type name {:?} does not name io",
+        e.type_name()
+    );
+    ensure!(
+        e.message().contains("No such file or directory"),
+        "message {:?}",
+        e.message()
+    );
+    let shown = e.to_string();
+    ensure!(
+        shown.contains(e.type_name()) && shown.contains(e.message()),
+        "Display {shown:?}"
+    );
+    ensure!(ctx.call::<add>((1, 2))? == 3, "next call");
+    Ok(())
+}
+
+fn source_chain() -> TestResult {
+    let router = util::router()?;
+    let ctx = router.local().connect()?;
+    ensure!(ctx.call::<save_report>((false,))? == 1, "success path");
+    let err = ctx.call::<save_report>((true,));
+    let Err(Error::Call(e)) = err else {
+        return Err(format!("expected Error::Call, got {err:?}").into());
+    };
+    ensure!(
+        e.type_name().ends_with("ReportError"),
+        "type name {:?}",
+        e.type_name()
+    );
+    ensure!(e.message() == "saving the report failed", "message {:?}", e.message());
+    ensure!(
+        e.chain() == ["opening the spool failed", "disk on fire"],
+        "chain {:?}",
+        e.chain()
+    );
+    let shown = Error::Call(e.clone()).to_string();
+    ensure!(
+        shown.contains("saving the report failed")
+            && shown.contains("opening the spool failed")
+            && shown.contains("disk on fire"),
+        "Display {shown:?}"
+    );
+    Ok(())
+}
+
+fn panic_then_serve() -> TestResult {
+    let router = util::router()?;
+    let ctx = router.local().remote_name("panicky").connect()?;
+    let pid = ctx.call::<child_pid>(())?;
+    let err = ctx.call::<explode>(("left wire".into(),));
+    let Err(Error::Call(e)) = err else {
+        return Err(format!("expected Error::Call, got {err:?}").into());
+    };
+    ensure!(e.type_name() == "panic", "type name {:?}", e.type_name());
+    ensure!(
+        e.message().contains("kaboom: left wire"),
+        "message {:?}",
+        e.message()
+    );
+    ensure!(ctx.call::<add>((2, 2))? == 4, "call after a panic");
+
+    let err = ctx.call::<explode_with_number>(());
+    let Err(Error::Call(e)) = err else {
+        return Err(format!("expected Error::Call, got {err:?}").into());
+    };
+    ensure!(e.type_name() == "panic", "type name {:?}", e.type_name());
+    // Still the same process serving.
+    ensure!(ctx.call::<child_pid>(())? == pid, "the context was replaced");
+    ensure!(ctx.call::<add>((3, 3))? == 6, "call after a second panic");
+    Ok(())
+}
+
+fn killed_mid_call() -> TestResult {
+    let router = util::router()?;
+    let ctx = router.local().remote_name("doomed").connect()?;
+    let pid = ctx.call::<child_pid>(())?;
+    let pending = ctx.call_async::<sleep_ms>((30_000,))?;
+    std::thread::sleep(Duration::from_millis(200));
+    ensure!(!pending.ready(), "the 30 s call finished early");
+    util::kill9(pid)?;
+    let t = Instant::now();
+    let r = pending.get(Some(Duration::from_secs(10)));
+    let took = t.elapsed();
+    match &r {
+        Err(Error::Channel(e)) => ensure!(
+            e.reason().contains("disconnected"),
+            "reason {:?} does not name the disconnect",
+            e.reason()
+        ),
+        other => return Err(format!("expected Error::Channel, got {other:?}").into()),
+    }
+    ensure!(took < Duration::from_secs(5), "the failure took {took:?}");
+    ensure!(
+        util::wait_for(WAIT, || !ctx.is_connected()),
+        "still connected"
+    );
+    // Later calls fail at once too.
+    let c = ctx.clone();
+    let r = util::bounded("a call to a dead context", WAIT, move || {
+        c.call::<add>((1, 1))
+    })?;
+    ensure!(matches!(r, Err(Error::Channel(_))), "call to dead context: {r:?}");
+    // The router reaped it.
+    util::wait_exited(pid, Duration::from_secs(5), false)?;
+    Ok(())
+}
+
+fn pending_call_timeout() -> TestResult {
+    let router = util::router()?;
+    let ctx = router.local().connect()?;
+    let p = ctx.call_async::<sleep_ms>((1500,))?;
+    let t = Instant::now();
+    let r = p.get(Some(Duration::from_millis(100)));
+    let took = t.elapsed();
+    match &r {
+        Err(Error::Timeout(e)) => {
+            ensure!(e.after() == Duration::from_millis(100), "after {:?}", e.after())
+        }
+        other => return Err(format!("expected Error::Timeout, got {other:?}").into()),
+    }
+    ensure!(
+        took >= Duration::from_millis(100) && took < Duration::from_millis(1400),
+        "get(100 ms) returned after {took:?}"
+    );
+    // The call still completes and can be collected afterwards.
+    ensure!(p.get(Some(WAIT))? == 1500, "late result");
+    ensure!(ctx.call::<add>((1, 2))? == 3, "next call");
+    Ok(())
+}
+
+fn call_after_shutdown() -> TestResult {
+    let router = util::router()?;
+    let ctx = router.local().remote_name("short-lived").connect()?;
+    let pid = ctx.call::<child_pid>(())?;
+    ctx.shutdown(true, Some(WAIT))?;
+    ensure!(!ctx.is_connected(), "connected after shutdown(wait)");
+    let c = ctx.clone();
+    let r = util::bounded("a call after shutdown", WAIT, move || c.call::<add>((1, 1)))?;
+    ensure!(r.is_err(), "call after shutdown returned {r:?}");
+    let c = ctx.clone();
+    let r = util::bounded("call_async after shutdown", WAIT, move || {
+        c.call_async::<add>((1, 1)).and_then(|p| p.get(Some(WAIT)))
+    })?;
+    ensure!(
+        !matches!(r, Err(Error::Timeout(_))) && r.is_err(),
+        "call_async after shutdown: {r:?}"
+    );
+    let c = ctx.clone();
+    util::bounded("a second shutdown", WAIT, move || {
+        c.shutdown(true, Some(Duration::from_secs(5)))
+    })?
+    .ok();
+    util::wait_exited(pid, Duration::from_secs(5), false)?;
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! Shared helpers: the per-test watchdog, process inspection through
+//! `/proc`, temporary directories, the agent cache's directories and the
+//! helper example program.
+
+use libtest_mimic::{Failed, Trial};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// What every test body returns.
+pub type TestResult = Result<(), Failed>;
+
+/// Default bound on one test: generous, only there to turn a hang into a
+/// failure instead of a stuck run.
+pub const TEST_LIMIT: Duration = Duration::from_secs(60);
+
+/// Bound for single waits inside tests (calls, shutdowns).
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A test run on its own thread and failed when it does not finish within
+/// `limit`. The thread of a hung test is abandoned; its failure is
+/// reported at once, so neither `cargo test` nor nextest waits forever.
+pub fn trial(name: &str, limit: Duration, body: fn() -> TestResult) -> Trial {
+    let label = name.to_string();
+    Trial::test(name, move || {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name(label.clone())
+            .spawn(move || {
+                let r = std::panic::catch_unwind(body);
+                let _ = tx.send(r);
+            })
+            .map_err(|e| format!("cannot start the test thread: {e}"))?;
+        match rx.recv_timeout(limit) {
+            Ok(Ok(r)) => r,
+            Ok(Err(panic)) => Err(panic_message(&*panic).into()),
+            Err(_) => Err(format!("{label} did not finish within {limit:?}: hang").into()),
+        }
+    })
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        format!("panicked: {s}")
+    } else {
+        "panicked".into()
+    }
+}
+
+/// Fails the test with a message unless `cond` holds.
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+).into());
+        }
+    };
+}
+
+/// A fresh router with its own broker.
+pub fn router() -> Result<mitogen::Router, Failed> {
+    mitogen::Router::new().map_err(|e| format!("Router::new: {e}").into())
+}
+
+/// Runs `f` on another thread and waits at most `limit` for it: for calls
+/// whose own API has no timeout (`Context::call`, `Context::shutdown`).
+pub fn bounded<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Failed> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .map_err(|_| format!("{what} did not return within {limit:?}").into())
+}
+
+/// The state letter of `/proc/PID/stat` (`R`, `S`, `Z`, …), or `None` when
+/// the process does not exist (any more).
+pub fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().next()?.chars().next()
+}
+
+/// Field `n` (1-based, as in proc(5)) of a `/proc/.../stat` text.
+pub fn stat_field(stat: &str, n: usize) -> Option<String> {
+    // Fields 1 and 2 (pid, comm) come before the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after
+        .split_whitespace()
+        .nth(n.checked_sub(3)?)
+        .map(str::to_string)
+}
+
+/// Waits until `pid` has exited: missing from `/proc`, or (when
+/// `zombie_ok`, for processes that are not our children and whose reaping
+/// is up to init) a zombie. Returns how long it took.
+pub fn wait_exited(pid: u32, limit: Duration, zombie_ok: bool) -> Result<Duration, Failed> {
+    let start = Instant::now();
+    loop {
+        match proc_state(pid) {
+            None => return Ok(start.elapsed()),
+            Some('Z') | Some('X') if zombie_ok => return Ok(start.elapsed()),
+            Some(s) => {
+                if start.elapsed() > limit {
+                    return Err(format!(
+                        "pid {pid} still present after {limit:?} (state {s})"
+                    )
+                    .into());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// SIGKILLs `pid`.
+pub fn kill9(pid: u32) -> TestResult {
+    // SAFETY: sending a signal; no memory is involved.
+    let r = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    ensure!(
+        r == 0,
+        "kill -9 {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+/// This process's effective uid.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> Result<String, Failed> {
+    use sha2::Digest;
+    let data = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    Ok(sha2::Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// `true` for a name made of 64 lowercase hex digits.
+pub fn is_sha_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// The agent cache directories, in the order the first stage tries them,
+/// for the given environment lookup.
+pub fn cache_dirs(env: impl Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+    let set = |k: &str| env(k).filter(|v| !v.is_empty());
+    let user = set("LOGNAME")
+        .or_else(|| set("USER"))
+        .unwrap_or_else(|| euid().to_string());
+    let mut dirs = Vec::new();
+    if let Some(x) = set("XDG_RUNTIME_DIR") {
+        dirs.push(Path::new(&x).join("mitogen"));
+    }
+    if let Some(h) = set("HOME") {
+        dirs.push(Path::new(&h).join(".cache/mitogen"));
+    }
+    dirs.push(PathBuf::from(format!("/dev/shm/mitogen-{user}")));
+    dirs.push(PathBuf::from(format!("/tmp/mitogen-{user}")));
+    dirs
+}
+
+/// A directory removed (with its contents) on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Result<TempDir, Failed> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "mitogen-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).map_err(|e| format!("mkdir {}: {e}", p.display()))?;
+        Ok(TempDir(p))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Path of a helper example program of this package, built on demand with
+/// the cargo that built this test (same target directory and profile).
+pub fn example(name: &str) -> Result<PathBuf, Failed> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // target/<profile>/deps/core-HASH
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("unexpected test binary location")?
+        .to_path_buf();
+    let target_dir = profile_dir
+        .parent()
+        .ok_or("unexpected test binary location")?
+        .to_path_buf();
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_string();
+    let mut cmd = std::process::Command::new(env!("CARGO"));
+    cmd.arg("build")
+        .arg("--quiet")
+        .arg("--manifest-path")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .arg("--example")
+        .arg(name)
+        .arg("--target-dir")
+        .arg(&target_dir);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.arg("--profile").arg(other);
+        }
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("running cargo build --example {name}: {e}"))?;
+    ensure!(
+        out.status.success(),
+        "cargo build --example {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = profile_dir.join("examples").join(name);
+    ensure!(path.exists(), "{} missing after building it", path.display());
+    Ok(path)
+}
