@@ -81,12 +81,9 @@ pub(crate) fn read_until(
     drop(guard);
     set_broker_interest(core, s, false);
     let mut ran = false;
-    loop {
-        match try_read_pass(core, s) {
-            Some(Ok(ReadState::Open)) => ran = true,
-            // EOF, an error, or the lock lost to the broker: hand back.
-            _ => break,
-        }
+    // Stops on EOF, an error, or the lock lost to the broker: hand back.
+    while let Some(Ok(ReadState::Open)) = try_read_pass(core, s) {
+        ran = true;
         if done() {
             break;
         }
