@@ -18,7 +18,7 @@
 
 use crate::message::Message;
 use crate::router::Core;
-use crate::stream::{ReadError, ReadState, Stream};
+use crate::stream::{FrameReader, ReadError, ReadState, Stream};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, TryLockError};
 use std::time::Instant;
@@ -34,6 +34,15 @@ pub(crate) fn try_read_pass(
         Err(TryLockError::Poisoned(p)) => p.into_inner(),
         Err(TryLockError::WouldBlock) => return None,
     };
+    Some(read_pass(core, s, &mut reader))
+}
+
+/// Reads and routes what `s` has now, its reader held by the caller.
+fn read_pass(
+    core: &Arc<Core>,
+    s: &Arc<Stream>,
+    reader: &mut FrameReader,
+) -> Result<ReadState, ReadError> {
     let mut inbound = Vec::new();
     let outcome = reader.read_from(s.rfd(), &mut |h, body| {
         inbound.push(Message::from_frame(h, body))
@@ -44,7 +53,7 @@ pub(crate) fn try_read_pass(
     if !matches!(outcome, Ok(ReadState::Open)) {
         s.read_done.store(true, Ordering::Release);
     }
-    Some(outcome)
+    outcome
 }
 
 fn set_broker_interest(core: &Core, s: &Stream, reading: bool) {
@@ -75,14 +84,18 @@ pub(crate) fn read_until(
     if crate::broker::on_a_broker_thread() || s.read_done.load(Ordering::Acquire) {
         return false;
     }
-    let Ok(guard) = s.reader.try_lock() else {
-        return false;
+    // The reader stays locked throughout, also while polling: a broker
+    // event still queued from before the interest change then finds it
+    // busy and leaves the data to us, instead of consuming it while we
+    // sleep in poll() unaware.
+    let mut reader = match s.reader.try_lock() {
+        Ok(r) => r,
+        Err(_) => return false,
     };
-    drop(guard);
     set_broker_interest(core, s, false);
     let mut ran = false;
-    // Stops on EOF, an error, or the lock lost to the broker: hand back.
-    while let Some(Ok(ReadState::Open)) = try_read_pass(core, s) {
+    // Stops on EOF or an error: the broker handles those.
+    while let Ok(ReadState::Open) = read_pass(core, s, &mut reader) {
         ran = true;
         if done() {
             break;
@@ -106,7 +119,10 @@ pub(crate) fn read_until(
             break;
         }
     }
-    // Anything that arrived after our last read is reported by the re-arm.
+    // Unlock first, then re-arm: the event the re-arm raises for data
+    // (or end of file) that came after our last read must find the reader
+    // free, or the broker would skip it and nobody would read.
+    drop(reader);
     set_broker_interest(core, s, true);
     ran
 }

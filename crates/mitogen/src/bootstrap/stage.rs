@@ -40,10 +40,11 @@ pub(crate) fn script(sha: &str, size: u64, prefix: &[String]) -> String {
     format!(
         r#"umask 077
 S={sha}; N={size}
-u=${{LOGNAME:-${{USER:-$(id -u)}}}}
+u=${{LOGNAME:-$USER}}
 fail() {{ echo "MITO-ERR $*"; exit 1; }}
 skipped=
-for d in ${{XDG_RUNTIME_DIR:+"$XDG_RUNTIME_DIR/mitogen"}} ${{HOME:+"$HOME/.cache/mitogen"}} "/dev/shm/mitogen-$u" "/tmp/mitogen-$u"; do
+for d in ${{XDG_RUNTIME_DIR:+"$XDG_RUNTIME_DIR/mitogen"}} ${{HOME:+"$HOME/.cache/mitogen"}} /dev/shm/mitogen- /tmp/mitogen-; do
+  case "$d" in */mitogen-) [ -n "$u" ] || u=$(id -u); d="$d$u";; esac
   [ -d "$d" ] || mkdir -p "$d" 2>/dev/null || continue
   set -- $(ls -ldn "$d" 2>/dev/null)
   case "$1" in drwx------|drwx------.) ;; *) skipped="$skipped $d(mode $1)"; continue;; esac
@@ -64,7 +65,7 @@ for d in ${{XDG_RUNTIME_DIR:+"$XDG_RUNTIME_DIR/mitogen"}} ${{HOME:+"$HOME/.cache
   echo MITO-EXEC
   exec {run}
 done
-fail "no usable agent cache directory for $u:$skipped"
+fail "no usable agent cache directory for ${{u:-$(id -u)}}:$skipped"
 "#
     )
 }
