@@ -195,10 +195,10 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
     /// Waits up to `timeout` (`None`: until the context answers or
     /// disconnects) and returns the result.
     pub fn get(&self, timeout: Option<Duration>) -> Result<T> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
         if self.latch.empty() {
             // Read the reply ourselves rather than be woken by the broker.
             if let Some(s) = self.core.stream_for(self.target) {
-                let deadline = timeout.map(|t| std::time::Instant::now() + t);
                 let l = &self.latch;
                 crate::direct::read_until(
                     &self.core,
@@ -208,7 +208,8 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
                 );
             }
         }
-        let msg = self.latch.get(timeout).map_err(|e| match e {
+        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        let msg = self.latch.get(left).map_err(|e| match e {
             crate::Error::Timeout(_) => {
                 TimeoutError::new("waiting for a call's result", timeout.unwrap_or_default()).into()
             }

@@ -1,7 +1,7 @@
 //! Calls: typed arguments and results, the three ways to call, injected
 //! parameters, a chatty function, concurrent callers.
 
-use crate::util::{self, trial, TestResult, TempDir, TEST_LIMIT, WAIT};
+use crate::util::{self, trial, TempDir, TestResult, TEST_LIMIT, WAIT};
 use libtest_mimic::Trial;
 use mitogen::{ByteBuf, ExternalContext, Router};
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,11 @@ pub fn tests() -> Vec<Trial> {
             TEST_LIMIT,
             call_no_reply_side_effect,
         ),
-        trial("calls::injected_parameters", TEST_LIMIT, injected_parameters),
+        trial(
+            "calls::injected_parameters",
+            TEST_LIMIT,
+            injected_parameters,
+        ),
         trial("calls::chatty_function", TEST_LIMIT, chatty_function),
         trial("calls::concurrent_callers", TEST_LIMIT, concurrent_callers),
         trial("calls::large_payload", TEST_LIMIT, large_payload),
@@ -76,7 +80,13 @@ fn transform(
 
 /// Returns its arguments unchanged: extremes of each type.
 #[mitogen::remote]
-fn echo_extremes(a: u64, b: i64, c: f64, d: String, e: Vec<Option<i8>>) -> (u64, i64, f64, String, Vec<Option<i8>>) {
+fn echo_extremes(
+    a: u64,
+    b: i64,
+    c: f64,
+    d: String,
+    e: Vec<Option<i8>>,
+) -> (u64, i64, f64, String, Vec<Option<i8>>) {
     (a, b, c, d, e)
 }
 
@@ -214,10 +224,16 @@ fn call_macro() -> TestResult {
     let x = 5u64;
     let r = mitogen::call!(ctx, crate::calls::add(x * 2, u64::from(3u8),))?;
     ensure!(r == 13, "path form gave {r}");
-    ensure!(mitogen::call!(ctx, no_args())? == "nothing in", "no args form");
+    ensure!(
+        mitogen::call!(ctx, no_args())? == "nothing in",
+        "no args form"
+    );
     // Same thing through a reference to the context.
     let by_ref = &ctx;
-    ensure!(mitogen::call!(by_ref, add(1, 1))? == 2, "through a reference");
+    ensure!(
+        mitogen::call!(by_ref, add(1, 1))? == 2,
+        "through a reference"
+    );
     Ok(())
 }
 
@@ -293,7 +309,10 @@ fn call_no_reply_side_effect() -> TestResult {
     // A failing call_no_reply is not reported anywhere, and does not stop
     // the next calls.
     ctx.call_no_reply::<write_file>(("/nonexistent/dir/f".into(), "x".into()))?;
-    ensure!(ctx.call::<add>((1, 2))? == 3, "call after a failed no-reply");
+    ensure!(
+        ctx.call::<add>((1, 2))? == 3,
+        "call after a failed no-reply"
+    );
     Ok(())
 }
 
@@ -306,7 +325,10 @@ fn injected_parameters() -> TestResult {
         "econtext.context_id() {ec_id} != {}",
         ctx.context_id()
     );
-    ensure!(router_id == ctx.context_id(), "router.context_id() {router_id}");
+    ensure!(
+        router_id == ctx.context_id(),
+        "router.context_id() {router_id}"
+    );
     ensure!(parent == 0, "econtext.parent() is {parent}");
     ensure!(master == 0, "econtext.master() is {master}");
     ensure!(x == 42, "sent argument {x}");

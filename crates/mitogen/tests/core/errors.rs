@@ -13,8 +13,16 @@ pub fn tests() -> Vec<Trial> {
         trial("errors::source_chain", TEST_LIMIT, source_chain),
         trial("errors::panic_then_serve", TEST_LIMIT, panic_then_serve),
         trial("errors::killed_mid_call", TEST_LIMIT, killed_mid_call),
-        trial("errors::pending_call_timeout", TEST_LIMIT, pending_call_timeout),
-        trial("errors::call_after_shutdown", TEST_LIMIT, call_after_shutdown),
+        trial(
+            "errors::pending_call_timeout",
+            TEST_LIMIT,
+            pending_call_timeout,
+        ),
+        trial(
+            "errors::call_after_shutdown",
+            TEST_LIMIT,
+            call_after_shutdown,
+        ),
     ]
 }
 
@@ -136,7 +144,11 @@ fn source_chain() -> TestResult {
         "type name {:?}",
         e.type_name()
     );
-    ensure!(e.message() == "saving the report failed", "message {:?}", e.message());
+    ensure!(
+        e.message() == "saving the report failed",
+        "message {:?}",
+        e.message()
+    );
     ensure!(
         e.chain() == ["opening the spool failed", "disk on fire"],
         "chain {:?}",
@@ -174,7 +186,10 @@ fn panic_then_serve() -> TestResult {
     };
     ensure!(e.type_name() == "panic", "type name {:?}", e.type_name());
     // Still the same process serving.
-    ensure!(ctx.call::<child_pid>(())? == pid, "the context was replaced");
+    ensure!(
+        ctx.call::<child_pid>(())? == pid,
+        "the context was replaced"
+    );
     ensure!(ctx.call::<add>((3, 3))? == 6, "call after a second panic");
     Ok(())
 }
@@ -208,7 +223,10 @@ fn killed_mid_call() -> TestResult {
     let r = util::bounded("a call to a dead context", WAIT, move || {
         c.call::<add>((1, 1))
     })?;
-    ensure!(matches!(r, Err(Error::Channel(_))), "call to dead context: {r:?}");
+    ensure!(
+        matches!(r, Err(Error::Channel(_))),
+        "call to dead context: {r:?}"
+    );
     // The router reaped it.
     util::wait_exited(pid, Duration::from_secs(5), false)?;
     Ok(())
@@ -223,7 +241,11 @@ fn pending_call_timeout() -> TestResult {
     let took = t.elapsed();
     match &r {
         Err(Error::Timeout(e)) => {
-            ensure!(e.after() == Duration::from_millis(100), "after {:?}", e.after())
+            ensure!(
+                e.after() == Duration::from_millis(100),
+                "after {:?}",
+                e.after()
+            )
         }
         other => return Err(format!("expected Error::Timeout, got {other:?}").into()),
     }

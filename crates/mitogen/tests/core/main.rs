@@ -1,1 +1,35 @@
-fn main() {}
+//! Integration tests of mitogen, run by libtest-mimic.
+//!
+//! The test binary is also the agent: every local context started by a
+//! test runs a copy of it, entering through `mitogen::main`, which is why
+//! `main` has this exact shape.
+
+#[macro_use]
+mod util;
+
+mod bootstrap;
+mod calls;
+mod chain;
+mod errors;
+mod fork;
+mod identity;
+mod lifetimes;
+
+fn tests() -> Vec<libtest_mimic::Trial> {
+    let mut all = Vec::new();
+    all.extend(calls::tests());
+    all.extend(errors::tests());
+    all.extend(lifetimes::tests());
+    all.extend(fork::tests());
+    all.extend(bootstrap::tests());
+    all.extend(identity::tests());
+    all.extend(chain::tests());
+    all
+}
+
+fn main() {
+    mitogen::main(|_router| {
+        let args = libtest_mimic::Arguments::from_args();
+        libtest_mimic::run(&args, tests()).exit()
+    })
+}

@@ -108,10 +108,9 @@ pub fn wait_exited(pid: u32, limit: Duration, zombie_ok: bool) -> Result<Duratio
             Some('Z') | Some('X') if zombie_ok => return Ok(start.elapsed()),
             Some(s) => {
                 if start.elapsed() > limit {
-                    return Err(format!(
-                        "pid {pid} still present after {limit:?} (state {s})"
-                    )
-                    .into());
+                    return Err(
+                        format!("pid {pid} still present after {limit:?} (state {s})").into(),
+                    );
                 }
             }
         }
@@ -137,11 +136,7 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub fn kill9(pid: u32) -> TestResult {
     // SAFETY: sending a signal; no memory is involved.
     let r = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-    ensure!(
-        r == 0,
-        "kill -9 {pid}: {}",
-        std::io::Error::last_os_error()
-    );
+    ensure!(r == 0, "kill -9 {pid}: {}", std::io::Error::last_os_error());
     Ok(())
 }
 
@@ -163,7 +158,10 @@ pub fn sha256_file(path: &Path) -> Result<String, Failed> {
 
 /// `true` for a name made of 64 lowercase hex digits.
 pub fn is_sha_name(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// The agent cache directories, in the order the first stage tries them,
@@ -258,6 +256,10 @@ pub fn example(name: &str) -> Result<PathBuf, Failed> {
         String::from_utf8_lossy(&out.stderr)
     );
     let path = profile_dir.join("examples").join(name);
-    ensure!(path.exists(), "{} missing after building it", path.display());
+    ensure!(
+        path.exists(),
+        "{} missing after building it",
+        path.display()
+    );
     Ok(path)
 }
