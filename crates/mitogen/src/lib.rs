@@ -63,6 +63,7 @@ mod latch;
 mod logging;
 mod message;
 mod process;
+mod receiver;
 mod router;
 mod stream;
 
@@ -77,6 +78,7 @@ pub use error::{CallError, ChannelError, Error, LatchError, Result, StreamError,
 pub use identity::{context_id, is_master, parent_id, parent_ids, MASTER_ID, VERSION};
 pub use latch::{Latch, LatchFuture};
 pub use message::Message;
+pub use receiver::Receiver;
 pub use router::{Policy, Router};
 /// Bytes that serialize as one MessagePack `bin` (not an array of
 /// integers): use it for bulk arguments and results.
