@@ -435,9 +435,16 @@ mod tests {
             let o1 = o.clone();
             lp.after(
                 Duration::from_millis(30),
-                Box::new(move |_| drop(o1.put(2))),
+                Box::new(move |_| {
+                    let _ = o1.put(2);
+                }),
             );
-            lp.after(Duration::from_millis(10), Box::new(move |_| drop(o.put(1))));
+            lp.after(
+                Duration::from_millis(10),
+                Box::new(move |_| {
+                    let _ = o.put(1);
+                }),
+            );
         }));
         let t = Some(Duration::from_secs(5));
         assert_eq!(out.get(t).unwrap(), 1);
