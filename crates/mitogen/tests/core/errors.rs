@@ -74,7 +74,7 @@ fn save_report(fail: bool) -> Result<u32, ReportError> {
     }
     Err(ReportError {
         source: SpoolError {
-            source: std::io::Error::new(std::io::ErrorKind::Other, "disk on fire"),
+            source: std::io::Error::other("disk on fire"),
         },
     })
 }
