@@ -27,6 +27,11 @@ pub fn tests() -> Vec<Trial> {
         trial("calls::chatty_function", TEST_LIMIT, chatty_function),
         trial("calls::concurrent_callers", TEST_LIMIT, concurrent_callers),
         trial("calls::large_payload", TEST_LIMIT, large_payload),
+        trial(
+            "calls::concurrent_connects",
+            TEST_LIMIT,
+            concurrent_connects,
+        ),
     ]
 }
 
@@ -399,5 +404,50 @@ fn large_payload() -> TestResult {
     ensure!(back.len() == want.len(), "length {}", back.len());
     ensure!(back.into_vec() == want, "contents differ");
     ensure!(ctx.call::<add>((1, 1))? == 2, "call after a large payload");
+    Ok(())
+}
+
+#[mitogen::remote]
+fn my_id() -> (u32, u32) {
+    (mitogen::context_id(), std::process::id())
+}
+
+fn concurrent_connects() -> TestResult {
+    let router = util::router()?;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let router = router.clone();
+            std::thread::spawn(move || -> Result<Vec<(u32, u32)>, String> {
+                let mut seen = Vec::new();
+                for i in 0..4 {
+                    let ctx = if i % 2 == 0 {
+                        router.local().remote_name(format!("cc-{t}-{i}")).connect()
+                    } else {
+                        router.fork().remote_name(format!("cc-{t}-{i}")).connect()
+                    }
+                    .map_err(|e| format!("thread {t} connect {i}: {e}"))?;
+                    let (id, pid) = ctx
+                        .call::<my_id>(())
+                        .map_err(|e| format!("thread {t} call {i}: {e}"))?;
+                    if id != ctx.context_id() {
+                        return Err(format!("{} reports id {id}", ctx.context_id()));
+                    }
+                    seen.push((id, pid));
+                }
+                Ok(seen)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in threads {
+        all.extend(t.join().map_err(|_| "a connecting thread panicked")??);
+    }
+    let mut ids: Vec<u32> = all.iter().map(|a| a.0).collect();
+    let mut pids: Vec<u32> = all.iter().map(|a| a.1).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    pids.sort_unstable();
+    pids.dedup();
+    ensure!(ids.len() == 16 && pids.len() == 16, "{all:?}");
     Ok(())
 }
