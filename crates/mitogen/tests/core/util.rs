@@ -125,6 +125,14 @@ pub fn wait_exited(pid: u32, limit: Duration, zombie_ok: bool) -> Result<Duratio
     }
 }
 
+/// [`wait_exited`], and on failure SIGKILLs `pid` so that a failing test
+/// leaves no stray process behind.
+pub fn wait_exited_or_kill(pid: u32, limit: Duration, zombie_ok: bool) -> Result<Duration, Failed> {
+    wait_exited(pid, limit, zombie_ok).inspect_err(|_| {
+        let _ = kill9(pid);
+    })
+}
+
 /// Polls `cond` every 10 ms until it holds or `limit` passes.
 pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();

@@ -1,0 +1,154 @@
+//! Identity: `is_master`, `context_id`, `parent_id`, `parent_ids` and
+//! `VERSION`, in the master, a child and a grandchild.
+
+use crate::util::{self, trial, TestResult, TEST_LIMIT};
+use libtest_mimic::Trial;
+
+pub fn tests() -> Vec<Trial> {
+    vec![
+        trial("identity::master", TEST_LIMIT, master),
+        trial("identity::child", TEST_LIMIT, child),
+        trial("identity::grandchild", TEST_LIMIT, grandchild),
+        trial("identity::ids_are_unique", TEST_LIMIT, ids_are_unique),
+    ]
+}
+
+/// Everything a context knows about itself.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Who {
+    is_master: bool,
+    context_id: u32,
+    parent_id: Option<u32>,
+    parent_ids: Vec<u32>,
+    version: String,
+    router_id: u32,
+}
+
+#[mitogen::remote]
+fn who(router: &mitogen::Router) -> Who {
+    Who {
+        is_master: mitogen::is_master(),
+        context_id: mitogen::context_id(),
+        parent_id: mitogen::parent_id(),
+        parent_ids: mitogen::parent_ids().to_vec(),
+        version: mitogen::VERSION.to_string(),
+        router_id: router.context_id(),
+    }
+}
+
+/// Starts a grandchild from inside a child and reports on it.
+#[mitogen::remote]
+fn grandchild_who(router: &mitogen::Router) -> mitogen::Result<(u32, Who)> {
+    let g = router.local().remote_name("inner-grandchild").connect()?;
+    Ok((g.context_id(), g.call::<who>(())?))
+}
+
+fn master() -> TestResult {
+    ensure!(mitogen::is_master(), "is_master() is false in the master");
+    ensure!(
+        mitogen::context_id() == 0,
+        "context_id {}",
+        mitogen::context_id()
+    );
+    ensure!(mitogen::context_id() == mitogen::MASTER_ID, "MASTER_ID");
+    ensure!(
+        mitogen::parent_id().is_none(),
+        "parent_id {:?}",
+        mitogen::parent_id()
+    );
+    ensure!(
+        mitogen::parent_ids().is_empty(),
+        "parent_ids {:?}",
+        mitogen::parent_ids()
+    );
+    ensure!(!mitogen::VERSION.is_empty(), "empty VERSION");
+    ensure!(
+        mitogen::VERSION.split('.').count() >= 3,
+        "VERSION {:?} is not a version",
+        mitogen::VERSION
+    );
+    let router = util::router()?;
+    ensure!(
+        router.context_id() == 0,
+        "router id {}",
+        router.context_id()
+    );
+    Ok(())
+}
+
+fn child() -> TestResult {
+    let router = util::router()?;
+    for ctx in [router.local().connect()?, router.fork().connect()?] {
+        let w = ctx.call::<who>(())?;
+        let want = Who {
+            is_master: false,
+            context_id: ctx.context_id(),
+            parent_id: Some(0),
+            parent_ids: vec![0],
+            version: mitogen::VERSION.to_string(),
+            router_id: ctx.context_id(),
+        };
+        ensure!(w == want, "{}: {w:?}, expected {want:?}", ctx.name());
+        ensure!(ctx.context_id() != 0, "a child has id 0");
+    }
+    Ok(())
+}
+
+fn grandchild() -> TestResult {
+    let router = util::router()?;
+    let c = router.local().remote_name("id-child").connect()?;
+    let g = router
+        .local()
+        .remote_name("id-grandchild")
+        .via(&c)
+        .connect()?;
+    let gg = router.fork().remote_name("id-great").via(&g).connect()?;
+    let w = g.call::<who>(())?;
+    ensure!(
+        w.context_id == g.context_id()
+            && w.parent_id == Some(c.context_id())
+            && w.parent_ids == [c.context_id(), 0]
+            && !w.is_master
+            && w.version == mitogen::VERSION,
+        "grandchild: {w:?} (child {}, grandchild {})",
+        c.context_id(),
+        g.context_id()
+    );
+    let w = gg.call::<who>(())?;
+    ensure!(
+        w.context_id == gg.context_id() && w.parent_ids == [g.context_id(), c.context_id(), 0],
+        "great-grandchild: {w:?}"
+    );
+    ensure!(
+        g.name() == "id-child.id-grandchild",
+        "name via a child: {:?}",
+        g.name()
+    );
+    // A grandchild the child starts on its own gets an id from the master.
+    let (gid, w) = c.call::<grandchild_who>(())?;
+    ensure!(
+        w.context_id == gid && w.parent_ids == [c.context_id(), 0],
+        "grandchild started by the child: id {gid}, {w:?}"
+    );
+    let ids = [c.context_id(), g.context_id(), gg.context_id(), gid];
+    for (i, a) in ids.iter().enumerate() {
+        ensure!(!ids[i + 1..].contains(a), "duplicate id among {ids:?}");
+    }
+    Ok(())
+}
+
+fn ids_are_unique() -> TestResult {
+    let router = util::router()?;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let ctx = router.local().connect()?;
+        let w = ctx.call::<who>(())?;
+        ensure!(w.context_id == ctx.context_id(), "{w:?}");
+        ids.push(ctx.context_id());
+    }
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    ensure!(sorted.len() == ids.len(), "ids {ids:?}");
+    Ok(())
+}
