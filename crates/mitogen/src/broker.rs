@@ -56,6 +56,12 @@ struct Shared {
     join: Mutex<Option<JoinHandle<()>>>,
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        crate::process::untrack_fd(std::os::fd::AsRawFd::as_raw_fd(&self.registry));
+    }
+}
+
 /// Handle to a broker thread. Cloning gives another handle to the same
 /// thread; dropping handles does not stop it (see [`crate::Router`], whose
 /// last handle does).
@@ -211,6 +217,8 @@ impl Broker {
             shared: shared.clone(),
         };
         crate::process::track_fd(std::os::fd::AsRawFd::as_raw_fd(&poll));
+        crate::process::track_fd(std::os::fd::AsRawFd::as_raw_fd(&shared.registry));
+        crate::process::track_fd(std::os::fd::AsRawFd::as_raw_fd(&lp.registry));
         let handle = std::thread::Builder::new()
             .name("mitogen-broker".into())
             .spawn(move || broker_main(poll, lp))
@@ -406,6 +414,7 @@ fn broker_main(mut poll: Poll, mut lp: Loop) {
     lp.run_deferred();
     lp.sources.clear();
     crate::process::untrack_fd(std::os::fd::AsRawFd::as_raw_fd(&poll));
+    crate::process::untrack_fd(std::os::fd::AsRawFd::as_raw_fd(&lp.registry));
     // Closing means "stopped": waiters blocked in join() wake up.
     lp.shared.stopped.close();
 }

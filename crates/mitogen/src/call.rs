@@ -82,8 +82,10 @@ pub fn decode_args<A: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<A, C
 /// Encodes a call's result (generated code).
 pub fn encode_output<T: Serialize>(value: &T) -> Result<Vec<u8>, CallError> {
     let mut buf = Vec::new();
-    encode_into(&mut buf, value)
-        .map_err(|e| CallError::new("mitogen::EncodeError", e.to_string()))?;
+    encode_into(&mut buf, value).map_err(|e| match e {
+        crate::Error::Call(c) => c,
+        other => CallError::new("mitogen::EncodeError", other.to_string()),
+    })?;
     Ok(buf)
 }
 

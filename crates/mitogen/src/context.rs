@@ -131,9 +131,10 @@ impl Context {
             core: self.core.clone(),
             _t: PhantomData,
         };
-        // A failed send has already bounced a dead message to `h`, so the
-        // pending call reports the failure itself.
-        let _ = self.send_call(chain, name, args, h);
+        // A failed send (arguments that do not serialize, no route, a
+        // message over the size limit) is reported here, at once; dropping
+        // `pending` removes the handler.
+        self.send_call(chain, name, args, h)?;
         Ok(pending)
     }
 

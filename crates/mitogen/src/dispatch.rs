@@ -173,7 +173,16 @@ impl Dispatcher {
             }
         };
         if msg.reply_to != 0 {
-            let _ = msg.reply_message(reply);
+            if let Err(e) = msg.reply_message(reply) {
+                // The result could not travel (over max_message_size, say):
+                // the caller must still hear about it, or it would wait
+                // forever.
+                let why = CallError::new(
+                    "mitogen::ReplyError",
+                    format!("the result of {name} could not be sent: {e}"),
+                );
+                let _ = msg.reply_message(Message::call_error(&why));
+            }
         }
     }
 

@@ -216,6 +216,7 @@ pub(crate) fn watch_lines(
     fd: std::os::fd::OwnedFd,
     mut on_line: impl FnMut(&str) + Send + 'static,
 ) {
+    let fd = crate::process::TrackedFd::new(fd);
     let raw: RawFd = std::os::fd::AsRawFd::as_raw_fd(&fd);
     // SAFETY: fcntl on a descriptor we own.
     unsafe {

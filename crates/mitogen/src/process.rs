@@ -19,6 +19,30 @@ pub(crate) fn untrack_fd(fd: RawFd) {
     crate::broker::lock(&RUNTIME_FDS).retain(|&f| f != fd);
 }
 
+/// A descriptor on the runtime list for as long as it is open.
+#[derive(Debug)]
+pub(crate) struct TrackedFd(OwnedFd);
+
+impl TrackedFd {
+    pub(crate) fn new(fd: OwnedFd) -> TrackedFd {
+        track_fd(fd.as_raw_fd());
+        TrackedFd(fd)
+    }
+}
+
+impl AsRawFd for TrackedFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl Drop for TrackedFd {
+    fn drop(&mut self) {
+        // Off the list before the number can be reused.
+        untrack_fd(self.0.as_raw_fd());
+    }
+}
+
 /// Locks the descriptor list; `fork()` happens while it is held, so the
 /// child's copy is consistent and unlocked by dropping the guard.
 pub(crate) fn lock_fds() -> std::sync::MutexGuard<'static, Vec<RawFd>> {

@@ -88,6 +88,26 @@ impl AgentBinary {
         if let Some(b) = SELF_BINARY.get() {
             return Ok(b.clone());
         }
+        // Another thread (the start-up prewarm) may be hashing: wait for it
+        // rather than hash twice. Only try_lock is used, with a bound: a
+        // forked child may have inherited the lock held by a thread that
+        // does not exist in it, and then hashes by itself.
+        let start = std::time::Instant::now();
+        let _guard = loop {
+            match HASHING.try_lock() {
+                Ok(g) => break Some(g),
+                Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                    if let Some(b) = SELF_BINARY.get() {
+                        return Ok(b.clone());
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => break None,
+            }
+        };
+        if let Some(b) = SELF_BINARY.get() {
+            return Ok(b.clone());
+        }
         // Hash outside the OnceLock: a fork() during a long initialisation
         // would leave the child's copy waiting forever.
         let b = Arc::new(AgentBinary::from_path(Path::new("/proc/self/exe"))?);
@@ -109,6 +129,7 @@ impl AgentBinary {
 }
 
 static SELF_BINARY: OnceLock<Arc<AgentBinary>> = OnceLock::new();
+static HASHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// This executable's description if already hashed (never blocks).
 pub(crate) fn known_current() -> Option<Arc<AgentBinary>> {

@@ -40,13 +40,6 @@ pub fn trial(name: &str, limit: Duration, body: fn() -> TestResult) -> Trial {
     })
 }
 
-/// A test of a known library bug: ignored by default so that the suite
-/// passes, run with `--ignored` (nextest: `--run-ignored only`). It fails
-/// until the bug is fixed; then drop the marker.
-pub fn known_bug(name: &str, limit: Duration, body: fn() -> TestResult) -> Trial {
-    trial(name, limit, body).with_ignored_flag(true)
-}
-
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         format!("panicked: {s}")
