@@ -122,6 +122,29 @@ fn read_config(fd: RawFd) -> Result<Config> {
     crate::message::from_msgpack(&body)
 }
 
+/// Time the main thread gets to finish on its own once the broker has
+/// stopped, before the process is ended under it.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Ends the process once the broker has stopped (parent lost, or shutdown
+/// requested), even if the main thread is inside a long call: a busy
+/// child must not outlive its link (the seed sends itself SIGTERM here).
+fn start_watchdog(broker: &Broker) {
+    let b = broker.clone();
+    let spawned = std::thread::Builder::new()
+        .name("mitogen-watchdog".into())
+        .spawn(move || {
+            b.join();
+            std::thread::sleep(EXIT_GRACE);
+            // SAFETY: ending this process; nothing is left to clean up
+            // that the kernel does not (the link is already gone).
+            unsafe { libc::_exit(0) }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("mitogen: no watchdog thread ({e}): a busy context may outlive its parent");
+    }
+}
+
 /// Serves as context `cfg.context_id` over `rfd`/`wfd` until the parent
 /// disconnects or asks for shutdown.
 pub(crate) fn serve(
@@ -169,6 +192,7 @@ pub(crate) fn serve(
     if let Some(f) = on_start {
         f(dispatcher.econtext());
     }
+    start_watchdog(&broker);
     tracing::debug!("mitogen: {} serving (pid {})", cfg.name, std::process::id());
     dispatcher.run();
     broker.shutdown();

@@ -15,7 +15,7 @@ use std::cell::Cell;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use tracing::level_filters::LevelFilter;
 use tracing::{Level, Metadata};
@@ -74,10 +74,30 @@ thread_local! {
     static SENDING: Cell<bool> = const { Cell::new(false) };
 }
 
+/// The router records are forwarded through. It lives outside the
+/// subscriber because the global subscriber cannot be replaced: a context
+/// forked from a child inherits its parent's `ChildLogger`, which must then
+/// forward through the fork's own router, not the parent's copy. An atomic
+/// pointer to a leaked `Weak` (one per context start) keeps reads lock-free
+/// and fork-safe.
+static LOG_CORE: AtomicPtr<Weak<Core>> = AtomicPtr::new(std::ptr::null_mut());
+
+fn set_log_core(core: &Arc<Core>) {
+    let leaked: &'static mut Weak<Core> = Box::leak(Box::new(Arc::downgrade(core)));
+    LOG_CORE.store(leaked, Ordering::Release);
+}
+
+fn log_core() -> Option<Arc<Core>> {
+    let p = LOG_CORE.load(Ordering::Acquire);
+    // SAFETY: only `set_log_core` stores here, a leaked, never-freed Weak.
+    (!p.is_null())
+        .then(|| unsafe { &*p })
+        .and_then(Weak::upgrade)
+}
+
 /// The subscriber of a child context: forwards events to the master and,
 /// with `debug`, also appends them to `/tmp/mitogen.<pid>.log`.
 pub(crate) struct ChildLogger {
-    core: Weak<Core>,
     level: LevelFilter,
     file: Option<Mutex<std::fs::File>>,
     next_span: AtomicU64,
@@ -85,13 +105,13 @@ pub(crate) struct ChildLogger {
 
 impl ChildLogger {
     pub(crate) fn install(core: &Arc<Core>, level: u8, debug: bool) {
+        set_log_core(core);
         let level = if debug {
             LevelFilter::DEBUG.max(u8_to_filter(level))
         } else {
             u8_to_filter(level)
         };
         let logger = ChildLogger {
-            core: Arc::downgrade(core),
             level,
             file: debug.then(debug_file).flatten().map(Mutex::new),
             next_span: AtomicU64::new(1),
@@ -201,7 +221,7 @@ impl tracing::Subscriber for ChildLogger {
         if let Some(f) = &self.file {
             let _ = writeln!(lock(f), "{} {} {}", md.level(), md.target(), text);
         }
-        if let Some(core) = self.core.upgrade() {
+        if let Some(core) = log_core() {
             forward(&core, level_to_u8(*md.level()), md.target(), text);
         }
     }

@@ -16,6 +16,16 @@ pub fn tests() -> Vec<Trial> {
             child_exits_when_intermediate_killed,
         ),
         trial(
+            "lifetimes::busy_child_exits_when_parent_killed",
+            TEST_LIMIT,
+            busy_child_exits_when_parent_killed,
+        ),
+        trial(
+            "lifetimes::frozen_child_is_killed",
+            TEST_LIMIT,
+            frozen_child_is_killed,
+        ),
+        trial(
             "lifetimes::child_exits_when_master_killed",
             Duration::from_secs(120),
             child_exits_when_master_killed,
@@ -57,6 +67,58 @@ fn sleep_ms(ms: u64) -> u64 {
 #[mitogen::remote]
 fn parent_pid() -> u32 {
     std::os::unix::process::parent_id()
+}
+
+/// A child busy in a long call still goes when its parent dies: the call
+/// does not keep an orphan alive.
+fn busy_child_exits_when_parent_killed() -> TestResult {
+    let router = util::router()?;
+    let a = router.local().remote_name("busy-a").connect()?;
+    let b = router.local().remote_name("busy-b").via(&a).connect()?;
+    let a_pid = a.call::<child_pid>(())?;
+    let b_pid = b.call::<child_pid>(())?;
+    let pending = b.call_async::<sleep_ms>((60_000,))?;
+    std::thread::sleep(Duration::from_millis(100));
+    util::kill9(a_pid)?;
+    let took = util::wait_exited_or_kill(b_pid, Duration::from_secs(3), true)?;
+    ensure!(
+        took < Duration::from_secs(3),
+        "busy b exited after {took:?}"
+    );
+    match pending.get(Some(WAIT)) {
+        Err(Error::Channel(e)) => ensure!(
+            e.reason().contains("disconnected"),
+            "reason {:?}",
+            e.reason()
+        ),
+        other => return Err(format!("expected a disconnect error, got {other:?}").into()),
+    }
+    Ok(())
+}
+
+/// A child that cannot react (SIGSTOP: it never sees its link close, and
+/// SIGTERM stays pending) is still reaped: the router escalates from
+/// SIGTERM to SIGKILL.
+fn frozen_child_is_killed() -> TestResult {
+    let router = util::router()?;
+    router
+        .broker()
+        .set_shutdown_timeout(Duration::from_millis(500));
+    let c = router.local().remote_name("frozen").connect()?;
+    let pid = c.call::<child_pid>(())?;
+    // SAFETY: stopping our own child process.
+    ensure!(
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) } == 0,
+        "SIGSTOP failed"
+    );
+    drop(c);
+    drop(router);
+    let took = util::wait_exited(pid, Duration::from_secs(10), false)?;
+    ensure!(
+        took < Duration::from_secs(10),
+        "frozen child still there after {took:?}"
+    );
+    Ok(())
 }
 
 fn child_exits_when_intermediate_killed() -> TestResult {

@@ -14,6 +14,7 @@ mod errors;
 mod fork;
 mod identity;
 mod lifetimes;
+mod logs;
 
 fn tests() -> Vec<libtest_mimic::Trial> {
     let mut all = Vec::new();
@@ -24,6 +25,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(bootstrap::tests());
     all.extend(identity::tests());
     all.extend(chain::tests());
+    all.extend(logs::tests());
     all
 }
 

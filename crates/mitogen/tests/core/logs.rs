@@ -1,0 +1,129 @@
+//! Log forwarding: what a child prints and logs reaches the master as
+//! `tracing` events (target `mitogen::child`), from a child, a grandchild,
+//! and a context forked from a child.
+
+use crate::util::{self, trial, TestResult, TEST_LIMIT, WAIT};
+use libtest_mimic::Trial;
+use std::io::Write;
+use std::sync::{Mutex, OnceLock};
+
+pub fn tests() -> Vec<Trial> {
+    vec![
+        trial("logs::child_stdout", TEST_LIMIT, child_stdout),
+        trial("logs::child_tracing", TEST_LIMIT, child_tracing),
+        trial("logs::grandchild_tracing", TEST_LIMIT, grandchild_tracing),
+        trial(
+            "logs::fork_of_child_tracing",
+            TEST_LIMIT,
+            fork_of_child_tracing,
+        ),
+    ]
+}
+
+/// Everything the master's subscriber wrote, in this test process.
+static CAPTURED: Mutex<String> = Mutex::new(String::new());
+
+struct Capture;
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut c = CAPTURED.lock().unwrap_or_else(|e| e.into_inner());
+        c.push_str(&String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs the capturing subscriber once per process (before the test's
+/// contexts start, so they inherit its INFO level).
+fn capture() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(|| Capture)
+            .try_init();
+    });
+}
+
+fn seen(marker: &str) -> bool {
+    util::wait_for(WAIT, || {
+        CAPTURED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(marker)
+    })
+}
+
+fn marker(what: &str) -> String {
+    format!(
+        "{what}-{}-{:?}",
+        std::process::id(),
+        std::time::Instant::now()
+    )
+}
+
+#[mitogen::remote]
+fn print_line(text: String) {
+    println!("{text}");
+}
+
+#[mitogen::remote]
+fn log_warning(text: String) {
+    tracing::warn!("{text}");
+}
+
+fn child_stdout() -> TestResult {
+    capture();
+    let router = util::router()?;
+    let c = router.local().connect()?;
+    let m = marker("stdout");
+    c.call::<print_line>((m.clone(),))?;
+    ensure!(seen(&m), "the child's stdout line never reached the master");
+    Ok(())
+}
+
+fn child_tracing() -> TestResult {
+    capture();
+    let router = util::router()?;
+    let c = router.local().connect()?;
+    let m = marker("warn");
+    c.call::<log_warning>((m.clone(),))?;
+    ensure!(seen(&m), "the child's warning never reached the master");
+    let text = CAPTURED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let line = text.lines().find(|l| l.contains(&m)).unwrap_or_default();
+    ensure!(line.contains("WARN"), "level lost: {line}");
+    ensure!(line.contains("mitogen::child"), "target lost: {line}");
+    Ok(())
+}
+
+fn grandchild_tracing() -> TestResult {
+    capture();
+    let router = util::router()?;
+    let a = router.local().connect()?;
+    let b = router.local().via(&a).connect()?;
+    let m = marker("grandchild");
+    b.call::<log_warning>((m.clone(),))?;
+    ensure!(
+        seen(&m),
+        "the grandchild's warning never reached the master"
+    );
+    Ok(())
+}
+
+fn fork_of_child_tracing() -> TestResult {
+    capture();
+    let router = util::router()?;
+    let a = router.local().connect()?;
+    let f = router.fork().via(&a).connect()?;
+    let m = marker("forked");
+    f.call::<log_warning>((m.clone(),))?;
+    ensure!(
+        seen(&m),
+        "the warning of a fork of a child never reached the master"
+    );
+    Ok(())
+}
