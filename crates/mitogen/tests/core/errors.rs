@@ -39,7 +39,7 @@ pub fn tests() -> Vec<Trial> {
             TEST_LIMIT,
             child_calls_master_fails,
         ),
-        // Former library bugs, kept as regression tests.
+        // Former library bugs (hangs, a doubled message), kept as regression tests.
         trial(
             "errors::regression::unserializable_argument_fails_call",
             TEST_LIMIT,
@@ -453,13 +453,9 @@ fn child_calls_master_fails() -> TestResult {
     Ok(())
 }
 
-/// KNOWN BUG: `call_async`/`call` with an argument whose serialization
-/// fails returns a `PendingCall` that never completes (`call` blocks
-/// forever). `Context::start_call` ignores `send_call`'s error, assuming a
-/// failed send always bounced a dead message to the reply handle; an
-/// encoding failure happens before any message exists, so nothing
-/// bounces. Expected: `call_async` returns the `EncodeError` at once, as
-/// `call_no_reply` does.
+/// Regression: `call_async` with an argument whose serialization fails
+/// used to return a `PendingCall` that never completed (nothing bounced,
+/// as no message existed). It now returns the `EncodeError` at once.
 fn unserializable_argument_fails_call() -> TestResult {
     let router = util::router()?;
     let ctx = router.local().connect()?;
@@ -477,13 +473,9 @@ fn unserializable_argument_fails_call() -> TestResult {
     Ok(())
 }
 
-/// KNOWN BUG: a result larger than `max_message_size` never reaches the
-/// caller, and nothing else does either: `call` blocks forever. The child
-/// refuses to route the oversized reply and bounces a dead message to the
-/// reply's own `reply_to`, which is 0 for a reply, so it is dropped; the
-/// dispatcher ignores `reply_message`'s error. Expected: the caller gets
-/// an error naming the limit (a `CallError` sent in place of the result,
-/// or a dead message).
+/// Regression: a result larger than `max_message_size` used to vanish
+/// (the refusal went to the reply's own `reply_to`, 0), leaving `call`
+/// blocked forever. The dispatcher now sends a `ReplyError` instead.
 fn oversized_result_fails_call() -> TestResult {
     let router = util::router()?;
     router.set_max_message_size(64 * 1024);
@@ -509,10 +501,8 @@ fn oversized_result_fails_call() -> TestResult {
     Ok(())
 }
 
-/// KNOWN BUG (cosmetic): an `EncodeError` of a result repeats its type
-/// name in its message, so it prints as "mitogen::EncodeError:
-/// mitogen::EncodeError: ...". `encode_output` wraps the `Display` of a
-/// `mitogen::Error` that is already a `CallError` of that type.
+/// Regression: an `EncodeError` of a result used to repeat its type name
+/// in its message ("mitogen::EncodeError: mitogen::EncodeError: ...").
 fn encode_error_message_not_doubled() -> TestResult {
     let router = util::router()?;
     let ctx = router.local().connect()?;
