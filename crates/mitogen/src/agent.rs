@@ -48,6 +48,10 @@ fn boot() -> Result<()> {
         protocol: PROTOCOL_VERSION,
         version: crate::VERSION.to_string(),
         pid: std::process::id(),
+        binary: std::fs::read_link("/proc/self/exe")
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default(),
     };
     write_frame(1, &crate::message::to_msgpack(&hello)?)?;
     let cfg: Config = read_config(0)?;

@@ -30,6 +30,10 @@ pub(crate) struct Hello {
     pub(crate) protocol: u32,
     pub(crate) version: String,
     pub(crate) pid: u32,
+    /// The name the agent was executed under: its SHA-256 when it came
+    /// from the cache (empty when unknown, e.g. without `/proc`).
+    #[serde(default)]
+    pub(crate) binary: String,
 }
 
 /// What a new context needs to know about itself.
@@ -240,6 +244,12 @@ pub(crate) fn run(
         return Err(io.fail(&format!(
             "protocol mismatch: the agent speaks version {} (mitogen {}), this side {PROTOCOL_VERSION}",
             hello.protocol, hello.version
+        )));
+    }
+    if !hello.binary.is_empty() && hello.binary != agent.sha {
+        return Err(io.fail(&format!(
+            "the agent runs binary {} but {} was expected",
+            hello.binary, agent.sha
         )));
     }
     let mut reader = FrameReader::new(cfg.max_message_size as usize);
