@@ -238,10 +238,9 @@ pub(crate) fn watch_lines(
 ) {
     let fd = crate::process::TrackedFd::new(fd);
     let raw: RawFd = std::os::fd::AsRawFd::as_raw_fd(&fd);
-    // SAFETY: fcntl on a descriptor we own.
-    unsafe {
-        let fl = libc::fcntl(raw, libc::F_GETFL);
-        libc::fcntl(raw, libc::F_SETFL, fl | libc::O_NONBLOCK);
+    if let Err(e) = crate::process::set_nonblocking(raw) {
+        tracing::warn!("mitogen: cannot watch fd {raw}: {e}");
+        return;
     }
     let mut pending: Vec<u8> = Vec::new();
     lp.register(

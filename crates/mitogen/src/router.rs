@@ -592,13 +592,7 @@ impl Core {
         if !lost_parent {
             crate::control::announce_lost(self, &lost);
         }
-        if let Some(pid) = s.pid {
-            lock(&self.reaping).push(Reap {
-                pid,
-                name: s.name.clone(),
-                since: Instant::now(),
-                termed: false,
-            });
+        if self.reap_later(s) {
             self.schedule_reap(lp);
         }
         if lost_parent {
@@ -615,6 +609,18 @@ impl Core {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|id, _| !ids.contains(id));
         self.fire_dead(ids, reason);
+    }
+
+    /// Puts the stream's process, if any, on the reaping list.
+    fn reap_later(&self, s: &Stream) -> bool {
+        let Some(pid) = s.pid else { return false };
+        lock(&self.reaping).push(Reap {
+            pid,
+            name: s.name.clone(),
+            since: Instant::now(),
+            termed: false,
+        });
+        true
     }
 
     fn schedule_reap(self: &Arc<Self>, lp: &mut Loop) {
@@ -702,14 +708,7 @@ impl Participant for Core {
     fn on_exit(self: Arc<Self>, _lp: &mut Loop) {
         for s in lock(&self.streams).drain().map(|(_, s)| s) {
             s.mark_closed();
-            if let Some(pid) = s.pid {
-                lock(&self.reaping).push(Reap {
-                    pid,
-                    name: s.name.clone(),
-                    since: Instant::now(),
-                    termed: false,
-                });
-            }
+            self.reap_later(&s);
         }
         self.routes
             .write()

@@ -75,17 +75,6 @@ impl std::fmt::Debug for Stream {
     }
 }
 
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 impl Stream {
     /// Wraps `rfd` (and `wfd`, when writes go elsewhere) as a stream to
     /// context `remote_id`, reading frames of at most `max` bytes. Both are
@@ -104,8 +93,8 @@ impl Stream {
             Some(w) => w,
             None => crate::process::dup_cloexec(rfd.as_raw_fd())?,
         };
-        set_nonblocking(rfd.as_raw_fd())?;
-        set_nonblocking(wfd.as_raw_fd())?;
+        crate::process::set_nonblocking(rfd.as_raw_fd())?;
+        crate::process::set_nonblocking(wfd.as_raw_fd())?;
         crate::process::track_fd(rfd.as_raw_fd());
         crate::process::track_fd(wfd.as_raw_fd());
         Ok(Stream {
@@ -575,7 +564,7 @@ mod tests {
             s
         });
         let fd = OwnedFd::from(b);
-        set_nonblocking(fd.as_raw_fd()).unwrap();
+        crate::process::set_nonblocking(fd.as_raw_fd()).unwrap();
         let mut r = FrameReader::new(1 << 30);
         let mut got = None;
         let t0 = std::time::Instant::now();

@@ -194,7 +194,7 @@ pub(crate) fn run(
     .into_iter()
     .flatten()
     {
-        set_nonblocking(fd);
+        let _ = crate::process::set_nonblocking(fd);
     }
     let mut io = Io {
         sp,
@@ -273,14 +273,6 @@ pub(crate) fn run(
         reader,
         uploaded,
     })
-}
-
-fn set_nonblocking(fd: RawFd) {
-    // SAFETY: fcntl on a descriptor we own.
-    unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
-    }
 }
 
 struct Io<'a> {
