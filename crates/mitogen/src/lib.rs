@@ -66,6 +66,8 @@ mod process;
 mod receiver;
 mod router;
 mod stream;
+#[doc(hidden)]
+pub mod testing;
 
 pub use broker::{Broker, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use call::RemoteFn;

@@ -238,6 +238,28 @@ impl Stream {
         done
     }
 
+    /// Writes `bytes` as they are, bypassing framing (test hook: lets a
+    /// test play a hostile peer). Waits for the peer to read, within a
+    /// bound.
+    pub(crate) fn write_raw(&self, bytes: &[u8]) -> io::Result<()> {
+        let _out = lock(&self.out);
+        let mut done = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while done < bytes.len() {
+            done += write_all_nb(self.wfd(), &[&bytes[done..]])?;
+            if done < bytes.len() {
+                if std::time::Instant::now() > deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "peer stopped reading",
+                    ));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        Ok(())
+    }
+
     /// Writes queued bytes (broker thread, on writable readiness).
     /// Returns an error when the peer is gone.
     pub(crate) fn flush(&self) -> io::Result<()> {
