@@ -106,7 +106,12 @@ mod tests {
             handle::HANDSHAKE,
             5000,
         ] {
-            for body in [&b""[..], b"\x93\xc0\xa1x\x90", b"\xff\xff\xff", b"\x92\x01\xa3abc"] {
+            for body in [
+                &b""[..],
+                b"\x93\xc0\xa1x\x90",
+                b"\xff\xff\xff",
+                b"\x92\x01\xa3abc",
+            ] {
                 fuzz_intake(&frame(h, 1, 1, body));
                 fuzz_intake(&frame(h, 1, 0, body)); // forged auth_id
                 fuzz_intake(&frame(h, 9, 9, body)); // src_id not behind this stream

@@ -373,8 +373,16 @@ impl Io<'_> {
         // SAFETY: reading into a stack buffer.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         if n == 0 {
-            let status = exit_status(self.sp.pid);
-            return Err(self.fail(&format!("the target exited{status} before {what}; {HINT}")));
+            let (status, code) = exit_status(self.sp.pid);
+            // 126/127: the shell could not execute the command (a missing
+            // or unusable agent_command, a binary for another machine);
+            // otherwise the program ran and did not speak the protocol.
+            let hint = match code {
+                Some(126) => "the agent (or its agent_command) could not be executed".to_string(),
+                Some(127) => "the agent's command (agent_command) was not found".to_string(),
+                _ => HINT.to_string(),
+            };
+            return Err(self.fail(&format!("the target exited{status} before {what}; {hint}")));
         }
         if n < 0 {
             let e = std::io::Error::last_os_error();
@@ -471,7 +479,9 @@ impl Io<'_> {
     }
 }
 
-fn exit_status(pid: i32) -> String {
+/// Describes how the transport process ended (" with status N"), and its
+/// exit code.
+fn exit_status(pid: i32) -> (String, Option<i32>) {
     let mut status = 0;
     for _ in 0..20 {
         // SAFETY: non-blocking waitpid on our own child; the status is
@@ -479,10 +489,11 @@ fn exit_status(pid: i32) -> String {
         let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         if r == pid {
             if libc::WIFEXITED(status) {
-                return format!(" with status {}", libc::WEXITSTATUS(status));
+                let code = libc::WEXITSTATUS(status);
+                return (format!(" with status {code}"), Some(code));
             }
             if libc::WIFSIGNALED(status) {
-                return format!(" on signal {}", libc::WTERMSIG(status));
+                return (format!(" on signal {}", libc::WTERMSIG(status)), None);
             }
         }
         if r != 0 {
@@ -490,5 +501,5 @@ fn exit_status(pid: i32) -> String {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    String::new()
+    (String::new(), None)
 }

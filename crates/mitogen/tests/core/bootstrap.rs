@@ -37,6 +37,11 @@ pub fn tests() -> Vec<Trial> {
             agent_failure_reports_stderr,
         ),
         trial(
+            "bootstrap::agent_command_missing",
+            TEST_LIMIT,
+            agent_command_missing,
+        ),
+        trial(
             "bootstrap::agent_binary_missing",
             TEST_LIMIT,
             agent_binary_missing,
@@ -242,6 +247,21 @@ fn agent_failure_reports_stderr() -> TestResult {
     let m = stream_message(r, "agent_binary(failing.sh)")?;
     ensure!(m.contains("custom failure text"), "message {m:?}");
     ensure!(m.contains("status 3"), "message {m:?}");
+    Ok(())
+}
+
+/// A wrapper command that does not exist is reported as such, not as a
+/// program lacking `mitogen::main`.
+fn agent_command_missing() -> TestResult {
+    let router = util::router()?;
+    let r = router
+        .local()
+        .agent_command(["/nonexistent/wrapper"])
+        .connect();
+    let m = stream_message(r, "agent_command(missing)")?;
+    ensure!(m.contains("not found"), "message {m:?}");
+    ensure!(m.contains("status 127"), "message {m:?}");
+    ensure!(!m.contains("mitogen::main"), "misleading hint in {m:?}");
     Ok(())
 }
 
