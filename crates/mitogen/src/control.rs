@@ -17,9 +17,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Serialize, Deserialize)]
-struct RouteNote {
+pub(crate) struct RouteNote {
     id: u32,
     name: String,
+}
+
+impl RouteNote {
+    #[cfg(test)]
+    pub(crate) fn new(id: u32, name: &str) -> RouteNote {
+        RouteNote {
+            id,
+            name: name.to_string(),
+        }
+    }
 }
 
 /// Is `src` a descendant of `core` (reachable through a child stream)?
@@ -27,6 +37,13 @@ fn from_descendant(core: &Core, src: u32) -> bool {
     src != core.id
         && !core.parent_ids.contains(&src)
         && core.stream_for(src).is_some_and(|s| !s.is_parent)
+}
+
+/// Is `src` a direct child of `core` (the peer of one of its streams)?
+/// Only a direct child may announce or withdraw routes: a grandchild must
+/// not be able to cut its parent off.
+fn from_immediate_child(core: &Core, src: u32) -> bool {
+    from_descendant(core, src) && core.stream_for(src).is_some_and(|s| s.remote_id == src)
 }
 
 /// Is `auth` one of `core`'s parents?
@@ -44,7 +61,7 @@ pub(crate) fn install(core: &Arc<Core>) {
             let Ok(note) = msg.decode::<RouteNote>() else {
                 return;
             };
-            if !from_descendant(&core, msg.src_id)
+            if !from_immediate_child(&core, msg.src_id)
                 || note.id == core.id
                 || core.parent_ids.contains(&note.id)
             {
@@ -89,7 +106,9 @@ pub(crate) fn install(core: &Arc<Core>) {
             else {
                 return;
             };
-            if !from_descendant(&core, msg.src_id) || via.id != route.id {
+            // A child withdraws its descendants, never itself (its link
+            // says that) and never a route through another stream.
+            if !from_immediate_child(&core, msg.src_id) || id == msg.src_id || via.id != route.id {
                 tracing::warn!("mitogen: refused route removal {id} from {}", msg.src_id);
                 return;
             }

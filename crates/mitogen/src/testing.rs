@@ -31,38 +31,7 @@ struct Intake {
 /// 1, and routes every frame it yields through a router (id 0) that knows
 /// that child: the path hostile input takes. Must never panic.
 pub fn fuzz_intake(data: &[u8]) {
-    static INTAKE: OnceLock<Option<Intake>> = OnceLock::new();
-    let Some(intake) = INTAKE.get_or_init(|| {
-        let router = Router::new().ok()?;
-        let (ours, theirs) = UnixStream::pair().ok()?;
-        // Drain what the router answers (dead messages), so it never blocks.
-        std::thread::spawn(move || {
-            use std::io::Read;
-            let mut theirs = theirs;
-            let mut buf = [0u8; 65536];
-            while theirs.read(&mut buf).is_ok_and(|n| n > 0) {}
-        });
-        let stream = Stream::new(
-            "fuzz".into(),
-            1,
-            false,
-            OwnedFd::from(ours),
-            None,
-            DEFAULT_MAX_MESSAGE_SIZE,
-            None,
-        )
-        .ok()?;
-        let stream = Arc::new(stream);
-        let core = router.core().clone();
-        core.add_route(1, &stream);
-        Some(Intake {
-            core,
-            stream,
-            _router: router,
-        })
-    }) else {
-        return;
-    };
+    let Some(intake) = intake() else { return };
     let mut reader = FrameReader::new(1 << 20);
     reader.push(data);
     let mut frames = Vec::new();
@@ -70,6 +39,42 @@ pub fn fuzz_intake(data: &[u8]) {
     for m in frames {
         intake.core.route_in(&intake.stream, m);
     }
+}
+
+/// The router (and fake child stream) `fuzz_intake` feeds, made once.
+fn intake() -> Option<&'static Intake> {
+    static INTAKE: OnceLock<Option<Intake>> = OnceLock::new();
+    INTAKE
+        .get_or_init(|| {
+            let router = Router::new().ok()?;
+            let (ours, theirs) = UnixStream::pair().ok()?;
+            // Drain what the router answers (dead messages), so it never blocks.
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut theirs = theirs;
+                let mut buf = [0u8; 65536];
+                while theirs.read(&mut buf).is_ok_and(|n| n > 0) {}
+            });
+            let stream = Stream::new(
+                "fuzz".into(),
+                1,
+                false,
+                OwnedFd::from(ours),
+                None,
+                DEFAULT_MAX_MESSAGE_SIZE,
+                None,
+            )
+            .ok()?;
+            let stream = Arc::new(stream);
+            let core = router.core().clone();
+            core.add_route(1, &stream);
+            Some(Intake {
+                core,
+                stream,
+                _router: router,
+            })
+        })
+        .as_ref()
 }
 
 #[cfg(test)]
@@ -90,6 +95,29 @@ mod tests {
         let mut v = h.encode().to_vec();
         v.extend_from_slice(body);
         v
+    }
+
+    /// Regression (found by the intake fuzzer): a grandchild could
+    /// withdraw the route to its own parent, cutting off the subtree.
+    #[test]
+    fn only_a_direct_child_withdraws_routes() {
+        let add5 = crate::message::to_msgpack(&crate::control::RouteNote::new(5, "x")).unwrap();
+        fuzz_intake(&frame(handle::ADD_ROUTE, 1, 1, &add5));
+        let core = &intake().unwrap().core;
+        assert!(core.is_connected(5));
+        let del1 = crate::message::to_msgpack(&(1u32, "why")).unwrap();
+        fuzz_intake(&frame(handle::DEL_ROUTE, 5, 5, &del1));
+        assert!(
+            core.is_connected(1),
+            "a grandchild removed its parent's route"
+        );
+        let del5 = crate::message::to_msgpack(&(5u32, "gone")).unwrap();
+        fuzz_intake(&frame(handle::DEL_ROUTE, 1, 1, &del5));
+        assert!(
+            !core.is_connected(5),
+            "the direct child could not withdraw 5"
+        );
+        assert!(core.is_connected(1));
     }
 
     #[test]
