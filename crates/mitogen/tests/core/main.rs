@@ -12,9 +12,11 @@ mod calls;
 mod chain;
 mod errors;
 mod fork;
+mod hostile;
 mod identity;
 mod lifetimes;
 mod logs;
+mod trees;
 
 fn tests() -> Vec<libtest_mimic::Trial> {
     let mut all = Vec::new();
@@ -26,6 +28,8 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(identity::tests());
     all.extend(chain::tests());
     all.extend(logs::tests());
+    all.extend(trees::tests());
+    all.extend(hostile::tests());
     all
 }
 
