@@ -51,6 +51,9 @@ fn boot() -> Result<()> {
         binary: std::fs::read_link("/proc/self/exe")
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            // Linux marks a file replaced since it was executed (another
+            // connect renamed an identical copy over it) " (deleted)".
+            .map(|n| n.trim_end_matches(" (deleted)").to_string())
             .unwrap_or_default(),
     };
     write_frame(1, &crate::message::to_msgpack(&hello)?)?;

@@ -75,6 +75,16 @@ pub(crate) fn install(core: &Arc<Core>) {
             let Some(via) = core.stream_for(msg.src_id) else {
                 return;
             };
+            // The master knows which branch each id was handed out for: an
+            // announcement from any other branch is a hijack attempt.
+            if core.id == crate::identity::MASTER_ID && !core.allocated_behind(note.id, &via) {
+                tracing::warn!(
+                    "mitogen: refused route to {} from {}: not allocated behind it",
+                    note.id,
+                    msg.src_id
+                );
+                return;
+            }
             if core
                 .stream_for(note.id)
                 .is_some_and(|s| !s.is_parent && s.id != via.id)
@@ -128,8 +138,8 @@ pub(crate) fn install(core: &Arc<Core>) {
                 core.bounce(&msg, crate::error::reasons::REFUSED);
                 return;
             }
-            if let Ok(id) = core.allocate_id() {
-                let _ = msg.reply(&id);
+            if let Some(branch) = core.stream_for(msg.src_id) {
+                let _ = msg.reply(&core.allocate_id_behind(&branch));
             }
         }),
         true,

@@ -94,17 +94,23 @@ pub(crate) fn read_until(
     };
     set_broker_interest(core, s, false);
     let mut ran = false;
-    // Stops on EOF or an error: the broker handles those.
-    while let Ok(ReadState::Open) = read_pass(core, s, &mut reader) {
+    // Stops on EOF or an error, which the broker then handles: the bytes
+    // that caused it are already consumed, so no readiness event would
+    // tell it; it is told with a task.
+    let ended = loop {
+        match read_pass(core, s, &mut reader) {
+            Ok(ReadState::Open) => {}
+            other => break Some(other),
+        }
         ran = true;
         if done() {
-            break;
+            break None;
         }
         let mut ms: libc::c_int = 100;
         if let Some(d) = deadline {
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                break;
+                break None;
             }
             ms = ms.min(left.as_millis() as libc::c_int + 1);
         }
@@ -116,13 +122,19 @@ pub(crate) fn read_until(
         // SAFETY: one valid pollfd; a timeout or EINTR just loops.
         unsafe { libc::poll(&mut pfd, 1, ms) };
         if done() {
-            break;
+            break None;
         }
-    }
+    };
     // Unlock first, then re-arm: the event the re-arm raises for data
     // (or end of file) that came after our last read must find the reader
     // free, or the broker would skip it and nobody would read.
     drop(reader);
     set_broker_interest(core, s, true);
+    if let Some(outcome) = ended {
+        let why = crate::router::outcome_reason(s, outcome);
+        let (c, st) = (core.clone(), s.clone());
+        core.broker
+            .defer_loop(Box::new(move |lp| c.close_stream(lp, &st, &why)));
+    }
     ran
 }

@@ -41,6 +41,20 @@ struct Reap {
     termed: bool,
 }
 
+/// Why a read pass ended a stream, for logs and dead messages.
+pub(crate) fn outcome_reason(
+    s: &Stream,
+    outcome: std::result::Result<ReadState, crate::stream::ReadError>,
+) -> String {
+    match outcome {
+        Ok(ReadState::Eof) | Ok(ReadState::Open) => "the peer closed the link".to_string(),
+        Err(e) => {
+            tracing::error!("mitogen: disconnecting {}: {e}", s.name);
+            e.to_string()
+        }
+    }
+}
+
 /// Grace before a child whose link closed is sent SIGTERM, then SIGKILL.
 const REAP_TERM_AFTER: Duration = Duration::from_secs(1);
 const REAP_KILL_AFTER: Duration = Duration::from_secs(2);
@@ -59,6 +73,8 @@ pub(crate) struct Core {
     names: Mutex<HashMap<u32, String>>,
     next_context_id: AtomicU32,
     reaping: Mutex<Vec<Reap>>,
+    /// Master only: id → the stream (branch) it was allocated behind.
+    allocated: Mutex<HashMap<u32, u64>>,
     pub(crate) debug: AtomicBool,
     pub(crate) profiling: AtomicBool,
     pub(crate) unidirectional: AtomicBool,
@@ -252,6 +268,7 @@ impl Core {
             names: Mutex::new(HashMap::new()),
             next_context_id: AtomicU32::new(1),
             reaping: Mutex::new(Vec::new()),
+            allocated: Mutex::new(HashMap::new()),
             debug: AtomicBool::new(false),
             profiling: AtomicBool::new(false),
             unidirectional: AtomicBool::new(false),
@@ -511,28 +528,35 @@ impl Core {
             rfd,
             Interest::READABLE,
             Box::new(move |lp, _| {
-                let outcome = match crate::direct::try_read_pass(&core, &s) {
+                match crate::direct::try_read_pass(&core, &s) {
                     // A waiting thread is reading; it hands back when done.
-                    None => return true,
-                    Some(o) => o,
-                };
-                let why = match outcome {
-                    Ok(ReadState::Open) => return true,
-                    Ok(ReadState::Eof) => "the peer closed the link".to_string(),
-                    Err(e) => {
-                        tracing::error!("mitogen: disconnecting {}: {e}", s.name);
-                        e.to_string()
+                    None | Some(Ok(ReadState::Open)) => true,
+                    Some(outcome) => {
+                        core.close_stream(lp, &s, &outcome_reason(&s, outcome));
+                        false
                     }
-                };
-                lp.deregister(wfd, wtoken);
-                let _ = lp.registry_deregister(rfd);
-                core.on_disconnect(lp, &s, &why);
-                false
+                }
             }),
         );
         stream
             .read_token
             .store(rtoken.0, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Ends a stream whose reading failed or ended: stops watching both
+    /// descriptors (dropping their sources), then the disconnect work.
+    /// Safe to call twice: only the first call does anything.
+    pub(crate) fn close_stream(self: &Arc<Self>, lp: &mut Loop, s: &Arc<Stream>, why: &str) {
+        if lock(&self.streams).get(&s.id).is_none() {
+            return;
+        }
+        for (fd, token) in [(s.rfd(), &s.read_token), (s.wfd(), &s.write_token)] {
+            let t = token.load(std::sync::atomic::Ordering::Acquire);
+            if t != usize::MAX {
+                lp.deregister(fd, mio::Token(t));
+            }
+        }
+        self.on_disconnect(lp, s, why);
     }
 
     /// Security checks on a message from a stream, then routing.
@@ -674,6 +698,20 @@ impl Core {
             return Ok(self.next_context_id.fetch_add(1, Ordering::Relaxed));
         }
         crate::control::request_id(self)
+    }
+
+    /// In the master: a fresh id for a context that will appear behind
+    /// `branch` (the stream towards the context starting it). Only that
+    /// branch may later announce a route to it (`ADD_ROUTE`).
+    pub(crate) fn allocate_id_behind(self: &Arc<Self>, branch: &Stream) -> u32 {
+        let id = self.next_context_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.allocated).insert(id, branch.id);
+        id
+    }
+
+    /// In the master: was `id` handed out for a context behind `branch`?
+    pub(crate) fn allocated_behind(&self, id: u32, branch: &Stream) -> bool {
+        lock(&self.allocated).get(&id) == Some(&branch.id)
     }
 
     /// The link to the parent, in a child.

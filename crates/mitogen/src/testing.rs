@@ -28,7 +28,7 @@ struct Intake {
 }
 
 /// Feeds `data` to a frame decoder as if it arrived from a child with id
-/// 1, and routes every frame it yields through a router (id 0) that knows
+/// 1 (behind which ids 2..=64 were allocated), and routes every frame it yields through a router (id 0) that knows
 /// that child: the path hostile input takes. Must never panic.
 pub fn fuzz_intake(data: &[u8]) {
     let Some(intake) = intake() else { return };
@@ -68,6 +68,10 @@ fn intake() -> Option<&'static Intake> {
             let stream = Arc::new(stream);
             let core = router.core().clone();
             core.add_route(1, &stream);
+            // Ids 2..=64 are handed out behind the fake child, so
+            // announcements of them are accepted and routing past them is
+            // exercised.
+            while core.allocate_id_behind(&stream) < 64 {}
             Some(Intake {
                 core,
                 stream,
@@ -105,6 +109,15 @@ mod tests {
         fuzz_intake(&frame(handle::ADD_ROUTE, 1, 1, &add5));
         let core = &intake().unwrap().core;
         assert!(core.is_connected(5));
+        // An id never allocated behind this child: refused. (Not 65: other
+        // tests in this process send ALLOCATE_ID through the same child.)
+        let add65 =
+            crate::message::to_msgpack(&crate::control::RouteNote::new(1_000_000, "y")).unwrap();
+        fuzz_intake(&frame(handle::ADD_ROUTE, 1, 1, &add65));
+        assert!(
+            !core.is_connected(1_000_000),
+            "an unallocated id was announced"
+        );
         let del1 = crate::message::to_msgpack(&(1u32, "why")).unwrap();
         fuzz_intake(&frame(handle::DEL_ROUTE, 5, 5, &del1));
         assert!(

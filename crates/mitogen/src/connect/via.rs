@@ -46,7 +46,10 @@ pub(crate) fn connect(
     method: Method,
     opts: &Options,
 ) -> Result<Context> {
-    let id = core.allocate_id()?;
+    let id = match core.stream_for(via.context_id()) {
+        Some(branch) if core.id == crate::identity::MASTER_ID => core.allocate_id_behind(&branch),
+        _ => core.allocate_id()?,
+    };
     let mut opts = opts.clone();
     opts.via = None;
     let spec = ViaSpec { method, id, opts };

@@ -40,20 +40,20 @@ const ATTACKS: &[Attack] = &[
     ("bad_encoding", bad_encoding, false),
     ("reserved_bits", reserved_bits, false),
     ("truncated_header", truncated_header, false),
-    // KNOWN BUG: a malformed frame read by a thread waiting for a reply
-    // (direct read, direct.rs) is left "to the broker", but the broker is
-    // re-armed with nothing left to read, so the link stays up and the
-    // pending call hangs until the peer writes again.
+    // Regression: a malformed frame read by a thread waiting for a reply
+    // (direct read, direct.rs) used to be left "to the broker", which was
+    // re-armed with nothing left to read: the link stayed up and the
+    // pending call hung until the peer wrote again.
     (
         "bad_magic_while_caller_waits",
         bad_magic_while_caller_waits,
-        true,
+        false,
     ),
-    // KNOWN BUG: a child can claim a route to an id not given out yet; the
-    // context that later gets that id through another branch is then
-    // unreachable from the master (its ADD_ROUTE is refused as "already
-    // routed elsewhere", and messages to it are sent to the attacker).
-    ("add_route_future_id", add_route_future_id, true),
+    // Regression: a child could claim a route to an id not given out yet,
+    // hijacking the context that later got that id through another branch.
+    // The master now accepts announcements only from the branch an id was
+    // allocated behind.
+    ("add_route_future_id", add_route_future_id, false),
 ];
 
 pub fn tests() -> Vec<Trial> {
@@ -750,12 +750,10 @@ fn malformed(env: &Env, name: &str, kind: u8) -> TestResult {
         0,
         env.marker("unused").to_string_lossy().into_owned(),
     ))?;
-    // Polled rather than waited for with `get`, which would read the
-    // attacker's link on this thread and run into the KNOWN BUG of
-    // `bad_magic_while_caller_waits` (a race: it hangs now and then).
+    // `get` may read the attacker's link on this thread (direct read): the
+    // malformed frame must end the link that way too.
     let t = Instant::now();
-    util::wait_for(Duration::from_secs(5), || pending.ready());
-    let r = pending.get(Some(Duration::ZERO));
+    let r = pending.get(Some(Duration::from_secs(5)));
     match &r {
         Err(Error::Channel(e)) => ensure!(
             e.reason().contains("disconnected") && e.reason().contains("malformed frame"),
@@ -832,7 +830,7 @@ fn truncated_header(env: &Env) -> TestResult {
     env.sibling_ok()
 }
 
-/// KNOWN BUG. A malformed frame followed by silence, while the master's
+/// Regression. A malformed frame followed by silence, while the master's
 /// caller waits for the attacker's reply with `get` (and so reads the
 /// attacker's link itself): the link must still be dropped at once.
 fn bad_magic_while_caller_waits(env: &Env) -> TestResult {
