@@ -14,7 +14,17 @@ BARS = {
     "bulk_from_child": (">= 80% of raw pipe", True),
     "fifty_contexts": ("<= 0.25 s", False),
     "idle_child_rss": ("<= 3 MiB", False),
+    "hop_rtt_1": ("", False),
+    "hop_rtt_3": ("", False),
+    "hop_rtt_5": ("", False),
+    "hop_rtt_10": ("", False),
+    "per_hop_us": ("<= 30 us", False),
 }
+HOPS = [1, 3, 5, 10]
+START_SIZES = [10, 50, 100, 200]
+for _kind in ("flat", "tree"):
+    for _n in START_SIZES:
+        BARS["start_%s_%d" % (_kind, _n)] = ("<= 0.25 s" if _n == 50 else "", False)
 
 
 def main(path):
@@ -38,7 +48,7 @@ def main(path):
             v = rs["value"]
             pv = py["value"] if py and py["value"] is not None else None
             speed = ""
-            if pv:
+            if pv and v:
                 speed = "%.1fx" % ((v / pv) if higher else (pv / v))
             ref = None
             if sc == "call_rtt":
@@ -48,15 +58,69 @@ def main(path):
             refv = ref["value"] if ref else None
             ratio = "%.2f" % (v / refv) if refv else ""
             fmt = lambda x: "" if x is None else ("%.3g %s" % (x, unit))
+            if v is None:
+                print("%-10s %-24s %12s  %s" % (pl, sc, "failed", rs.get("note", "")))
+                continue
             extra = ""
             if "p99" in rs:
                 extra = "  p99 rs %.0f / py %s / raw %s" % (
                     rs["p99"], "%.0f" % py["p99"] if py and "p99" in py else "-",
                     "%.0f" % ref["p99"] if ref and "p99" in ref else "-")
+            pys = fmt(pv)
+            if py and pv is None:
+                pys = "skipped"
+                extra += "  py: " + py.get("note", "no value")
             print("%-10s %-24s %12s %12s %8s %12s %10s  %s%s" % (
-                pl, sc, fmt(v), fmt(pv), speed, fmt(refv), ratio, bar, extra))
+                pl, sc, fmt(v), pys, speed, fmt(refv), ratio, bar, extra))
     print("\nspeedup: how many times better mitogen-rs is than Python Mitogen "
           "(time: py/rs; rate: rs/py). rs/raw: mitogen-rs over the raw reference.")
+    growth(rows, placements)
+
+
+def growth(rows, placements):
+    """How cost grows with hop count and with the number of contexts."""
+    def val(pl, sc, impl):
+        r = rows.get((pl, sc, impl))
+        return None if r is None else r["value"]
+
+    def cell(x, fmt):
+        return "-" if x is None else fmt % x
+
+    lines = []
+    for pl in placements:
+        if val(pl, "per_hop_us", "rust") is None and all(
+                val(pl, "start_%s_%d" % (k, n), "rust") is None
+                for k in ("flat", "tree") for n in START_SIZES):
+            continue
+        lines.append("[%s]" % pl)
+        rs, py = val(pl, "per_hop_us", "rust"), val(pl, "per_hop_us", "python")
+        if rs is not None or py is not None:
+            lines.append("  per extra hop (bar <= 30 us): mitogen-rs %s, python %s" % (
+                cell(rs, "%.1f us"), cell(py, "%.1f us")))
+            lines.append("  %-28s" % "no-op rtt by depth" + "".join(
+                "%18s" % ("hop %d" % d) for d in HOPS))
+            for impl, label in (("rust", "mitogen-rs"), ("python", "python")):
+                lines.append("    %-26s" % label + "".join(
+                    "%18s" % cell(val(pl, "hop_rtt_%d" % d, impl), "%.0f us")
+                    for d in HOPS))
+        for kind in ("flat", "tree"):
+            if all(val(pl, "start_%s_%d" % (kind, n), impl) is None
+                   for n in START_SIZES for impl in ("rust", "python")):
+                continue
+            lines.append("  %-28s" % ("start_%s: ms/ctx (total)" % kind)
+                         + "".join("%18s" % ("N=%d" % n) for n in START_SIZES))
+            for impl, label in (("rust", "mitogen-rs"), ("python", "python")):
+                cells = []
+                for n in START_SIZES:
+                    t = val(pl, "start_%s_%d" % (kind, n), impl)
+                    r = rows.get((pl, "start_%s_%d" % (kind, n), impl))
+                    cells.append("-" if r is None else "skipped" if t is None
+                                 else "%.1f (%.3g s)" % (t * 1e3 / n, t))
+                lines.append("    %-26s" % label + "".join("%18s" % c for c in cells))
+    if lines:
+        print("\nhow cost grows (flat per-context cost means linear growth; "
+              "bar: 50 contexts <= 0.25 s, i.e. <= 5 ms each)")
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,16 @@
 //! Python Mitogen and the raw references). Prints one JSON object per line:
 //! `{"scenario": .., "impl": "rust", "value": .., "unit": ..}`.
 //!
-//! `--quick` shrinks every count for a smoke run.
+//! `--quick` shrinks every count for a smoke run; `--only a,b` picks
+//! scenarios (`hop_rtt`, `start_flat` and `start_tree` name whole groups);
+//! `--child-cpu N` runs the call_rtt/pipelined/bulk child on CPU N.
+//!
+//! How cost grows: `hop_rtt_{1,3,5,10}` time a no-op call to the node at
+//! that depth of one chain of 10 contexts, each started via the previous
+//! (plus `per_hop_us`); `start_flat_N` starts N contexts from the master and
+//! `start_tree_N` starts ceil(sqrt(N)) from the master and the rest via those,
+//! round-robin. Every start scenario shuts its contexts down and waits until
+//! their processes have gone before the next one begins.
 
 use mitogen::{ByteBuf, Context, Router};
 use std::time::{Duration, Instant};
@@ -77,6 +86,132 @@ fn rtt(ctx: &Context, n: usize) -> mitogen::Result<(f64, f64)> {
     Ok((median(&mut v), pct(&mut v, 0.99)))
 }
 
+/// Depths of the hop chain that `hop_rtt_*` measure.
+const HOPS: [usize; 4] = [1, 3, 5, 10];
+
+/// Raises the soft open-file limit to the hard one (at most 65536): each
+/// directly started context holds a few fds in the master.
+fn raise_nofile() -> (u64, u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return (0, 0);
+    };
+    let want = hard.min(65536);
+    if soft < want && setrlimit(Resource::RLIMIT_NOFILE, want, hard).is_ok() {
+        return (want, hard);
+    }
+    (soft, hard)
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// Number of live processes descended from this one.
+fn descendants() -> usize {
+    let me = std::process::id();
+    let mut parent = std::collections::HashMap::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+        let mut f = after.split_whitespace();
+        // Zombies are gone as far as resources go; their parent reaps them.
+        if f.next() == Some("Z") {
+            continue;
+        }
+        if let Some(pp) = f.next().and_then(|p| p.parse::<u32>().ok()) {
+            parent.insert(pid, pp);
+        }
+    }
+    parent
+        .keys()
+        .filter(|&&p| {
+            let mut p = p;
+            for _ in 0..64 {
+                match parent.get(&p) {
+                    Some(&pp) if pp == me => return true,
+                    Some(&pp) if pp > 1 => p = pp,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .count()
+}
+
+/// Shuts `leaves` down without waiting, then `roots` waiting, then waits
+/// (at most 20 s) until no more than `baseline` descendants remain. Returns
+/// how many extra processes were still alive at the end.
+fn cleanup(leaves: &[Context], roots: &[Context], baseline: usize) -> usize {
+    for c in leaves {
+        let _ = c.shutdown(false, None);
+    }
+    for c in roots {
+        let _ = c.shutdown(false, None);
+    }
+    for c in roots {
+        let _ = c.shutdown(true, Some(Duration::from_secs(10)));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = descendants();
+        if n <= baseline || Instant::now() > deadline {
+            return n.saturating_sub(baseline);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A chain of `depth` contexts, each started via the one before.
+fn hop_chain(router: &Router, depth: usize) -> mitogen::Result<Vec<Context>> {
+    let mut chain: Vec<Context> = Vec::with_capacity(depth);
+    for i in 1..=depth {
+        let b = router.local().remote_name(format!("hop{i}"));
+        let next = match chain.last() {
+            Some(prev) => b.via(prev).connect()?,
+            None => b.connect()?,
+        };
+        chain.push(next);
+    }
+    Ok(chain)
+}
+
+/// Starts `n` contexts, then calls each once; returns the seconds taken.
+/// Flat: all from the master. Tree: ceil(sqrt(n)) from the master, the rest
+/// via those, round-robin. What it started is left in `first` (started by
+/// the master) and `rest`, also on failure, for [`cleanup`].
+fn start_many(
+    router: &Router,
+    n: usize,
+    tree: bool,
+    first: &mut Vec<Context>,
+    rest: &mut Vec<Context>,
+) -> mitogen::Result<f64> {
+    let k = if tree {
+        (1..=n).find(|k| k * k >= n).unwrap_or(1)
+    } else {
+        n
+    };
+    let t = Instant::now();
+    for _ in 0..k {
+        first.push(router.local().connect()?);
+    }
+    for i in 0..n - k {
+        let via = &first[i % k];
+        rest.push(router.local().via(via).connect()?);
+    }
+    for c in first.iter().chain(rest.iter()) {
+        c.call::<noop>(())?;
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
 #[mitogen::main]
 fn main(router: Router) -> mitogen::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -91,12 +226,25 @@ fn main(router: Router) -> mitogen::Result<()> {
         .map(|s| s.split(',').map(String::from).collect())
         .unwrap_or_default();
     let want = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
+    // A member of a group (`hop_rtt_3` of `hop_rtt`): picked by its own name
+    // always; by the group's or by default, only if `default` (the sizes
+    // --quick keeps).
+    let want_in = |group: &str, name: &str, default: bool| {
+        only.iter().any(|o| o == name)
+            || (default && (only.is_empty() || only.iter().any(|o| o == group)))
+    };
     let child_cpu = opt("--child-cpu");
     let (n_start, n_rtt, n_pipe, bulk, n_ctx) = if quick {
         (3, 200, 1000, 8 << 20, 10)
     } else {
         (10, 2000, 10_000, 64 << 20, 50)
     };
+    let start_sizes: &[usize] = if quick {
+        &[10, 50]
+    } else {
+        &[10, 50, 100, 200]
+    };
+    let (nofile, nofile_hard) = raise_nofile();
     // Warm the agent cache so start figures measure the cached path.
     router.local().connect()?.shutdown(true, None)?;
 
@@ -181,6 +329,74 @@ fn main(router: Router) -> mitogen::Result<()> {
         );
         for c in many {
             c.shutdown(false, None)?;
+        }
+    }
+
+    let hops: Vec<usize> = HOPS
+        .into_iter()
+        .filter(|d| want_in("hop_rtt", &format!("hop_rtt_{d}"), true))
+        .collect();
+    if let Some(&depth) = hops.iter().max() {
+        let baseline = descendants();
+        let t = Instant::now();
+        let chain = hop_chain(&router, depth)?;
+        let built = t.elapsed().as_secs_f64();
+        let mut med = std::collections::HashMap::new();
+        for &d in &hops {
+            let (m, p99) = rtt(&chain[d - 1], n_rtt)?;
+            med.insert(d, m);
+            emit(
+                &format!("hop_rtt_{d}"),
+                m,
+                "us",
+                &format!(", \"p99\": {p99:.3}, \"n\": {n_rtt}, \"chain_start_s\": {built:.3}"),
+            );
+        }
+        if let (Some(a), Some(b)) = (med.get(&1), med.get(&10)) {
+            emit(
+                "per_hop_us",
+                (b - a) / 9.0,
+                "us",
+                ", \"note\": \"(hop_rtt_10 - hop_rtt_1) / 9\"",
+            );
+        }
+        let left = cleanup(&[], &chain[..1], baseline);
+        if left > 0 {
+            eprintln!("bench: {left} hop-chain processes outlived their shutdown");
+        }
+    }
+
+    for kind in ["flat", "tree"] {
+        let group = format!("start_{kind}");
+        for n in [10, 50, 100, 200] {
+            let name = format!("{group}_{n}");
+            if !want_in(&group, &name, start_sizes.contains(&n)) {
+                continue;
+            }
+            let (baseline, fds0) = (descendants(), open_fds());
+            let (mut first, mut rest) = (Vec::new(), Vec::new());
+            let result = start_many(&router, n, kind == "tree", &mut first, &mut rest);
+            let fds = open_fds().saturating_sub(fds0);
+            let left = cleanup(&rest, &first, baseline);
+            let common = format!(
+                ", \"n\": {n}, \"first_level\": {}, \"master_fds\": {fds}, \"nofile\": {nofile}, \"nofile_hard\": {nofile_hard}, \"left_over\": {left}",
+                first.len()
+            );
+            match result {
+                Ok(secs) => emit(
+                    &name,
+                    secs,
+                    "s",
+                    &format!("{common}, \"per_ctx_ms\": {:.3}", secs * 1e3 / n as f64),
+                ),
+                // Report and go on: a limit hit at 200 should not hide the rest.
+                Err(e) => {
+                    let note = format!("failed after {} contexts: {e}", first.len() + rest.len());
+                    println!(
+                        "{{\"scenario\": \"{name}\", \"impl\": \"rust\", \"value\": null, \"unit\": \"s\"{common}, \"note\": {note:?}}}"
+                    );
+                }
+            }
         }
     }
 
