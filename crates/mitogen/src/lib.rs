@@ -63,6 +63,7 @@ mod latch;
 mod logging;
 mod message;
 mod process;
+mod reap;
 mod receiver;
 mod router;
 mod stream;

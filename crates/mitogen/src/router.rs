@@ -13,12 +13,13 @@ use crate::broker::{lock, Broker, Loop, Participant};
 use crate::error::{reasons, ChannelError, Result};
 use crate::frame::{handle, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::message::Message;
+use crate::reap::Reaper;
 use crate::stream::{FrameReader, ReadState, Stream};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Decides whether a handler accepts a message; refused messages are
 /// answered with a dead message saying "refused by policy".
@@ -31,14 +32,6 @@ struct Handler {
     persist: bool,
     respondent: Option<u32>,
     policy: Option<Policy>,
-}
-
-/// A child process to reap after its link closed.
-struct Reap {
-    pid: i32,
-    name: String,
-    since: Instant,
-    termed: bool,
 }
 
 /// Why a read pass ended a stream, for logs and dead messages.
@@ -55,10 +48,6 @@ pub(crate) fn outcome_reason(
     }
 }
 
-/// Grace before a child whose link closed is sent SIGTERM, then SIGKILL.
-const REAP_TERM_AFTER: Duration = Duration::from_secs(1);
-const REAP_KILL_AFTER: Duration = Duration::from_secs(2);
-
 /// Router state shared by every handle, the broker and the streams.
 pub(crate) struct Core {
     pub(crate) broker: Broker,
@@ -72,7 +61,7 @@ pub(crate) struct Core {
     streams: Mutex<HashMap<u64, Arc<Stream>>>,
     names: Mutex<HashMap<u32, String>>,
     next_context_id: AtomicU32,
-    reaping: Mutex<Vec<Reap>>,
+    reaper: Reaper,
     /// Master only: id → the stream (branch) it was allocated behind.
     allocated: Mutex<HashMap<u32, u64>>,
     pub(crate) debug: AtomicBool,
@@ -267,7 +256,7 @@ impl Core {
             streams: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             next_context_id: AtomicU32::new(1),
-            reaping: Mutex::new(Vec::new()),
+            reaper: Reaper::default(),
             allocated: Mutex::new(HashMap::new()),
             debug: AtomicBool::new(false),
             profiling: AtomicBool::new(false),
@@ -637,14 +626,10 @@ impl Core {
 
     /// Puts the stream's process, if any, on the reaping list.
     fn reap_later(&self, s: &Stream) -> bool {
-        let Some(pid) = s.pid else { return false };
-        lock(&self.reaping).push(Reap {
-            pid,
-            name: s.name.clone(),
-            since: Instant::now(),
-            termed: false,
-        });
-        true
+        s.pid.is_some_and(|pid| {
+            self.reaper.add(pid, &s.name);
+            true
+        })
     }
 
     fn schedule_reap(self: &Arc<Self>, lp: &mut Loop) {
@@ -652,45 +637,11 @@ impl Core {
         lp.after(
             Duration::from_millis(5),
             Box::new(move |lp| {
-                if core.reap_pass() {
+                if core.reaper.pass() {
                     core.schedule_reap(lp);
                 }
             }),
         );
-    }
-
-    /// One pass over children to reap; returns `true` while some remain.
-    fn reap_pass(&self) -> bool {
-        let mut list = lock(&self.reaping);
-        list.retain_mut(|r| {
-            let mut status = 0;
-            // SAFETY: waitpid on a child pid we started; WNOHANG never blocks.
-            let got = unsafe { libc::waitpid(r.pid, &mut status, libc::WNOHANG) };
-            if got == r.pid || got < 0 {
-                tracing::debug!(
-                    "mitogen: reaped {} (pid {}), status {status}",
-                    r.name,
-                    r.pid
-                );
-                return false;
-            }
-            let age = r.since.elapsed();
-            if age >= REAP_KILL_AFTER {
-                // SAFETY: signalling our own child.
-                unsafe { libc::kill(r.pid, libc::SIGKILL) };
-            } else if age >= REAP_TERM_AFTER && !r.termed {
-                r.termed = true;
-                tracing::warn!(
-                    "mitogen: {} (pid {}) still alive after its link closed: SIGTERM",
-                    r.name,
-                    r.pid
-                );
-                // SAFETY: signalling our own child.
-                unsafe { libc::kill(r.pid, libc::SIGTERM) };
-            }
-            true
-        });
-        !list.is_empty()
     }
 
     pub(crate) fn allocate_id(self: &Arc<Self>) -> Result<u32> {
@@ -740,7 +691,7 @@ impl Participant for Core {
     }
 
     fn keep_alive(&self) -> bool {
-        !self.child_streams().is_empty() || !lock(&self.reaping).is_empty()
+        !self.child_streams().is_empty() || !self.reaper.is_empty()
     }
 
     fn on_exit(self: Arc<Self>, _lp: &mut Loop) {
@@ -759,10 +710,6 @@ impl Participant for Core {
             .filter_map(|h| h.respondent)
             .collect();
         self.fire_dead(&all, "the broker shut down");
-        // Finish reaping synchronously, bounded by the kill schedule.
-        let start = Instant::now();
-        while self.reap_pass() && start.elapsed() < REAP_KILL_AFTER + Duration::from_secs(1) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.reaper.finish();
     }
 }
