@@ -217,8 +217,10 @@ impl Dispatcher {
             router: &self.econtext.router,
             econtext: &self.econtext,
         };
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (entry.invoke)(&env, args)))
-        {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // Handles among the arguments bind to this context's router.
+            crate::sender::decoding_for(self.econtext.router.core(), || (entry.invoke)(&env, args))
+        })) {
             Ok(r) => r,
             Err(p) => Err(CallError::from_panic(name, &*p)),
         }

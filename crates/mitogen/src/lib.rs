@@ -66,6 +66,7 @@ mod process;
 mod reap;
 mod receiver;
 mod router;
+mod sender;
 mod stream;
 #[doc(hidden)]
 pub mod testing;
@@ -83,6 +84,7 @@ pub use latch::{Latch, LatchFuture};
 pub use message::Message;
 pub use receiver::Receiver;
 pub use router::{Policy, Router};
+pub use sender::Sender;
 /// Bytes that serialize as one MessagePack `bin` (not an array of
 /// integers): use it for bulk arguments and results.
 pub use serde_bytes::ByteBuf;

@@ -146,9 +146,13 @@ impl Message {
     /// [`ChannelError`] with its reason; a remote failure [`CallError`].
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         self.check()?;
-        match self.encoding {
-            Encoding::MsgPack => from_msgpack(&self.data),
-            _ => Err(CallError::new(
+        match (self.encoding, &self.core) {
+            // Handles inside (Sender, Context) bind to the receiving router.
+            (Encoding::MsgPack, Some(core)) => {
+                crate::sender::decoding_for(core, || from_msgpack(&self.data))
+            }
+            (Encoding::MsgPack, None) => from_msgpack(&self.data),
+            (_, _) => Err(CallError::new(
                 "mitogen::DecodeError",
                 format!("cannot decode a {:?} payload as a value", self.encoding),
             )

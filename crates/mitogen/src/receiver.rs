@@ -86,6 +86,12 @@ impl Receiver {
         }
     }
 
+    /// A [`crate::Sender`] to this receiver, usable here or, passed in a
+    /// call, from any context that can route to this one.
+    pub fn to_sender(&self) -> crate::Sender {
+        crate::Sender::from_parts(self.core.clone(), self.core.id, self.handle)
+    }
+
     /// Unregisters the handle and wakes every waiter with an error.
     pub fn close(&self) {
         self.core.del_handler(self.handle);

@@ -16,6 +16,7 @@ mod hostile;
 mod identity;
 mod lifetimes;
 mod logs;
+mod senders;
 mod trees;
 
 fn tests() -> Vec<libtest_mimic::Trial> {
@@ -28,6 +29,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(identity::tests());
     all.extend(chain::tests());
     all.extend(logs::tests());
+    all.extend(senders::tests());
     all.extend(trees::tests());
     all.extend(hostile::tests());
     all

@@ -1,0 +1,206 @@
+//! [`Sender`]: the sending end of a handle, and how handles travel.
+//!
+//! A `Sender` (and a [`Context`]) can be a call's argument or result: it
+//! is written as the ids it names and, when decoded on the other side,
+//! bound to that side's router, so it works there at once. Decoding
+//! happens where a router is known (a message received through a router,
+//! or a call being run); decoding one elsewhere is an error that says so.
+
+use crate::context::Context;
+use crate::error::Result;
+use crate::message::Message;
+use crate::router::Core;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::cell::RefCell;
+use std::sync::Arc;
+
+/// Reason carried by the dead message [`Sender::close`] sends.
+pub const CLOSED: &str = "the sender closed the channel";
+
+/// Sends messages to one handle of one context: the seed's `Sender`.
+#[derive(Clone)]
+pub struct Sender {
+    core: Arc<Core>,
+    dst_id: u32,
+    handle: u32,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sender(context={}, handle={})", self.dst_id, self.handle)
+    }
+}
+
+impl Sender {
+    /// A sender to `handle` in `context`.
+    pub fn new(context: &Context, handle: u32) -> Sender {
+        Sender {
+            core: context.core.clone(),
+            dst_id: context.context_id(),
+            handle,
+        }
+    }
+
+    pub(crate) fn from_parts(core: Arc<Core>, dst_id: u32, handle: u32) -> Sender {
+        Sender {
+            core,
+            dst_id,
+            handle,
+        }
+    }
+
+    /// The context messages go to.
+    pub fn context_id(&self) -> u32 {
+        self.dst_id
+    }
+
+    /// The handle messages go to.
+    pub fn handle(&self) -> u32 {
+        self.handle
+    }
+
+    /// Sends `value` (MessagePack).
+    pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        self.core
+            .send(Message::encode(value)?.to(self.dst_id, self.handle))
+    }
+
+    /// Sends bytes as they are (a raw frame: no serializer involved).
+    pub fn send_bytes(&self, bytes: Vec<u8>) -> Result<()> {
+        self.core
+            .send(Message::raw(bytes).to(self.dst_id, self.handle))
+    }
+
+    /// Tells the receiver no more messages will come: its `get` then fails
+    /// with a [`crate::ChannelError`] saying the sender closed it, and its
+    /// iteration ends.
+    pub fn close(&self) -> Result<()> {
+        self.core
+            .send(Message::dead(CLOSED).to(self.dst_id, self.handle))
+    }
+}
+
+thread_local! {
+    /// The router that handles decoded on this thread are bound to.
+    static DECODING_FOR: RefCell<Option<Arc<Core>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with handles decoded on this thread bound to `core`.
+pub(crate) fn decoding_for<R>(core: &Arc<Core>, f: impl FnOnce() -> R) -> R {
+    let prev = DECODING_FOR.with(|d| d.borrow_mut().replace(core.clone()));
+    let r = f();
+    DECODING_FOR.with(|d| *d.borrow_mut() = prev);
+    r
+}
+
+fn current<E: serde::de::Error>(what: &str) -> std::result::Result<Arc<Core>, E> {
+    DECODING_FOR.with(|d| d.borrow().clone()).ok_or_else(|| {
+        E::custom(format!(
+            "a {what} can only be decoded by a context's router"
+        ))
+    })
+}
+
+#[derive(Serialize, Deserialize)]
+struct SenderWire {
+    context_id: u32,
+    handle: u32,
+}
+
+impl Serialize for Sender {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        SenderWire {
+            context_id: self.dst_id,
+            handle: self.handle,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Sender {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Sender, D::Error> {
+        let w = SenderWire::deserialize(d)?;
+        Ok(Sender::from_parts(
+            current("Sender")?,
+            w.context_id,
+            w.handle,
+        ))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct ContextWire {
+    context_id: u32,
+    name: String,
+}
+
+impl Serialize for Context {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        ContextWire {
+            context_id: self.context_id(),
+            name: self.name().to_string(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Context {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Context, D::Error> {
+        let w = ContextWire::deserialize(d)?;
+        let core = current("Context")?;
+        if w.context_id == core.id {
+            // A context is never its own remote: refuse rather than loop.
+            return Err(D::Error::custom(
+                "a Context naming the decoding context itself",
+            ));
+        }
+        Ok(Context::new(core, w.context_id, &w.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Error, Receiver, Router};
+    use std::time::Duration;
+
+    #[test]
+    fn send_then_close() {
+        let router = Router::new().unwrap();
+        let rx = Receiver::new(&router, true, None, None);
+        let tx = rx.to_sender();
+        tx.send(&"one").unwrap();
+        tx.send_bytes(vec![1, 2, 3]).unwrap();
+        tx.close().unwrap();
+        let t = Some(Duration::from_secs(5));
+        assert_eq!(rx.get(t).unwrap().decode::<String>().unwrap(), "one");
+        assert_eq!(rx.get(t).unwrap().bytes().unwrap(), [1, 2, 3]);
+        match rx.get(t) {
+            Err(Error::Channel(e)) => assert_eq!(e.reason(), CLOSED),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn handles_bind_to_the_decoding_router() {
+        let router = Router::new().unwrap();
+        let rx = Receiver::new(&router, true, None, None);
+        let wire = Message::encode(&rx.to_sender()).unwrap();
+        // No router to bind to: a clear error, not a dangling handle.
+        let err = wire.decode::<Sender>().unwrap_err();
+        assert!(err.to_string().contains("only be decoded"), "{err}");
+        let tx: Sender = decoding_for(router.core(), || wire.decode()).unwrap();
+        assert_eq!(
+            (tx.context_id(), tx.handle()),
+            (router.context_id(), rx.handle())
+        );
+        tx.send(&7u8).unwrap();
+        let got: u8 = rx
+            .get(Some(Duration::from_secs(5)))
+            .unwrap()
+            .decode()
+            .unwrap();
+        assert_eq!(got, 7);
+    }
+}
