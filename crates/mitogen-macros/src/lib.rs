@@ -1,6 +1,7 @@
 //! Procedural macros of [mitogen](https://docs.rs/mitogen): `#[remote]`
 //! exposes a function to parent contexts, `#[main]` makes `main` the entry
-//! point of both the master and its children.
+//! point of both the master and its children, `#[with_router]` runs a
+//! function with a router of its own.
 //!
 //! Use them through the `mitogen` crate (`#[mitogen::remote]`,
 //! `#[mitogen::main]`), whose documentation describes them.
@@ -182,6 +183,60 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
         #(#attrs)*
         #vis fn #name() #output {
             ::mitogen::main(move |#param| -> #ret #body)
+        }
+    }
+    .into()
+}
+
+/// Runs a function with a fresh router that is shut down when it returns.
+/// See `mitogen::with_router`.
+#[proc_macro_attribute]
+pub fn with_router(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        let e = syn::Error::new(
+            Span::call_site(),
+            "#[mitogen::with_router] takes no arguments",
+        );
+        return e.to_compile_error().into();
+    }
+    let f = parse_macro_input!(item as ItemFn);
+    let mut sig = f.sig.clone();
+    let first =
+        match sig.inputs.first() {
+            Some(FnArg::Typed(pt)) => pt.clone(),
+            _ => return syn::Error::new(
+                f.sig.span(),
+                "#[mitogen::with_router] needs a first parameter `router: &Router` (or `Router`)",
+            )
+            .to_compile_error()
+            .into(),
+        };
+    sig.inputs = sig.inputs.into_iter().skip(1).collect();
+    let pat = &first.pat;
+    let ty = &first.ty;
+    let bind = match &**ty {
+        Type::Reference(_) => quote!(let #pat: #ty = &__mitogen_router;),
+        _ => quote!(let #pat: #ty = __mitogen_router;),
+    };
+    let ret = match &f.sig.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, ty) => quote!(#ty),
+    };
+    let attrs = &f.attrs;
+    let vis = &f.vis;
+    let body = &f.block;
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            match ::mitogen::run_with_router(move |__mitogen_router: ::mitogen::Router| -> #ret {
+                #bind
+                #body
+            }) {
+                ::core::result::Result::Ok(r) => r,
+                ::core::result::Result::Err(e) => {
+                    ::core::panic!("mitogen: cannot start a router: {}", e)
+                }
+            }
         }
     }
     .into()

@@ -166,7 +166,7 @@ pub(crate) fn serve(
     crate::process::redirect_stdio(&log_w).map_err(io("redirecting stdio"))?;
     drop(log_w);
 
-    let broker = Broker::new()?;
+    let broker = Broker::new_detached()?;
     let core = Core::new(
         broker.clone(),
         true,

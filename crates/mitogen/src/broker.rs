@@ -14,6 +14,7 @@
 //! disconnect whatever is left, and the thread exits.
 
 use crate::error::{Error, Result, StreamError};
+use crate::events::{BrokerEvents, Subscription};
 use crate::latch::Latch;
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -54,6 +55,7 @@ struct Shared {
     thread_id: OnceLock<ThreadId>,
     stopped: Latch<()>,
     join: Mutex<Option<JoinHandle<()>>>,
+    events: BrokerEvents,
 }
 
 impl Drop for Shared {
@@ -63,11 +65,37 @@ impl Drop for Shared {
 }
 
 /// Handle to a broker thread. Cloning gives another handle to the same
-/// thread; dropping handles does not stop it (see [`crate::Router`], whose
-/// last handle does).
-#[derive(Clone)]
+/// thread.
+///
+/// A broker made by [`Broker::new`] is shut down and joined when the last
+/// of its handles is dropped (the seed's `install_watcher`: a program that
+/// forgets to call [`Broker::shutdown`] still stops its children); keep
+/// it alive as long as routers use it. [`Broker::new_detached`] makes one
+/// that runs until [`Broker::shutdown`]. The handle a [`crate::Router`]
+/// gives out ([`crate::Router::broker`]) never stops the broker when
+/// dropped.
 pub struct Broker {
     shared: Arc<Shared>,
+    owner: Option<Arc<Watcher>>,
+}
+
+impl Clone for Broker {
+    fn clone(&self) -> Broker {
+        Broker {
+            shared: self.shared.clone(),
+            owner: self.owner.clone(),
+        }
+    }
+}
+
+/// Shuts the broker down when the last owning handle goes.
+struct Watcher(Broker);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.shutdown();
+        self.0.join();
+    }
 }
 
 impl std::fmt::Debug for Broker {
@@ -185,8 +213,23 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Broker {
-    /// Starts a broker thread.
+    /// Starts a broker thread, stopped when the last handle is dropped.
     pub fn new() -> Result<Broker> {
+        let b = Broker::new_detached()?;
+        let owner = Some(Arc::new(Watcher(b.handle())));
+        Ok(Broker { owner, ..b })
+    }
+
+    /// A handle that does not keep the broker running nor stop it.
+    pub(crate) fn handle(&self) -> Broker {
+        Broker {
+            shared: self.shared.clone(),
+            owner: None,
+        }
+    }
+
+    /// Starts a broker thread that runs until [`Broker::shutdown`].
+    pub fn new_detached() -> Result<Broker> {
         let poll = Poll::new().map_err(io_err("cannot create the broker's poller"))?;
         let registry = poll
             .registry()
@@ -204,6 +247,7 @@ impl Broker {
             thread_id: OnceLock::new(),
             stopped: Latch::new(),
             join: Mutex::new(None),
+            events: BrokerEvents::default(),
         });
         let lp = Loop {
             registry: shared
@@ -225,7 +269,10 @@ impl Broker {
             .map_err(io_err("cannot start the broker thread"))?;
         let _ = shared.thread_id.set(handle.thread().id());
         *lock(&shared.join) = Some(handle);
-        Ok(Broker { shared })
+        Ok(Broker {
+            shared,
+            owner: None,
+        })
     }
 
     /// Changes the interest of a registered descriptor (any thread).
@@ -326,6 +373,24 @@ impl Broker {
             .any(|p| p.keep_alive())
     }
 
+    /// Runs `f` on the broker thread when shutdown begins, before any
+    /// stream is told (the seed's `before_shutdown` signal).
+    pub fn on_before_shutdown(&self, f: impl Fn() + Send + Sync + 'static) -> Subscription {
+        self.shared.events.before_shutdown.subscribe(move |_| f())
+    }
+
+    /// Runs `f` when the graceful phase of shutdown is over, before what is
+    /// left is disconnected (the seed's `shutdown` signal).
+    pub fn on_shutdown(&self, f: impl Fn() + Send + Sync + 'static) -> Subscription {
+        self.shared.events.shutdown.subscribe(move |_| f())
+    }
+
+    /// Runs `f` as the last thing the broker thread does (the seed's
+    /// `exit` signal).
+    pub fn on_exit(&self, f: impl Fn() + Send + Sync + 'static) -> Subscription {
+        self.shared.events.exit.subscribe(move |_| f())
+    }
+
     /// `true` once the thread has exited.
     pub fn is_stopped(&self) -> bool {
         self.shared.stopped.is_closed()
@@ -372,6 +437,7 @@ fn broker_main(mut poll: Poll, mut lp: Loop) {
         lp.run_deferred();
         lp.run_timers();
         if deadline.is_none() && lp.shared.shutdown.load(Ordering::Acquire) {
+            lp.shared.events.before_shutdown.fire(&());
             let parts = lock(&lp.shared.participants).clone();
             for p in &parts {
                 guarded("shutdown hook", || p.clone().on_shutdown(&mut lp));
@@ -407,6 +473,7 @@ fn broker_main(mut poll: Poll, mut lp: Loop) {
             }
         }
     }
+    lp.shared.events.shutdown.fire(&());
     let parts = std::mem::take(&mut *lock(&lp.shared.participants));
     for p in &parts {
         guarded("exit hook", || p.clone().on_exit(&mut lp));
@@ -415,6 +482,7 @@ fn broker_main(mut poll: Poll, mut lp: Loop) {
     lp.sources.clear();
     crate::process::untrack_fd(std::os::fd::AsRawFd::as_raw_fd(&poll));
     crate::process::untrack_fd(std::os::fd::AsRawFd::as_raw_fd(&lp.registry));
+    lp.shared.events.exit.fire(&());
     // Closing means "stopped": waiters blocked in join() wake up.
     lp.shared.stopped.close();
 }

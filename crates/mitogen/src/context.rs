@@ -91,6 +91,20 @@ impl Context {
         self.start_call(None, F::NAME, &args)
     }
 
+    /// Calls the remote function named `name` (its full path, as
+    /// [`RemoteFn::NAME`] spells it) with `args` (the tuple of its
+    /// parameters, or a [`crate::Value`] array), for programs that choose
+    /// what to call at run time. Nothing is checked at compile time: a
+    /// wrong name, argument shape or result type is a [`crate::CallError`].
+    /// With `R` = [`crate::Value`], any result decodes.
+    pub fn call_by_name<R: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        args: &(impl serde::Serialize + ?Sized),
+    ) -> Result<R> {
+        self.start_call::<R, _>(None, name, args)?.get(None)
+    }
+
     /// Starts a call whose result (and error) nobody waits for.
     pub fn call_no_reply<F: RemoteFn>(&self, args: F::Args) -> Result<()> {
         self.send_call(None, F::NAME, &args, 0)
@@ -225,9 +239,17 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
     }
 }
 
+impl<T> PendingCall<T> {
+    pub(crate) fn latch(&self) -> &Latch<Message> {
+        &self.latch
+    }
+}
+
 impl<T> Drop for PendingCall<T> {
     fn drop(&mut self) {
         self.core.del_handler(self.handle);
+        // A select holding this call learns it is gone.
+        self.latch.close();
     }
 }
 

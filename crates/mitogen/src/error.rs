@@ -30,6 +30,9 @@ pub enum Error {
     /// A latch was closed.
     #[error(transparent)]
     Latch(#[from] LatchError),
+    /// A [`crate::Select`] was misused or is empty.
+    #[error(transparent)]
+    Select(#[from] SelectError),
 }
 
 /// A remote function returned an error, panicked, or was not callable.
@@ -200,6 +203,24 @@ impl ChannelError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("latch closed")]
 pub struct LatchError;
+
+/// A [`crate::Select`] cannot do what was asked: it is empty, a source
+/// already belongs to a select, or selects would contain each other.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("select: {0}")]
+pub struct SelectError(String);
+
+impl SelectError {
+    /// A select error saying `what`.
+    pub fn new(what: impl Into<String>) -> SelectError {
+        SelectError(what.into())
+    }
+
+    /// What went wrong.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
 
 /// Reasons carried by dead messages the runtime generates itself.
 pub(crate) mod reasons {

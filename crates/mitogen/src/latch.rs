@@ -19,7 +19,13 @@ struct State<T> {
     /// Threads blocked in `get`: `put` skips the wake-up syscall when zero.
     sleepers: usize,
     wakers: Vec<Waker>,
+    /// Called after every `put` and on `close`: how a [`crate::Select`]
+    /// learns that one of its sources has something.
+    notify: Option<Notify>,
 }
+
+/// A callback run outside the latch's lock.
+pub(crate) type Notify = Arc<dyn Fn() + Send + Sync>;
 
 struct Inner<T> {
     state: Mutex<State<T>>,
@@ -65,6 +71,7 @@ impl<T> Latch<T> {
                     closed: false,
                     sleepers: 0,
                     wakers: Vec::new(),
+                    notify: None,
                 }),
                 cond: Condvar::new(),
             }),
@@ -79,19 +86,43 @@ impl<T> Latch<T> {
 
     /// Adds an item and wakes one waiter. Fails if the latch is closed.
     pub fn put(&self, item: T) -> Result<(), LatchError> {
-        let (wakers, sleepers) = {
+        let (wakers, sleepers, notify) = {
             let mut s = self.lock();
             if s.closed {
                 return Err(LatchError);
             }
             s.queue.push_back(item);
-            (std::mem::take(&mut s.wakers), s.sleepers)
+            (std::mem::take(&mut s.wakers), s.sleepers, s.notify.clone())
         };
         if sleepers > 0 {
             self.inner.cond.notify_one();
         }
         wakers.into_iter().for_each(Waker::wake);
+        if let Some(n) = notify {
+            n();
+        }
         Ok(())
+    }
+
+    /// Items queued now.
+    pub fn size(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// Installs (`Some`) or removes (`None`) the notify callback. Installing
+    /// fails when one is already installed: a latch feeds one select.
+    pub(crate) fn set_notify(&self, notify: Option<Notify>) -> Result<(), ()> {
+        let mut s = self.lock();
+        if notify.is_some() && s.notify.is_some() {
+            return Err(());
+        }
+        s.notify = notify;
+        Ok(())
+    }
+
+    /// A number naming this latch (and its clones) while it lives.
+    pub(crate) fn key(&self) -> usize {
+        Arc::as_ptr(&self.inner) as *const () as usize
     }
 
     /// `true` when nothing is queued.
@@ -107,14 +138,17 @@ impl<T> Latch<T> {
     /// Closes the latch: queued items are dropped and every current and
     /// future waiter gets [`LatchError`].
     pub fn close(&self) {
-        let wakers = {
+        let (wakers, notify) = {
             let mut s = self.lock();
             s.closed = true;
             s.queue.clear();
-            std::mem::take(&mut s.wakers)
+            (std::mem::take(&mut s.wakers), s.notify.clone())
         };
         self.inner.cond.notify_all();
         wakers.into_iter().for_each(Waker::wake);
+        if let Some(n) = notify {
+            n();
+        }
     }
 
     /// Takes the next item without waiting.
@@ -170,7 +204,7 @@ impl<T> Latch<T> {
         }
     }
 
-    fn poll_get(&self, cx: &mut Context<'_>) -> Poll<Result<T, LatchError>> {
+    pub(crate) fn poll_get(&self, cx: &mut Context<'_>) -> Poll<Result<T, LatchError>> {
         let mut s = self.lock();
         if s.closed {
             return Poll::Ready(Err(LatchError));

@@ -51,12 +51,14 @@ mod agent;
 mod bootstrap;
 mod broker;
 mod call;
+mod channel;
 mod connect;
 mod context;
 mod control;
 mod direct;
 mod dispatch;
 mod error;
+mod events;
 pub mod frame;
 mod identity;
 mod latch;
@@ -66,28 +68,36 @@ mod process;
 mod reap;
 mod receiver;
 mod router;
+mod select;
 mod sender;
 mod stream;
 #[doc(hidden)]
 pub mod testing;
+mod utils;
 
 pub use broker::{Broker, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use call::RemoteFn;
+pub use channel::Channel;
 pub use connect::fork::ForkBuilder;
 pub use connect::local::LocalBuilder;
 pub use connect::DEFAULT_CONNECT_TIMEOUT;
 pub use context::{CallChain, Context, PendingCall};
 pub use dispatch::ExternalContext;
-pub use error::{CallError, ChannelError, Error, LatchError, Result, StreamError, TimeoutError};
+pub use error::{
+    CallError, ChannelError, Error, LatchError, Result, SelectError, StreamError, TimeoutError,
+};
+pub use events::{ChildExit, Disconnect, Subscription};
 pub use identity::{context_id, is_master, parent_id, parent_ids, MASTER_ID, VERSION};
 pub use latch::{Latch, LatchFuture};
 pub use message::Message;
 pub use receiver::Receiver;
 pub use router::{Policy, Router};
+pub use select::{Event, Select, Selectable, SourceId};
 pub use sender::Sender;
 /// Bytes that serialize as one MessagePack `bin` (not an array of
 /// integers): use it for bulk arguments and results.
 pub use serde_bytes::ByteBuf;
+pub use utils::{cast, run_with_router, Value};
 
 /// Exposes a function to parent contexts.
 ///
@@ -124,6 +134,30 @@ pub use mitogen_macros::remote;
 /// `#[mitogen::main] fn main(router: Router) -> T { .. }` becomes
 /// `fn main() -> T { mitogen::main(|router| { .. }) }`; see [`main()`].
 pub use mitogen_macros::main;
+
+/// Runs a function with a router of its own: the seed's `with_router`
+/// decorator, the attribute form of [`run_with_router`].
+///
+/// The first parameter (`router: &Router` or `router: Router`) is removed
+/// from the signature and supplied; the router is shut down when the
+/// function returns.
+///
+/// ```no_run
+/// #[mitogen::with_router]
+/// fn uptime_of_a_child(router: &mitogen::Router, name: &str) -> mitogen::Result<String> {
+///     let ctx = router.local().remote_name(name).connect()?;
+///     Ok(ctx.name().to_string())
+/// }
+///
+/// # fn demo() -> mitogen::Result<()> {
+/// let name = uptime_of_a_child("probe")?; // no router argument
+/// # Ok(()) }
+/// ```
+///
+/// # Panics
+///
+/// When the broker cannot start (no epoll instance or thread available).
+pub use mitogen_macros::with_router;
 
 /// Entry point: call first thing in `main` (or use `#[mitogen::main]`).
 ///

@@ -8,6 +8,8 @@
 //! while the list is not empty, and a final bounded loop at exit.
 
 use crate::broker::lock;
+use crate::events::{ChildExit, Signal};
+use std::os::unix::process::ExitStatusExt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -45,8 +47,10 @@ impl Reaper {
         lock(&self.children).is_empty()
     }
 
-    /// One non-blocking pass; returns `true` while children remain.
-    pub(crate) fn pass(&self) -> bool {
+    /// One non-blocking pass; returns `true` while children remain. Each
+    /// child reaped is announced on `exited` (with no lock held).
+    pub(crate) fn pass(&self, exited: &Signal<ChildExit>) -> bool {
+        let mut reaped = Vec::new();
         let mut list = lock(&self.children);
         list.retain_mut(|c| {
             let mut status = 0;
@@ -58,6 +62,13 @@ impl Reaper {
                     c.name,
                     c.pid
                 );
+                if got == c.pid {
+                    reaped.push(ChildExit {
+                        pid: c.pid,
+                        name: c.name.clone(),
+                        status: std::process::ExitStatus::from_raw(status),
+                    });
+                }
                 return false;
             }
             let age = c.since.elapsed();
@@ -76,14 +87,19 @@ impl Reaper {
             }
             true
         });
-        !list.is_empty()
+        let more = !list.is_empty();
+        drop(list);
+        for r in &reaped {
+            exited.fire(r);
+        }
+        more
     }
 
     /// Reaps what is left, escalating on schedule; bounded by
     /// [`KILL_AFTER`] plus a second.
-    pub(crate) fn finish(&self) {
+    pub(crate) fn finish(&self, exited: &Signal<ChildExit>) {
         let start = Instant::now();
-        while self.pass() && start.elapsed() < KILL_AFTER + Duration::from_secs(1) {
+        while self.pass(exited) && start.elapsed() < KILL_AFTER + Duration::from_secs(1) {
             std::thread::sleep(Duration::from_millis(5));
         }
     }

@@ -1,26 +1,43 @@
 //! [`Receiver`]: a handle that collects messages sent to it.
 //!
-//! This is the basic form the runtime's own replies use; the seed's full
-//! messaging API (`Sender`, `Channel`, `Select`) builds on it.
+//! A receiver registers a handle on its router and queues what arrives in
+//! a [`Latch`]; threads wait with [`Receiver::get`], async code polls it as
+//! a `Stream`, and a [`crate::Select`] can wait on many receivers at once.
 
 use crate::context::Context;
 use crate::error::{ChannelError, Error, Result};
 use crate::latch::Latch;
 use crate::message::Message;
 use crate::router::{Core, Policy, Router};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-/// Messages addressed to one handle of this context.
+/// Messages addressed to one handle of this context: the seed's
+/// `Receiver`.
 ///
-/// ```no_run
-/// # fn demo(router: &mitogen::Router, child: &mitogen::Context) -> mitogen::Result<()> {
-/// use mitogen::{Message, Receiver};
-/// let rx = Receiver::new(router, true, Some(child), None);
-/// // ... give rx.handle() to `child`, which sends to (master, handle) ...
-/// let msg = rx.get(Some(std::time::Duration::from_secs(5)))?;
-/// let text: String = msg.decode()?;
-/// # Ok(()) }
+/// ```
+/// use mitogen::{Receiver, Sender};
+///
+/// /// Runs in the child: streams three lines back through `out`.
+/// #[mitogen::remote]
+/// fn count_to_three(out: Sender) -> mitogen::Result<()> {
+///     for i in 1..=3 {
+///         out.send(&format!("line {i}"))?;
+///     }
+///     out.close()
+/// }
+///
+/// #[mitogen::main]
+/// fn main(router: mitogen::Router) -> mitogen::Result<()> {
+///     let child = router.local().connect()?;
+///     let rx = Receiver::open(&router);
+///     mitogen::call!(child, count_to_three(rx.to_sender()))?;
+///     let lines: Vec<String> = rx.iter().map(|m| m.decode().unwrap()).collect();
+///     assert_eq!(lines, ["line 1", "line 2", "line 3"]);
+///     Ok(())
+/// }
 /// ```
 pub struct Receiver {
     core: Arc<Core>,
@@ -35,15 +52,49 @@ impl std::fmt::Debug for Receiver {
 }
 
 impl Receiver {
-    /// Registers a new handle on `router`. `persist: false` accepts one
-    /// message; `respondent` makes its disconnect arrive as a dead
-    /// message; `policy` refuses messages with a dead reply.
+    /// The seed's constructor, every parameter explicit.
+    ///
+    /// - `handle`: the handle to listen on, or `None` for a fresh one. An
+    ///   explicit handle already in use is an error.
+    /// - `persist`: `false` accepts one message, then the handle is gone.
+    /// - `respondent`: when that context disconnects, a dead message
+    ///   arrives (so a waiter learns its peer is gone instead of waiting
+    ///   forever).
+    /// - `policy`: called with each message; refused messages get a dead
+    ///   reply "refused by policy" and are not queued.
     pub fn new(
         router: &Router,
+        handle: Option<u32>,
         persist: bool,
         respondent: Option<&Context>,
         policy: Option<Policy>,
-    ) -> Receiver {
+    ) -> Result<Receiver> {
+        let latch = Latch::new();
+        let l = latch.clone();
+        let core = router.core().clone();
+        let sink = Box::new(move |m| {
+            let _ = l.put(m);
+        });
+        let respondent = respondent.map(Context::context_id);
+        let handle = match handle {
+            None => core.add_handler(sink, persist, respondent, policy),
+            Some(h) => {
+                if !core.add_handler_new(h, sink, persist, respondent, policy) {
+                    return Err(ChannelError::new(format!("handle {h} is already in use")).into());
+                }
+                h
+            }
+        };
+        Ok(Receiver {
+            core,
+            handle,
+            latch,
+        })
+    }
+
+    /// A persistent receiver on a fresh handle, with no respondent or
+    /// policy: the common case of [`Receiver::new`].
+    pub fn open(router: &Router) -> Receiver {
         let latch = Latch::new();
         let l = latch.clone();
         let core = router.core().clone();
@@ -51,9 +102,9 @@ impl Receiver {
             Box::new(move |m| {
                 let _ = l.put(m);
             }),
-            persist,
-            respondent.map(Context::context_id),
-            policy,
+            true,
+            None,
+            None,
         );
         Receiver {
             core,
@@ -67,14 +118,19 @@ impl Receiver {
         self.handle
     }
 
+    pub(crate) fn latch(&self) -> &Latch<Message> {
+        &self.latch
+    }
+
     /// `true` when no message is waiting.
     pub fn empty(&self) -> bool {
         self.latch.empty()
     }
 
     /// Waits up to `timeout` (`None`: forever) for the next message. A dead
-    /// message (its respondent disconnected, or a send failed) becomes
-    /// [`ChannelError`] with its reason; a closed receiver says so.
+    /// message (its respondent disconnected, the sender closed, a send
+    /// failed) becomes [`ChannelError`] with its reason; a closed receiver
+    /// says so.
     pub fn get(&self, timeout: Option<Duration>) -> Result<Message> {
         match self.latch.get(timeout) {
             Ok(m) if m.is_dead() => {
@@ -104,9 +160,42 @@ impl Receiver {
     }
 }
 
+impl<'a> IntoIterator for &'a Receiver {
+    type Item = Message;
+    type IntoIter = Box<dyn Iterator<Item = Message> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+/// Async form: each message as `Ok`, a dead message as `Err` (then the
+/// stream ends), and the end once the receiver is closed.
+impl futures_core::Stream for Receiver {
+    type Item = Result<Message>;
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Message>>> {
+        match self.latch.poll_get(cx) {
+            Poll::Ready(Ok(m)) if m.is_dead() => {
+                self.latch.close();
+                Poll::Ready(Some(Err(ChannelError::new(
+                    m.dead_reason().unwrap_or_default(),
+                )
+                .into())))
+            }
+            Poll::Ready(Ok(m)) => Poll::Ready(Some(Ok(m))),
+            Poll::Ready(Err(_)) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.core.del_handler(self.handle);
+        // A select waiting on this receiver learns it is gone.
+        self.latch.close();
     }
 }
 
@@ -117,7 +206,7 @@ mod tests {
     #[test]
     fn local_delivery_and_close() {
         let router = Router::new().unwrap();
-        let rx = Receiver::new(&router, true, None, None);
+        let rx = Receiver::open(&router);
         for i in 0..3u32 {
             let m = Message::encode(&i)
                 .unwrap()
@@ -145,8 +234,8 @@ mod tests {
     fn policy_refusal_and_unknown_handle_bounce() {
         let router = Router::new().unwrap();
         let refuse: Policy = Arc::new(|_| false);
-        let rx = Receiver::new(&router, true, None, Some(refuse));
-        let answers = Receiver::new(&router, true, None, None);
+        let rx = Receiver::new(&router, None, true, None, Some(refuse)).unwrap();
+        let answers = Receiver::open(&router);
         let mut m = Message::encode(&1u8)
             .unwrap()
             .to(router.context_id(), rx.handle());
@@ -172,7 +261,7 @@ mod tests {
     fn no_route_and_absent_respondent_are_dead_at_once() {
         let router = Router::new().unwrap();
         let ghost = Context::new(router.core().clone(), 4242, "ghost");
-        let rx = Receiver::new(&router, false, Some(&ghost), None);
+        let rx = Receiver::new(&router, None, false, Some(&ghost), None).unwrap();
         match rx.get(Some(Duration::from_secs(5))) {
             Err(Error::Channel(e)) => assert!(e.reason().contains("not connected"), "{e}"),
             other => panic!("{other:?}"),

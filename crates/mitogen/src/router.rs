@@ -11,6 +11,7 @@
 
 use crate::broker::{lock, Broker, Loop, Participant};
 use crate::error::{reasons, ChannelError, Result};
+use crate::events::{Disconnect, RouterEvents};
 use crate::frame::{handle, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::message::Message;
 use crate::reap::Reaper;
@@ -62,6 +63,7 @@ pub(crate) struct Core {
     names: Mutex<HashMap<u32, String>>,
     next_context_id: AtomicU32,
     reaper: Reaper,
+    pub(crate) events: RouterEvents,
     /// Master only: id → the stream (branch) it was allocated behind.
     allocated: Mutex<HashMap<u32, u64>>,
     pub(crate) debug: AtomicBool,
@@ -111,7 +113,7 @@ impl std::fmt::Debug for Router {
 impl Router {
     /// A router with a private broker, stopped when the last clone drops.
     pub fn new() -> Result<Router> {
-        let broker = Broker::new()?;
+        let broker = Broker::new_detached()?;
         Ok(Router::from_core(Core::new(
             broker,
             true,
@@ -124,7 +126,7 @@ impl Router {
     /// A router on an existing broker (several routers may share one).
     pub fn with_broker(broker: &Broker) -> Router {
         Router::from_core(Core::new(
-            broker.clone(),
+            broker.handle(),
             false,
             crate::context_id(),
             crate::parent_ids().to_vec(),
@@ -239,7 +241,7 @@ impl Core {
         name: Option<String>,
     ) -> Arc<Core> {
         let core = Arc::new(Core {
-            broker: broker.clone(),
+            broker: broker.handle(),
             id,
             parent_ids,
             name: name.unwrap_or_else(|| {
@@ -257,6 +259,7 @@ impl Core {
             names: Mutex::new(HashMap::new()),
             next_context_id: AtomicU32::new(1),
             reaper: Reaper::default(),
+            events: RouterEvents::default(),
             allocated: Mutex::new(HashMap::new()),
             debug: AtomicBool::new(false),
             profiling: AtomicBool::new(false),
@@ -287,12 +290,45 @@ impl Core {
     ) -> u32 {
         let h = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.add_handler_at(h, sink, persist, respondent, policy);
+        self.check_respondent(respondent);
+        h
+    }
+
+    /// Registers `sink` at handle `h` unless `h` is taken; `false` if so.
+    pub(crate) fn add_handler_new(
+        self: &Arc<Self>,
+        h: u32,
+        sink: Sink,
+        persist: bool,
+        respondent: Option<u32>,
+        policy: Option<Policy>,
+    ) -> bool {
+        {
+            let mut map = lock(&self.handlers);
+            if map.contains_key(&h) {
+                return false;
+            }
+            map.insert(
+                h,
+                Arc::new(Handler {
+                    sink,
+                    persist,
+                    respondent,
+                    policy,
+                }),
+            );
+        }
+        self.check_respondent(respondent);
+        true
+    }
+
+    /// A respondent that is already gone gets its dead message at once.
+    fn check_respondent(self: &Arc<Self>, respondent: Option<u32>) {
         if let Some(r) = respondent {
             if r != self.id && self.stream_for(r).is_none() {
                 self.fire_dead(&[r], &format!("{} is not connected", self.context_name(r)));
             }
         }
-        h
     }
 
     pub(crate) fn add_handler_at(
@@ -605,6 +641,15 @@ impl Core {
         if !lost_parent {
             crate::control::announce_lost(self, &lost);
         }
+        self.events.stream_lost.fire(&Disconnect {
+            context_id: s.remote_id,
+            name: s.name.clone(),
+            reason: why.to_string(),
+        });
+        if lost_parent {
+            lost.push(s.remote_id);
+        }
+        self.announce_disconnects(&lost, &reason);
         if self.reap_later(s) {
             self.schedule_reap(lp);
         }
@@ -622,6 +667,22 @@ impl Core {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|id, _| !ids.contains(id));
         self.fire_dead(ids, reason);
+        self.announce_disconnects(ids, reason);
+    }
+
+    /// Fires the context-disconnect event for each of `ids`.
+    fn announce_disconnects(&self, ids: &[u32], reason: &str) {
+        for &id in ids {
+            let name = lock(&self.names)
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| format!("context {id}"));
+            self.events.context_lost.fire(&Disconnect {
+                context_id: id,
+                name,
+                reason: reason.to_string(),
+            });
+        }
     }
 
     /// Puts the stream's process, if any, on the reaping list.
@@ -637,7 +698,7 @@ impl Core {
         lp.after(
             Duration::from_millis(5),
             Box::new(move |lp| {
-                if core.reaper.pass() {
+                if core.reaper.pass(&core.events.child_exit) {
                     core.schedule_reap(lp);
                 }
             }),
@@ -710,6 +771,6 @@ impl Participant for Core {
             .filter_map(|h| h.respondent)
             .collect();
         self.fire_dead(&all, "the broker shut down");
-        self.reaper.finish();
+        self.reaper.finish(&self.events.child_exit);
     }
 }

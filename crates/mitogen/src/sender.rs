@@ -168,7 +168,7 @@ mod tests {
     #[test]
     fn send_then_close() {
         let router = Router::new().unwrap();
-        let rx = Receiver::new(&router, true, None, None);
+        let rx = Receiver::open(&router);
         let tx = rx.to_sender();
         tx.send(&"one").unwrap();
         tx.send_bytes(vec![1, 2, 3]).unwrap();
@@ -185,7 +185,7 @@ mod tests {
     #[test]
     fn handles_bind_to_the_decoding_router() {
         let router = Router::new().unwrap();
-        let rx = Receiver::new(&router, true, None, None);
+        let rx = Receiver::open(&router);
         let wire = Message::encode(&rx.to_sender()).unwrap();
         // No router to bind to: a clear error, not a dangling handle.
         let err = wire.decode::<Sender>().unwrap_err();

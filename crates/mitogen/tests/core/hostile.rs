@@ -229,7 +229,7 @@ fn hostile(
     let me = router.context_id();
     let parent = mitogen::parent_id().ok_or("no parent")?;
     let master = mitogen::MASTER_ID;
-    let answers = Receiver::new(router, false, None, None);
+    let answers = Receiver::new(router, None, false, None, None).unwrap();
     let rt = answers.handle();
     let touch_call = call_payload::<touch>((path,))?;
     let mut wait = false;
@@ -473,7 +473,7 @@ fn forged_src_master(env: &Env) -> TestResult {
 
 fn forged_src_sibling(env: &Env) -> TestResult {
     let h = env.hostile("src-sibling", None)?;
-    let rx = Receiver::new(&env.router, true, None, None);
+    let rx = Receiver::open(&env.router);
     let out = still_up(
         &h,
         attack(
@@ -615,7 +615,7 @@ fn add_route_sibling(env: &Env) -> TestResult {
 /// must still be delivered there.
 fn add_route_master(env: &Env) -> TestResult {
     let h = env.hostile("route-master", None)?;
-    let rx = Receiver::new(&env.router, true, None, None);
+    let rx = Receiver::open(&env.router);
     let out = still_up(
         &h,
         attack(

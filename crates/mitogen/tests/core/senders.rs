@@ -32,7 +32,7 @@ static INBOX: Mutex<Option<Receiver>> = Mutex::new(None);
 /// In the receiving leaf: makes an inbox and returns a Sender to it.
 #[mitogen::remote]
 fn open_inbox(router: &Router) -> Sender {
-    let rx = Receiver::new(router, true, None, None);
+    let rx = Receiver::open(router);
     let tx = rx.to_sender();
     *INBOX.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx);
     tx

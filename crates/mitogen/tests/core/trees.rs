@@ -78,7 +78,7 @@ static INBOX: Mutex<Option<Receiver>> = Mutex::new(None);
 /// Opens this context's inbox and returns its handle.
 #[mitogen::remote]
 fn open_inbox(router: &Router) -> u32 {
-    let rx = Receiver::new(router, true, None, None);
+    let rx = Receiver::open(router);
     let h = rx.handle();
     *INBOX.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx);
     h
@@ -107,7 +107,7 @@ fn send_to(
     text: String,
     wait_ms: u64,
 ) -> Result<String, String> {
-    let replies = Receiver::new(router, false, None, None);
+    let replies = Receiver::new(router, None, false, None, None).unwrap();
     let mut m = Message::encode(&text)
         .map_err(|e| e.to_string())?
         .to(dst, handle);
