@@ -225,6 +225,13 @@ impl Router {
         self.owner.core.max_message_size.store(n, Ordering::Relaxed);
     }
 
+    /// This context, as a [`Context`] (to address its own handles, e.g.
+    /// with a [`crate::Sender`]).
+    pub fn myself(&self) -> crate::Context {
+        let core = &self.owner.core;
+        crate::Context::new(core.clone(), core.id, &core.name)
+    }
+
     /// Stops the broker (all routers on it) and waits for it.
     pub fn shutdown(&self) {
         self.owner.core.broker.shutdown();

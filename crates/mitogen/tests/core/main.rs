@@ -7,15 +7,18 @@
 #[macro_use]
 mod util;
 
+mod asyncs;
 mod bootstrap;
 mod calls;
 mod chain;
 mod errors;
+mod events;
 mod fork;
 mod hostile;
 mod identity;
 mod lifetimes;
 mod logs;
+mod messaging;
 mod senders;
 mod trees;
 
@@ -30,6 +33,9 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(chain::tests());
     all.extend(logs::tests());
     all.extend(senders::tests());
+    all.extend(messaging::tests());
+    all.extend(events::tests());
+    all.extend(asyncs::tests());
     all.extend(trees::tests());
     all.extend(hostile::tests());
     all
