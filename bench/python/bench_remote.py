@@ -9,6 +9,10 @@ imports only ``os``, so the first call costs one small module fetch.
 
 import os
 
+import mitogen.core
+
+_inbox = []
+
 
 def noop():
     return None
@@ -33,3 +37,30 @@ def payload(n):
     # equal the payload size, so MiB/s means the same thing as for raw.
     pattern = bytes(range(128))
     return (pattern * (n // len(pattern) + 1))[:n]
+
+
+@mitogen.core.takes_router
+def open_inbox(router):
+    recv = mitogen.core.Receiver(router)
+    _inbox[:] = [recv]
+    return recv.to_sender()
+
+
+def drain_inbox(n):
+    recv = _inbox[0]
+    seen = 0
+    for _ in range(n):
+        data = recv.get(timeout=60).unpickle()
+        seen += len(data) if isinstance(data, bytes) else 0
+    return seen
+
+
+def emit_small(sender, n):
+    for i in range(n):
+        sender.send(i)
+
+
+def emit_chunks(sender, size, n):
+    chunk = payload(size)
+    for _ in range(n):
+        sender.send(chunk)

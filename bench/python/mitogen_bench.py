@@ -34,7 +34,8 @@ import time
 import mitogen.core
 import mitogen.utils
 
-from bench_remote import getpid, make_payload, noop, payload, payload_len
+from bench_remote import (drain_inbox, emit_chunks, emit_small, getpid,
+                          make_payload, noop, open_inbox, payload, payload_len)
 
 
 # ---------------------------------------------------------------- helpers
@@ -135,6 +136,43 @@ def bench_bulk(router, cfg, ctx):
     emit("bulk_from_child", cfg.bulk_mib / statistics.median(from_child),
          "MiB/s", bytes=n, note=note + "; includes building the payload "
          "in the child (~ms)")
+
+
+def bench_streams(router, cfg, ctx):
+    """Messages/s and MiB/s through a Sender to a Receiver, each way."""
+    chunk = 64 * 1024
+    n_chunks = cfg.bulk_mib * MiB // chunk
+    mib = n_chunks * chunk / MiB
+    n = cfg.stream_msgs
+    sender = ctx.call(open_inbox)
+    t0 = time.perf_counter()
+    for i in range(n):
+        sender.send(i)
+    ctx.call(drain_inbox, n)
+    emit("stream_msgs_to_child", n / (time.perf_counter() - t0), "msgs/s", n=n)
+    data = payload(chunk)
+    t0 = time.perf_counter()
+    for _ in range(n_chunks):
+        sender.send(data)
+    assert ctx.call(drain_inbox, n_chunks) == n_chunks * chunk
+    emit("stream_mib_to_child", mib / (time.perf_counter() - t0), "MiB/s",
+         chunk=chunk)
+
+    recv = mitogen.core.Receiver(router)
+    t0 = time.perf_counter()
+    ctx.call_no_reply(emit_small, recv.to_sender(), n)
+    for _ in range(n):
+        recv.get(timeout=120).unpickle()
+    emit("stream_msgs_from_child", n / (time.perf_counter() - t0), "msgs/s", n=n)
+    t0 = time.perf_counter()
+    ctx.call_no_reply(emit_chunks, recv.to_sender(), chunk, n_chunks)
+    got = 0
+    for _ in range(n_chunks):
+        got += len(recv.get(timeout=120).unpickle())
+    assert got == n_chunks * chunk
+    emit("stream_mib_from_child", mib / (time.perf_counter() - t0), "MiB/s",
+         chunk=chunk)
+    recv.close()
 
 
 def bench_many_contexts(router, cfg):
@@ -353,7 +391,7 @@ def bench_start(router, cfg, kind, sizes):
 
 SCENARIOS = [
     "local_start_first_call", "fork_start_first_call", "call_rtt",
-    "pipelined_calls", "bulk", "fifty_contexts", "idle_child_rss",
+    "pipelined_calls", "bulk", "streams", "fifty_contexts", "idle_child_rss",
 ] + ["hop_rtt_%d" % d for d in HOPS] \
   + ["start_flat_%d" % n for n in START_SIZES] \
   + ["start_tree_%d" % n for n in START_SIZES]
@@ -376,7 +414,7 @@ def run(router, cfg):
         bench_local_start(router, cfg)
     if "fork_start_first_call" in want:
         bench_fork_start(router, cfg)
-    if want & {"call_rtt", "pipelined_calls", "bulk"}:
+    if want & {"call_rtt", "pipelined_calls", "bulk", "streams"}:
         if cfg.child_cpu is not None:
             # The child alone on another CPU: the "split" placement.
             ctx = router.local(python_path=["taskset", "-c", str(cfg.child_cpu),
@@ -390,6 +428,8 @@ def run(router, cfg):
                 bench_pipelined(router, cfg, ctx)
             if "bulk" in want:
                 bench_bulk(router, cfg, ctx)
+            if "streams" in want:
+                bench_streams(router, cfg, ctx)
         finally:
             ctx.shutdown(wait=True)
     if "fifty_contexts" in want:
@@ -420,10 +460,12 @@ def main():
         cfg.starts, cfg.warmup, cfg.calls = 3, 20, 200
         cfg.pipelined, cfg.bulk_mib, cfg.bulk_reps, cfg.contexts = 1000, 8, 1, 10
         cfg.start_sizes = [10, 50]
+        cfg.stream_msgs = 10000
     else:
         cfg.starts, cfg.warmup, cfg.calls = 10, 200, 2000
         cfg.pipelined, cfg.bulk_mib, cfg.bulk_reps, cfg.contexts = 10000, 64, 3, 50
         cfg.start_sizes = START_SIZES
+        cfg.stream_msgs = 100000
     raise_nofile()
     mitogen.utils.run_with_router(run, cfg)
 

@@ -34,6 +34,111 @@ fn source(n: u64) -> ByteBuf {
     ByteBuf::from(vec![0x5au8; n as usize])
 }
 
+/// The child's inbox for the stream-to-child scenarios.
+static INBOX: std::sync::Mutex<Option<mitogen::Receiver>> = std::sync::Mutex::new(None);
+
+#[mitogen::remote]
+fn open_inbox(router: &Router) -> mitogen::Sender {
+    let rx = mitogen::Receiver::open(router);
+    let tx = rx.to_sender();
+    *INBOX.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx);
+    tx
+}
+
+/// Takes `n` messages from the inbox; returns the payload bytes seen.
+#[mitogen::remote]
+fn drain_inbox(n: u64) -> mitogen::Result<u64> {
+    let guard = INBOX.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(rx) = guard.as_ref() else {
+        return Err(mitogen::ChannelError::new("no inbox").into());
+    };
+    let mut bytes = 0;
+    for _ in 0..n {
+        bytes += rx.get(Some(Duration::from_secs(60)))?.data.len() as u64;
+    }
+    Ok(bytes)
+}
+
+/// Sends `n` small values (a u64 each) through `tx`.
+#[mitogen::remote]
+fn emit_small(tx: mitogen::Sender, n: u64) -> mitogen::Result<()> {
+    for i in 0..n {
+        tx.send(&i)?;
+    }
+    Ok(())
+}
+
+/// Sends `n` raw chunks of `size` bytes through `tx`.
+#[mitogen::remote]
+fn emit_chunks(tx: mitogen::Sender, size: usize, n: u64) -> mitogen::Result<()> {
+    let chunk = vec![0x5au8; size];
+    for _ in 0..n {
+        tx.send_bytes(chunk.clone())?;
+    }
+    Ok(())
+}
+
+/// Messages/s and MiB/s through a Sender to a Receiver, each way.
+fn streams(router: &Router, ctx: &Context, n_small: u64, bulk: usize) -> mitogen::Result<()> {
+    const CHUNK: usize = 64 << 10;
+    let n_chunks = (bulk / CHUNK) as u64;
+    let mib = (n_chunks as usize * CHUNK) as f64 / (1 << 20) as f64;
+    let wait = Some(Duration::from_secs(120));
+    let tx = ctx.call::<open_inbox>(())?;
+    let t = Instant::now();
+    for i in 0..n_small {
+        tx.send(&i)?;
+    }
+    ctx.call::<drain_inbox>((n_small,))?;
+    let note = format!(", \"n\": {n_small}");
+    emit(
+        "stream_msgs_to_child",
+        n_small as f64 / t.elapsed().as_secs_f64(),
+        "msgs/s",
+        &note,
+    );
+    let t = Instant::now();
+    let chunk = vec![0x5au8; CHUNK];
+    for _ in 0..n_chunks {
+        tx.send_bytes(chunk.clone())?;
+    }
+    let got = ctx.call::<drain_inbox>((n_chunks,))?;
+    assert_eq!(got, n_chunks * CHUNK as u64);
+    emit(
+        "stream_mib_to_child",
+        mib / t.elapsed().as_secs_f64(),
+        "MiB/s",
+        ", \"chunk\": 65536",
+    );
+
+    let rx = mitogen::Receiver::open(router);
+    let t = Instant::now();
+    ctx.call_no_reply::<emit_small>((rx.to_sender(), n_small))?;
+    for _ in 0..n_small {
+        rx.get(wait)?;
+    }
+    emit(
+        "stream_msgs_from_child",
+        n_small as f64 / t.elapsed().as_secs_f64(),
+        "msgs/s",
+        &note,
+    );
+    let t = Instant::now();
+    ctx.call_no_reply::<emit_chunks>((rx.to_sender(), CHUNK, n_chunks))?;
+    let mut got = 0;
+    for _ in 0..n_chunks {
+        got += rx.get(wait)?.data.len();
+    }
+    assert_eq!(got, n_chunks as usize * CHUNK);
+    emit(
+        "stream_mib_from_child",
+        mib / t.elapsed().as_secs_f64(),
+        "MiB/s",
+        ", \"chunk\": 65536",
+    );
+    Ok(())
+}
+
 fn emit(scenario: &str, value: f64, unit: &str, extra: &str) {
     println!("{{\"scenario\": \"{scenario}\", \"impl\": \"rust\", \"value\": {value:.3}, \"unit\": \"{unit}\"{extra}}}");
 }
@@ -311,6 +416,11 @@ fn main(router: Router) -> mitogen::Result<()> {
             "MiB/s",
             "",
         );
+    }
+
+    if want("streams") {
+        let n_small = if quick { 10_000 } else { 100_000 };
+        streams(&router, &ctx, n_small, bulk)?;
     }
 
     if want("fifty_contexts") {

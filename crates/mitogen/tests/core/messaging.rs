@@ -70,6 +70,7 @@ pub fn tests() -> Vec<Trial> {
             select_lost_context,
         ),
         trial("messaging::call_by_name_values", TEST_LIMIT, call_by_name),
+        trial("messaging::reply_and_policy", TEST_LIMIT, reply_and_policy),
         trial("messaging::with_router_attribute", TEST_LIMIT, with_router),
     ]
 }
@@ -488,6 +489,56 @@ fn select_lost_context() -> TestResult {
         ev.is_from(&calls[0]) && ev.data.decode::<u64>()? == 300,
         "steady result"
     );
+    Ok(())
+}
+
+/// In a child: asks the parent's `handle` a question with a reply handle
+/// and returns the answer, or the dead reason when refused.
+#[mitogen::remote]
+fn ask(econtext: &mitogen::ExternalContext, handle: u32, question: String) -> String {
+    let answers = Receiver::open(econtext.router());
+    let mut m = match Message::encode(&question) {
+        Ok(m) => m.to(econtext.parent().context_id(), handle),
+        Err(e) => return format!("encode: {e}"),
+    };
+    m.reply_to = answers.handle();
+    if let Err(e) = econtext.parent().send(m) {
+        return format!("send: {e}");
+    }
+    match answers.get(Some(Duration::from_secs(10))) {
+        Ok(a) => a
+            .decode::<String>()
+            .unwrap_or_else(|e| format!("decode: {e}")),
+        Err(e) => format!("dead: {e}"),
+    }
+}
+
+fn reply_and_policy() -> TestResult {
+    let router = util::router()?;
+    let friend = router.local().remote_name("friend").connect()?;
+    let stranger = router.local().remote_name("stranger").connect()?;
+    let friend_id = friend.context_id();
+    let policy: mitogen::Policy = Arc::new(move |m: &Message| m.auth_id == friend_id);
+    let rx = Arc::new(Receiver::new(&router, None, true, None, Some(policy))?);
+    let rx2 = rx.clone();
+    let server = std::thread::spawn(move || -> mitogen::Result<u32> {
+        let mut n = 0;
+        while let Ok(q) = rx2.get(Some(Duration::from_secs(20))) {
+            q.reply(&format!("{} answered", q.decode::<String>()?))?;
+            n += 1;
+        }
+        Ok(n)
+    });
+    let a = friend.call::<ask>((rx.handle(), "q1".into()))?;
+    ensure!(a == "q1 answered", "friend got {a:?}");
+    let b = stranger.call::<ask>((rx.handle(), "q2".into()))?;
+    ensure!(
+        b.starts_with("dead") && b.contains("refused by policy"),
+        "stranger got {b:?}"
+    );
+    rx.close();
+    let served = server.join().map_err(|_| "server panicked")??;
+    ensure!(served == 1, "served {served}");
     Ok(())
 }
 
