@@ -74,6 +74,27 @@ impl Drop for Shared {
 /// that runs until [`Broker::shutdown`]. The handle a [`crate::Router`]
 /// gives out ([`crate::Router::broker`]) never stops the broker when
 /// dropped.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+///
+/// #[mitogen::main]
+/// fn main(_router: mitogen::Router) -> mitogen::Result<()> {
+///     let broker = mitogen::Broker::new()?;
+///     let seen = Arc::new(Mutex::new(Vec::new()));
+///     let s = seen.clone();
+///     broker.on_exit(move || s.lock().unwrap().push("exit"));
+///     let router = mitogen::Router::with_broker(&broker);
+///     let child = router.local().connect()?;
+///     assert!(child.is_connected());
+///     let on_thread = broker.defer_sync(|| "ran on the broker thread")?;
+///     assert_eq!(on_thread, "ran on the broker thread");
+///     drop(broker); // the last owning handle: shutdown, the child stops
+///     assert!(router.broker().is_stopped());
+///     assert_eq!(*seen.lock().unwrap(), ["exit"]);
+///     Ok(())
+/// }
+/// ```
 pub struct Broker {
     shared: Arc<Shared>,
     owner: Option<Arc<Watcher>>,

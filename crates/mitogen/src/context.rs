@@ -71,15 +71,17 @@ impl Context {
 
     /// Calls `F` with `args` and waits for its result.
     ///
-    /// ```no_run
-    /// # use mitogen::{Router, Context};
+    /// ```
     /// #[mitogen::remote]
     /// fn add(a: u32, b: u32) -> u32 { a + b }
     ///
-    /// # fn demo(ctx: &Context) -> mitogen::Result<()> {
-    /// assert_eq!(ctx.call::<add>((2, 3))?, 5);
-    /// assert_eq!(mitogen::call!(ctx, add(2, 3))?, 5);
-    /// # Ok(()) }
+    /// #[mitogen::main]
+    /// fn main(router: mitogen::Router) -> mitogen::Result<()> {
+    ///     let ctx = router.local().connect()?;
+    ///     assert_eq!(ctx.call::<add>((2, 3))?, 5);
+    ///     assert_eq!(mitogen::call!(ctx, add(2, 3))?, 5);
+    ///     Ok(())
+    /// }
     /// ```
     pub fn call<F: RemoteFn>(&self, args: F::Args) -> Result<F::Output> {
         self.call_async::<F>(args)?.get(None)

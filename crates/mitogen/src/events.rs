@@ -153,6 +153,23 @@ impl crate::Router {
 impl crate::Context {
     /// Runs `f` when this context becomes unreachable (the seed's
     /// `disconnect` signal of a context). Only later disconnects count.
+    ///
+    /// ```
+    /// #[mitogen::main]
+    /// fn main(router: mitogen::Router) -> mitogen::Result<()> {
+    ///     let child = router.local().remote_name("short-lived").connect()?;
+    ///     let gone = mitogen::Latch::new();
+    ///     let g = gone.clone();
+    ///     let sub = child.on_disconnect(move |d| {
+    ///         let _ = g.put(d.name.clone());
+    ///     });
+    ///     child.shutdown(true, None)?;
+    ///     let name = gone.get(Some(std::time::Duration::from_secs(10)))?;
+    ///     assert_eq!(name, "short-lived");
+    ///     assert!(sub.unsubscribe());
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn on_disconnect(&self, f: impl Fn(&Disconnect) + Send + Sync + 'static) -> Subscription {
         let id = self.context_id();
         self.core.events.context_lost.subscribe(move |d| {

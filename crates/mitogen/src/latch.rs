@@ -33,6 +33,18 @@ struct Inner<T> {
 }
 
 /// A many-producer, many-consumer queue that consumers block on.
+///
+/// ```
+/// use mitogen::Latch;
+/// use std::time::Duration;
+///
+/// let latch = Latch::new();
+/// let producer = latch.clone();
+/// std::thread::spawn(move || producer.put("ready").unwrap());
+/// assert_eq!(latch.get(Some(Duration::from_secs(5))).unwrap(), "ready");
+/// latch.close();
+/// assert!(latch.get(None).is_err()); // LatchError: closed
+/// ```
 pub struct Latch<T> {
     inner: Arc<Inner<T>>,
 }

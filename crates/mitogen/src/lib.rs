@@ -7,7 +7,7 @@
 //! binary in any of those contexts, with arguments and results checked by
 //! the compiler.
 //!
-//! ```no_run
+//! ```
 //! use mitogen::{Router, Result};
 //!
 //! /// Runs wherever it is called.
@@ -97,7 +97,7 @@ pub use sender::Sender;
 /// Bytes that serialize as one MessagePack `bin` (not an array of
 /// integers): use it for bulk arguments and results.
 pub use serde_bytes::ByteBuf;
-pub use utils::{cast, run_with_router, Value};
+pub use utils::{cast, log_to_file, run_with_router, Value};
 
 /// Exposes a function to parent contexts.
 ///

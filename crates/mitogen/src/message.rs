@@ -15,6 +15,32 @@ use std::sync::Arc;
 /// MessagePack payload into any serde type, [`Message::bytes`] gives raw
 /// bytes. A message received through a [`crate::Router`] remembers that
 /// router, so [`Message::reply`] can answer it.
+///
+/// ```
+/// use mitogen::{Message, Receiver};
+///
+/// /// In the child: asks its parent a question and returns the answer.
+/// #[mitogen::remote]
+/// fn ask(econtext: &mitogen::ExternalContext, handle: u32) -> mitogen::Result<String> {
+///     let answers = Receiver::open(econtext.router());
+///     let mut q = Message::encode("what time is it?")?.to(econtext.parent().context_id(), handle);
+///     q.reply_to = answers.handle();
+///     econtext.parent().send(q)?;
+///     answers.get(Some(std::time::Duration::from_secs(10)))?.decode()
+/// }
+///
+/// #[mitogen::main]
+/// fn main(router: mitogen::Router) -> mitogen::Result<()> {
+///     let child = router.local().connect()?;
+///     let questions = Receiver::open(&router);
+///     let pending = child.call_async::<ask>((questions.handle(),))?;
+///     let q = questions.get(Some(std::time::Duration::from_secs(10)))?;
+///     assert_eq!((q.src_id, q.decode::<String>()?.as_str()), (child.context_id(), "what time is it?"));
+///     q.reply(&"tea time")?;
+///     assert_eq!(pending.get(None)?, "tea time");
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Message {
     /// Destination context id.

@@ -19,6 +19,39 @@ use std::sync::Arc;
 pub const CLOSED: &str = "the sender closed the channel";
 
 /// Sends messages to one handle of one context: the seed's `Sender`.
+///
+/// A sender is cheap to clone, and can be a call's argument or result: a
+/// child given one streams data back, here lines of a file.
+///
+/// ```
+/// use mitogen::{Receiver, Sender};
+/// use std::io::BufRead;
+///
+/// #[mitogen::remote]
+/// fn read_lines(path: String, out: Sender) -> mitogen::Result<usize> {
+///     let f = std::fs::File::open(&path).map_err(|e| mitogen::StreamError::new(e.to_string()))?;
+///     let mut n = 0;
+///     for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
+///         out.send(&line)?;
+///         n += 1;
+///     }
+///     out.close()?;
+///     Ok(n)
+/// }
+///
+/// #[mitogen::main]
+/// fn main(router: mitogen::Router) -> mitogen::Result<()> {
+///     let path = std::env::temp_dir().join(format!("mitogen-doc-lines-{}", std::process::id()));
+///     std::fs::write(&path, "alpha\nbeta\n").unwrap();
+///     let child = router.local().connect()?;
+///     let rx = Receiver::open(&router);
+///     let n = mitogen::call!(child, read_lines(path.display().to_string(), rx.to_sender()))?;
+///     let lines: Vec<String> = rx.iter().filter_map(|m| m.decode().ok()).collect();
+///     assert_eq!((n, lines), (2, vec!["alpha".to_string(), "beta".to_string()]));
+///     std::fs::remove_file(&path).ok();
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Sender {
     core: Arc<Core>,

@@ -1,5 +1,6 @@
 //! Utilities of the seed's `mitogen.utils`: [`run_with_router`] (and the
-//! `#[with_router]` attribute), [`cast`] and the dynamic [`Value`].
+//! `#[with_router]` attribute), [`cast`] and the dynamic [`Value`], and
+//! [`log_to_file`].
 //!
 //! Most calls are typed: `ctx.call::<f>(args)` checks arguments and result
 //! at compile time. Programs that decide at run time what to call — a
@@ -63,6 +64,44 @@ pub fn run_with_router<R>(f: impl FnOnce(Router) -> R) -> Result<R> {
     broker.shutdown();
     broker.join();
     Ok(r)
+}
+
+/// Sends this process's logs — and, in the master, every child's, which
+/// arrive as `tracing` events of target `mitogen::child` — to `path`
+/// (appended; `None`: standard error), at `level` and above. One line per
+/// record with time, level, thread and target.
+///
+/// Installs a global `tracing` subscriber, so it fails if one is already
+/// installed; programs with their own subscriber need not call it.
+///
+/// ```
+/// let path = std::env::temp_dir().join(format!("mitogen-doc-{}.log", std::process::id()));
+/// mitogen::log_to_file(Some(&path), tracing::Level::INFO).unwrap();
+/// tracing::info!("hello");
+/// let text = std::fs::read_to_string(&path).unwrap();
+/// assert!(text.contains("hello"));
+/// # std::fs::remove_file(&path).ok();
+/// ```
+pub fn log_to_file(path: Option<&std::path::Path>, level: tracing::Level) -> Result<()> {
+    use crate::error::StreamError;
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_thread_names(true)
+        .with_ansi(false);
+    let installed = match path {
+        None => builder.with_writer(std::io::stderr).try_init(),
+        Some(p) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| {
+                    StreamError::new(format!("cannot open log file {}: {e}", p.display()))
+                })?;
+            builder.with_writer(std::sync::Mutex::new(file)).try_init()
+        }
+    };
+    installed.map_err(|e| StreamError::new(format!("cannot install the logger: {e}")).into())
 }
 
 #[cfg(test)]

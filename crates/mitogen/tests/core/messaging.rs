@@ -72,6 +72,7 @@ pub fn tests() -> Vec<Trial> {
         trial("messaging::call_by_name_values", TEST_LIMIT, call_by_name),
         trial("messaging::reply_and_policy", TEST_LIMIT, reply_and_policy),
         trial("messaging::with_router_attribute", TEST_LIMIT, with_router),
+        trial("messaging::context_travels", TEST_LIMIT, context_travels),
     ]
 }
 
@@ -573,5 +574,31 @@ fn with_router() -> TestResult {
     ensure!(name == "scoped", "name {name}");
     // The router is gone: its child was stopped and reaped.
     util::wait_exited(child, Duration::from_secs(10), false)?;
+    Ok(())
+}
+
+/// In a child: starts a context of its own and returns it.
+#[mitogen::remote]
+fn start_grandchild(router: &mitogen::Router) -> mitogen::Result<mitogen::Context> {
+    router.local().remote_name("grandchild").connect()
+}
+
+/// In a child: what a `Context` given as an argument names.
+#[mitogen::remote]
+fn name_of(c: mitogen::Context) -> (u32, String) {
+    (c.context_id(), c.name().to_string())
+}
+
+fn context_travels() -> TestResult {
+    let router = util::router()?;
+    let child = router.local().remote_name("parent-of-gc").connect()?;
+    let gc = child.call::<start_grandchild>(())?;
+    ensure!(gc.name().ends_with("grandchild"), "name {}", gc.name());
+    // The returned Context is bound to this router: calls go straight to it.
+    let (gc_pid, child_pid) = (gc.call::<pid>(())?, child.call::<pid>(())?);
+    ensure!(gc_pid != child_pid, "the grandchild is the child");
+    let (id, name) = child.call::<name_of>((gc.clone(),))?;
+    ensure!(id == gc.context_id(), "id {id} vs {}", gc.context_id());
+    ensure!(name == gc.name(), "name {name:?} vs {:?}", gc.name());
     Ok(())
 }
