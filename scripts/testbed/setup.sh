@@ -13,10 +13,11 @@
 #     $NET.11-13, no default route (nothing leaves the machine), each with
 #     its own sshd (own host keys, pid file, log), UTS namespace (hostname
 #     mtb-hostN) and mount namespace.
-#   * in mtb-host3's mount namespace, the target-side cache cases:
-#     /tmp and /dev/shm are noexec tmpfs, bob's ~/.cache is a noexec tmpfs
-#     (so bob has no usable cache directory there), alice's ~/.cache is a
-#     256 KiB tmpfs (a full disk for any upload).
+#   * target-side cache cases, in the hosts' own mount namespaces:
+#     on mtb-host2 bob's ~/.cache is a noexec tmpfs (bob must fall back to
+#     /dev/shm); on mtb-host3 /tmp, /dev/shm and bob's ~/.cache are all
+#     noexec tmpfs (bob has no usable directory: a clear error), and
+#     alice's ~/.cache is a 256 KiB tmpfs (a full disk for any upload).
 #   * carol's cache directories are unusable everywhere (wrong mode, wrong
 #     owner, wrong owner): the stage must refuse all of them.
 #   * root's key $TB_DIR/id_ed25519, accepted for root, carol, dan, alice
@@ -147,14 +148,16 @@ EOF
     running_sshd "$d" >/dev/null && continue
     rm -f "$d/sshd.pid"
     # Own UTS and mount namespaces; sshd daemonizes and keeps them alive.
+    a_home=$(getent passwd alice | cut -d: -f6) b_home=$(getent passwd bob | cut -d: -f6)
+    install -d -o alice -g alice -m 0755 "$a_home/.cache"
+    install -d -o bob -g bob -m 0755 "$b_home/.cache"
+    bobcache="mount -t tmpfs -o noexec,mode=0700,uid=$(id -u bob),gid=$(id -g bob) mtb-bobcache $b_home/.cache &&"
     mounts=""
-    if [ "$i" = 3 ]; then
-        a_home=$(getent passwd alice | cut -d: -f6) b_home=$(getent passwd bob | cut -d: -f6)
-        install -d -o alice -g alice -m 0755 "$a_home/.cache"
-        install -d -o bob -g bob -m 0755 "$b_home/.cache"
+    if [ "$i" = 2 ]; then
+        mounts=$bobcache
+    elif [ "$i" = 3 ]; then
         mounts="mount -t tmpfs -o noexec,nosuid,mode=1777 mtb-tmp /tmp &&
-            mount -t tmpfs -o noexec,nosuid,mode=1777 mtb-shm /dev/shm &&
-            mount -t tmpfs -o noexec,mode=0700,uid=$(id -u bob),gid=$(id -g bob) mtb-bobcache $b_home/.cache &&
+            mount -t tmpfs -o noexec,nosuid,mode=1777 mtb-shm /dev/shm && $bobcache
             mount -t tmpfs -o size=256k,mode=0700,uid=$(id -u alice),gid=$(id -g alice) mtb-alicecache $a_home/.cache &&"
     fi
     ip netns exec "$ns" unshare --uts --mount --propagation private /bin/sh -c \

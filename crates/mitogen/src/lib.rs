@@ -73,12 +73,19 @@ pub mod testing;
 
 pub use broker::{Broker, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use call::RemoteFn;
+pub use connect::doas::{DoasBuilder, DOAS_INCORRECT_PROMPTS};
 pub use connect::fork::ForkBuilder;
 pub use connect::local::LocalBuilder;
+pub use connect::ssh::{HostKeyCheck, SshBuilder, DEFAULT_KEEPALIVE};
+pub use connect::su::{SuBuilder, SU_INCORRECT_PROMPTS};
+pub use connect::sudo::SudoBuilder;
 pub use connect::DEFAULT_CONNECT_TIMEOUT;
 pub use context::{CallChain, Context, PendingCall};
 pub use dispatch::ExternalContext;
-pub use error::{CallError, ChannelError, Error, LatchError, Result, StreamError, TimeoutError};
+pub use error::{
+    CallError, ChannelError, Error, HostKeyError, LatchError, PasswordError, Result, StreamError,
+    TimeoutError,
+};
 pub use identity::{context_id, is_master, parent_id, parent_ids, MASTER_ID, VERSION};
 pub use latch::{Latch, LatchFuture};
 pub use message::Message;
