@@ -21,6 +21,7 @@ pub fn tests() -> Vec<Trial> {
             unknown_host_key_enforce,
         ),
         trial("ssh::changed_host_key", TEST_LIMIT, changed_host_key),
+        trial("ssh::jump_host", TEST_LIMIT, jump_host),
         trial(
             "ssh::accept_records_new_key",
             TEST_LIMIT,
@@ -190,6 +191,36 @@ fn ssh_config_and_identities_only() -> TestResult {
             .connect(),
     )?;
     ensure!(matches!(e, Error::Password(_)), "not a PasswordError: {e}");
+    Ok(())
+}
+
+/// A jump host (`-J`) through the ssh config: host2 reached via host1.
+fn jump_host() -> TestResult {
+    let t = tb()?;
+    let cfg = format!(
+        "{}/ssh_config",
+        std::path::Path::new(&t.key)
+            .parent()
+            .ok_or("key path")?
+            .display()
+    );
+    let r = router()?;
+    let jump = format!("root@{}", t.host1);
+    let ctx = r
+        .ssh(&t.host2)
+        .username("dan")
+        .ssh_args(["-F", cfg.as_str(), "-J", jump.as_str()])
+        .connect()?;
+    let (host, user, pid) = ctx.call::<whoami>(())?;
+    ensure!(host == "mtb-host2" && user == "dan", "got {host} {user}");
+    // The connection to host2's sshd came from host1's address.
+    let conn = ctx
+        .call::<env_var>(("SSH_CONNECTION".into(),))?
+        .unwrap_or_default();
+    ensure!(
+        conn.starts_with(&format!("{} ", t.host1)),
+        "SSH_CONNECTION {conn:?} (pid {pid})"
+    );
     Ok(())
 }
 
