@@ -57,9 +57,8 @@ fn scan_proc(needle: &[u8]) -> Vec<String> {
 
 fn password_never_visible() -> TestResult {
     let t = tb()?;
-    // A password nothing else uses: the test bed's own are typed by
-    // other tests running at the same time. This one is alice's on
-    // purpose wrong for ssh... so use the real ones and scan for them.
+    // alice's real password: every test that types it, here or running
+    // at the same time, is covered by the scan.
     let pw = t.alice_pw.clone();
     let logs = Buf::default();
     let sink = logs.clone();
@@ -106,6 +105,21 @@ fn password_never_visible() -> TestResult {
         "password in Debug: {shown} {more_shown}"
     );
     ensure!(shown.contains("redacted"), "builder Debug: {shown}");
+    // Debug-enabled contexts also write /tmp/mitogen.<pid>.log files.
+    let mut files = 0;
+    for e in std::fs::read_dir("/tmp")?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("mitogen.") && name.ends_with(".log") {
+            let text = std::fs::read(e.path()).unwrap_or_default();
+            files += 1;
+            ensure!(
+                !text.windows(pw.len()).any(|w| w == pw.as_bytes()),
+                "password in {}",
+                e.path().display()
+            );
+        }
+    }
+    ensure!(files > 0, "no debug log files were written");
     if captured {
         let text = String::from_utf8_lossy(&logs.0.lock().map_err(|_| "lock")?).into_owned();
         ensure!(
