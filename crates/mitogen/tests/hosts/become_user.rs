@@ -312,6 +312,35 @@ fn wrong_passwords_in_parallel() -> TestResult {
             let a = ssh_key(r, h, "alice").connect()?;
             r.doas().username("bob").via(&a).connect()
         }),
+        // incorrect_prompts replace the defaults, matched without case.
+        ("su custom incorrect", |r, h| {
+            let a = ssh_key(r, h, "alice").connect()?;
+            r.su()
+                .username("bob")
+                .incorrect_prompts(["AUTHENTICATION FAILURE"])
+                .password("wrong-su2")
+                .via(&a)
+                .connect()
+        }),
+        ("doas custom incorrect", |r, h| {
+            let a = ssh_key(r, h, "alice").connect()?;
+            r.doas()
+                .username("bob")
+                .incorrect_prompts(["Authentication FAILED"])
+                .password("wrong-doas2")
+                .via(&a)
+                .connect()
+        }),
+        // A list that does not match: su's refusal is then only its exit.
+        ("su unmatched incorrect (stream)", |r, h| {
+            let a = ssh_key(r, h, "alice").connect()?;
+            r.su()
+                .username("bob")
+                .incorrect_prompts(["no such text"])
+                .password("wrong-su3")
+                .via(&a)
+                .connect()
+        }),
     ];
     let start = Instant::now();
     let host = t.host1.clone();
@@ -321,7 +350,9 @@ fn wrong_passwords_in_parallel() -> TestResult {
             let host = host.clone();
             std::thread::spawn(move || {
                 let r = Router::new().map_err(|e| e.to_string())?;
+                let t0 = Instant::now();
                 let res = f(&r, &host);
+                eprintln!("{what}: {:?}", t0.elapsed());
                 Ok::<_, String>((what, res.map(|_| ())))
             })
         })
@@ -335,7 +366,13 @@ fn wrong_passwords_in_parallel() -> TestResult {
         )?
         .map_err(|_| "attempt panicked")??;
         match res {
-            Err(Error::Password(e)) => {
+            Err(Error::Stream(e)) if what.ends_with("(stream)") => {
+                let m = e.to_string();
+                if !m.contains("Authentication failure") || m.contains("wrong-") {
+                    failures.push(format!("{what}: message {m:?}"));
+                }
+            }
+            Err(Error::Password(e)) if !what.ends_with("(stream)") => {
                 let m = e.to_string();
                 if m.contains("wrong-") {
                     failures.push(format!("{what}: the password is in the message: {m}"));
@@ -344,7 +381,7 @@ fn wrong_passwords_in_parallel() -> TestResult {
                     failures.push(format!("{what}: message {m:?}"));
                 }
             }
-            other => failures.push(format!("{what}: not a PasswordError: {other:?}")),
+            other => failures.push(format!("{what}: wrong outcome: {other:?}")),
         }
     }
     ensure!(failures.is_empty(), "{failures:#?}");
