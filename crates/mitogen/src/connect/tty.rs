@@ -382,7 +382,7 @@ pub(crate) fn converse(sp: &Spawned, d: &Dialog, deadline: Instant) -> Result<Tr
                 return Err(e);
             }
             let l = lower(&raw[scanned..]);
-            if let Some(at) = d.prompts.iter().filter_map(|p| find(&l, p)).min() {
+            if d.prompts.iter().any(|p| find(&l, p).is_some()) {
                 let pw = match (&d.password, typed >= MAX_TYPED) {
                     (None, _) => {
                         return Err(PasswordError::new(format!(
@@ -408,7 +408,6 @@ pub(crate) fn converse(sp: &Spawned, d: &Dialog, deadline: Instant) -> Result<Tr
                 write_all(mfd, &pw.line(), deadline)?;
                 retype_at = Some(Instant::now() + RETYPE_AFTER);
                 typed += 1;
-                let _ = at;
                 scanned = raw.len();
                 tracing::debug!("mitogen: {} to {}: typed the password", d.method, d.target);
             }

@@ -25,6 +25,7 @@ pub fn tests() -> Vec<Trial> {
             su_prompt_parameters,
         ),
         trial("become::doas_with_password", TEST_LIMIT, doas_with_password),
+        trial("become::unknown_users", TEST_LIMIT, unknown_users),
         trial(
             "become::doas_nopass_and_parameters",
             TEST_LIMIT,
@@ -254,6 +255,48 @@ fn doas_with_password() -> TestResult {
         .via(&alice)
         .connect()?;
     ensure!(user_of(&bob)? == "bob", "not bob");
+    Ok(())
+}
+
+/// A user that does not exist: each tool's own words, not a hang.
+fn unknown_users() -> TestResult {
+    let t = tb()?;
+    let r = router()?;
+    let alice = alice_at(&r, &t.host1)?;
+    let cases = [
+        (
+            "sudo",
+            r.sudo()
+                .username("nosuch")
+                .password(&t.alice_pw)
+                .via(&alice)
+                .connect(),
+            "unknown user",
+        ),
+        (
+            "su",
+            r.su()
+                .username("nosuch")
+                .password(&t.alice_pw)
+                .via(&alice)
+                .connect(),
+            "does not exist",
+        ),
+        (
+            "doas",
+            r.doas()
+                .username("nosuch")
+                .password(&t.alice_pw)
+                .via(&alice)
+                .connect(),
+            "unknown user",
+        ),
+    ];
+    for (what, res, says) in cases {
+        let e = expect_err(what, res)?;
+        ensure!(matches!(e, Error::Stream(_)), "{what}: {e:?}");
+        ensure!(e.to_string().contains(says), "{what}: message {e}");
+    }
     Ok(())
 }
 
