@@ -77,7 +77,38 @@ fn password_auth() -> TestResult {
     let ctx = ssh_pw(&r, &t.host2, "alice", &t.alice_pw).connect()?;
     let (host, user, _) = ctx.call::<whoami>(())?;
     ensure!(host == "mtb-host2" && user == "alice", "got {host} {user}");
+    // A PTY for the prompt (stderr), the protocol on a socket.
+    let (pid, _) = ssh_child(&t.host2)?;
+    let fds = fd_kinds(pid);
+    ensure!(
+        fds[2].starts_with("/dev/pts/"),
+        "stderr of ssh is {:?}",
+        fds[2]
+    );
+    ensure!(
+        fds[0].starts_with("socket:") && fds[1].starts_with("socket:"),
+        "stdio of ssh: {fds:?}"
+    );
     Ok(())
+}
+
+/// The ssh client this process started for `host`: (pid, argv).
+fn ssh_child(host: &str) -> Result<(u32, String), libtest_mimic::Failed> {
+    children()
+        .into_iter()
+        .find(|(_, c)| c.starts_with("ssh\0") && c.contains(host))
+        .ok_or_else(|| format!("no ssh child for {host}").into())
+}
+
+/// What fds 0, 1 and 2 of `pid` point at.
+fn fd_kinds(pid: u32) -> Vec<String> {
+    (0..3)
+        .map(|fd| {
+            std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 /// port, ssh_path, compression, ssh_debug_level, remote_name, keepalive,
@@ -130,6 +161,11 @@ fn parameters() -> TestResult {
 
 /// Command lines of this process's children.
 fn child_cmdlines() -> Vec<String> {
+    children().into_iter().map(|(_, c)| c).collect()
+}
+
+/// This process's children: (pid, argv with NUL separators).
+fn children() -> Vec<(u32, String)> {
     let me = std::process::id();
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -145,7 +181,8 @@ fn child_cmdlines() -> Vec<String> {
             .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
             .and_then(|p| p.parse::<u32>().ok());
         if ppid == Some(me) {
-            out.push(std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default());
+            let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            out.push((pid, cmd));
         }
     }
     out
