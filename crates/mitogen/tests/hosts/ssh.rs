@@ -85,8 +85,10 @@ fn password_auth() -> TestResult {
         "stderr of ssh is {:?}",
         fds[2]
     );
+    // (ssh keeps duplicates of its stdio elsewhere and may point fd 1 at
+    // /dev/null: what matters is that no protocol fd is the terminal.)
     ensure!(
-        fds[0].starts_with("socket:") && fds[1].starts_with("socket:"),
+        fds[0].starts_with("socket:") && !fds[1].starts_with("/dev/pts"),
         "stdio of ssh: {fds:?}"
     );
     Ok(())
