@@ -23,6 +23,9 @@ BARS = {
     "hop_rtt_5": ("", False),
     "hop_rtt_10": ("", False),
     "per_hop_us": ("<= 30 us", False),
+    "ssh_start_cached": ("<= bare ssh true + 15 ms", False),
+    "ssh_start_upload": ("", False),
+    "ssh_call_rtt": ("", False),
 }
 HOPS = [1, 3, 5, 10]
 START_SIZES = [10, 50, 100, 200]
@@ -59,6 +62,8 @@ def main(path):
                 ref = rows.get((pl, "socketpair_rtt", "raw"))
             elif sc.startswith("bulk"):
                 ref = rows.get((pl, "pipe_throughput", "raw"))
+            elif sc.startswith("ssh_start"):
+                ref = rows.get((pl, "ssh_bare_true", "raw"))
             refv = ref["value"] if ref else None
             ratio = "%.2f" % (v / refv) if refv else ""
             fmt = lambda x: "" if x is None else ("%.3g %s" % (x, unit))
@@ -70,6 +75,8 @@ def main(path):
                 extra = "  p99 rs %.0f / py %s / raw %s" % (
                     rs["p99"], "%.0f" % py["p99"] if py and "p99" in py else "-",
                     "%.0f" % ref["p99"] if ref and "p99" in ref else "-")
+            if sc.startswith("ssh_start") and refv:
+                extra += "  rs - bare ssh true = %+.1f ms" % (v - refv)
             pys = fmt(pv)
             if py and pv is None:
                 pys = "skipped"

@@ -25,6 +25,7 @@ pub struct Context {
     pub(crate) core: Arc<Core>,
     id: u32,
     name: Arc<str>,
+    uploaded: Option<u64>,
 }
 
 impl std::fmt::Debug for Context {
@@ -45,7 +46,21 @@ impl Context {
             core,
             id,
             name: name.into(),
+            uploaded: None,
         }
+    }
+
+    pub(crate) fn with_upload(mut self, bytes: u64) -> Context {
+        self.uploaded = Some(bytes);
+        self
+    }
+
+    /// Bytes of agent binary the connect that returned this handle sent to
+    /// the target: the whole binary on a first connect, 0 when the target
+    /// had it cached. `None` for handles not returned by a connect (and for
+    /// `fork()`, which sends none).
+    pub fn agent_upload_bytes(&self) -> Option<u64> {
+        self.uploaded
     }
 
     /// The context's id, unique in the tree.

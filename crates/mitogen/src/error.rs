@@ -13,7 +13,10 @@ use std::time::Duration;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Every failure the runtime reports.
+///
+/// Non-exhaustive: new connection methods may add kinds of failure.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A remote function failed, panicked, or could not be called.
     #[error(transparent)]
@@ -33,6 +36,14 @@ pub enum Error {
     /// A [`crate::Select`] was misused or is empty.
     #[error(transparent)]
     Select(#[from] SelectError),
+    /// ssh, sudo, su or doas asked for a password and none was given, or
+    /// the one given was refused.
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    /// ssh refused the target's host key: unknown under `enforce`, or
+    /// changed.
+    #[error(transparent)]
+    HostKey(#[from] HostKeyError),
 }
 
 /// A remote function returned an error, panicked, or was not callable.
@@ -152,6 +163,58 @@ impl StreamError {
     /// The message.
     pub fn message(&self) -> &str {
         &self.message
+    }
+}
+
+/// A password was needed and missing, or was refused (the seed's
+/// `PasswordError` of ssh, sudo, su and doas). The message never contains
+/// the password.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PasswordError {
+    message: String,
+}
+
+impl PasswordError {
+    /// Builds an error with a message a user can act on.
+    pub fn new(message: impl Into<String>) -> PasswordError {
+        PasswordError {
+            message: message.into(),
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// ssh refused the target's host key (the seed's `HostKeyError`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct HostKeyError {
+    message: String,
+    changed: bool,
+}
+
+impl HostKeyError {
+    /// Builds an error; `changed` tells a changed key from an unknown one.
+    pub fn new(message: impl Into<String>, changed: bool) -> HostKeyError {
+        HostKeyError {
+            message: message.into(),
+            changed,
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// `true` when the host presented a key other than the recorded one;
+    /// `false` when no key was recorded (under `enforce`).
+    pub fn changed(&self) -> bool {
+        self.changed
     }
 }
 

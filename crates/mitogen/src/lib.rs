@@ -1,9 +1,9 @@
 //! Distributed self-replicating programs for Rust.
 //!
 //! A program linking `mitogen` starts copies of *itself* as other
-//! processes — local subprocesses and forks here; ssh hosts, sudo
-//! accounts and containers in later layers — with nothing installed on the
-//! target but a POSIX shell. It then calls functions compiled into the
+//! processes — local subprocesses, forks, ssh hosts, and other accounts
+//! through sudo, su or doas — with nothing installed on the target but a
+//! POSIX shell. It then calls functions compiled into the
 //! binary in any of those contexts, with arguments and results checked by
 //! the compiler.
 //!
@@ -30,13 +30,15 @@
 //!
 //! - [`Router`] routes [`Message`]s between this context, its parent and
 //!   its children, and has the context factories ([`Router::local`],
-//!   [`Router::fork`]).
+//!   [`Router::fork`], [`Router::ssh`], [`Router::sudo`], [`Router::su`],
+//!   [`Router::doas`]; each also `.via(&ctx)` another context).
 //! - [`Broker`] is the single I/O thread of a process.
 //! - [`Context`] is a handle to another context: [`Context::call`],
 //!   [`Context::call_async`], [`Context::call_no_reply`], [`CallChain`].
 //! - `#[remote]` exposes a function; only exposed functions can be called.
 //! - Every failure is an [`Error`]: [`CallError`] (remote error or panic),
-//!   [`StreamError`], [`TimeoutError`], [`ChannelError`], [`LatchError`].
+//!   [`StreamError`], [`TimeoutError`], [`ChannelError`], [`LatchError`],
+//!   [`PasswordError`], [`HostKeyError`].
 //!
 //! `docs/ARCHITECTURE.md` in the repository describes the threads, a
 //! message's path and the bootstrap; `docs/SEED-MAP.md` maps every entry of
@@ -78,13 +80,18 @@ mod utils;
 pub use broker::{Broker, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use call::RemoteFn;
 pub use channel::Channel;
+pub use connect::doas::{DoasBuilder, DOAS_INCORRECT_PROMPTS};
 pub use connect::fork::ForkBuilder;
 pub use connect::local::LocalBuilder;
+pub use connect::ssh::{HostKeyCheck, SshBuilder, DEFAULT_KEEPALIVE};
+pub use connect::su::{SuBuilder, SU_INCORRECT_PROMPTS};
+pub use connect::sudo::SudoBuilder;
 pub use connect::DEFAULT_CONNECT_TIMEOUT;
 pub use context::{CallChain, Context, PendingCall};
 pub use dispatch::ExternalContext;
 pub use error::{
-    CallError, ChannelError, Error, LatchError, Result, SelectError, StreamError, TimeoutError,
+    CallError, ChannelError, Error, HostKeyError, LatchError, PasswordError, Result, SelectError,
+    StreamError, TimeoutError,
 };
 pub use events::{ChildExit, Disconnect, Subscription};
 pub use identity::{context_id, is_master, parent_id, parent_ids, MASTER_ID, VERSION};

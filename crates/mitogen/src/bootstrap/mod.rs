@@ -178,12 +178,19 @@ pub(crate) struct Booted {
 const HINT: &str =
     "is the agent a program whose main() calls mitogen::main (or #[mitogen::main]) first?";
 
+/// Turns what a transport wrote on its stderr (or terminal) and its exit
+/// code, when it exited, into a better error than the generic one: a
+/// method knows its tool's messages (`Permission denied`, a host key
+/// warning, `sudo: unknown user`).
+pub(crate) type Classify<'a> = &'a dyn Fn(&str, Option<i32>) -> Option<Error>;
+
 /// Runs the stage protocol and handshake on `sp`, sending `cfg`.
 pub(crate) fn run(
     sp: &Spawned,
     agent: &AgentBinary,
     cfg: &Config,
     timeout: Duration,
+    classify: Option<Classify<'_>>,
 ) -> Result<Booted> {
     let deadline = Instant::now() + timeout;
     for fd in [
@@ -204,11 +211,15 @@ pub(crate) fn run(
         timeout,
         name: &cfg.name,
         stderr_open: true,
+        classify,
+        exit_code: None,
+        started: false,
     };
     let mut uploaded = 0;
     // Stage lines until MITO-EXEC.
     loop {
         let line = io.line()?;
+        io.started |= line.starts_with("MITO-");
         if let Some(n) = line.strip_prefix("MITO-NEED ") {
             if n.trim().parse::<u64>().ok() != Some(agent.size) {
                 return Err(io.fail(&format!(
@@ -283,6 +294,10 @@ struct Io<'a> {
     timeout: Duration,
     name: &'a str,
     stderr_open: bool,
+    classify: Option<Classify<'a>>,
+    exit_code: Option<i32>,
+    /// The stage has spoken: the transport itself worked.
+    started: bool,
 }
 
 impl Io<'_> {
@@ -298,6 +313,11 @@ impl Io<'_> {
 
     fn fail(&mut self, why: &str) -> Error {
         self.drain_stderr();
+        if let (Some(classify), false) = (self.classify, self.started) {
+            if let Some(e) = classify(&String::from_utf8_lossy(&self.err), self.exit_code) {
+                return e;
+            }
+        }
         StreamError::new(format!(
             "connecting {} failed: {why}{}",
             self.name,
@@ -315,6 +335,15 @@ impl Io<'_> {
             let n = unsafe { libc::read(e.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n == 0 {
                 self.stderr_open = false;
+            }
+            if n < 0 {
+                // EIO on a PTY master: the terminal's last user is gone.
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::Interrupted
+                {
+                    self.stderr_open = false;
+                }
             }
             if n <= 0 {
                 break;
@@ -374,6 +403,7 @@ impl Io<'_> {
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         if n == 0 {
             let (status, code) = exit_status(self.sp.pid);
+            self.exit_code = code;
             // 126/127: the shell could not execute the command (a missing
             // or unusable agent_command, a binary for another machine);
             // otherwise the program ran and did not speak the protocol.

@@ -6,8 +6,14 @@
 //! is the exception, as in the seed: the child is a copy of this process
 //! and needs no stage.
 
+pub(crate) mod doas;
 pub(crate) mod fork;
 pub(crate) mod local;
+pub(crate) mod password;
+pub(crate) mod ssh;
+pub(crate) mod su;
+pub(crate) mod sudo;
+pub(crate) mod tty;
 pub(crate) mod via;
 
 use crate::bootstrap::{self, AgentBinary, Config, Spawned};
@@ -182,7 +188,19 @@ pub(crate) fn finish(
     cfg: &Config,
     timeout: Duration,
 ) -> Result<Context> {
-    let booted = match bootstrap::run(&sp, agent, cfg, timeout) {
+    finish_classified(core, sp, agent, cfg, timeout, None)
+}
+
+/// [`finish`], with a method's own reading of its tool's failures.
+pub(crate) fn finish_classified(
+    core: &Arc<Core>,
+    sp: Spawned,
+    agent: &AgentBinary,
+    cfg: &Config,
+    timeout: Duration,
+    classify: Option<bootstrap::Classify<'_>>,
+) -> Result<Context> {
+    let booted = match bootstrap::run(&sp, agent, cfg, timeout, classify) {
         Ok(b) => b,
         Err(e) => {
             kill_and_reap(sp.pid);
@@ -222,7 +240,7 @@ pub(crate) fn finish(
         }));
     }
     crate::control::announce_added(core, cfg.context_id, &cfg.name);
-    Ok(Context::new(core.clone(), cfg.context_id, &cfg.name))
+    Ok(Context::new(core.clone(), cfg.context_id, &cfg.name).with_upload(booted.uploaded))
 }
 
 /// Ends a transport whose bootstrap failed: SIGKILL and reap at once.

@@ -1,21 +1,38 @@
 //! Starting a context from another one (`.via(&ctx)`): the intermediate
 //! runs the connection itself, with its own copy of the agent, and
 //! announces the new route up the tree before it answers.
+//!
+//! A method's own parameters travel in the call ([`Method`]), passwords
+//! included (as call payload, which is never logged). The intermediate's
+//! typed failures (a refused password, a host key) come back as the same
+//! [`Error`] variants, so `via` changes nothing for the caller's `match`.
 
+use super::doas::DoasSpec;
+use super::ssh::SshSpec;
+use super::su::SuSpec;
+use super::sudo::SudoSpec;
 use super::Options;
 use crate::context::Context;
-use crate::error::Result;
+use crate::error::{Error, HostKeyError, PasswordError, Result, StreamError};
 use crate::router::{Core, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// Connection methods that can be relayed.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+/// Connection methods that can be relayed, with their parameters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum Method {
     /// `local()` in the intermediate.
     Local,
     /// `fork()` of the intermediate.
     Fork,
+    /// `ssh()` from the intermediate.
+    Ssh(Box<SshSpec>),
+    /// `sudo()` in the intermediate.
+    Sudo(Box<SudoSpec>),
+    /// `su()` in the intermediate.
+    Su(Box<SuSpec>),
+    /// `doas()` in the intermediate.
+    Doas(Box<DoasSpec>),
 }
 
 /// What the intermediate needs to start the context.
@@ -26,17 +43,43 @@ pub(crate) struct ViaSpec {
     opts: Options,
 }
 
+/// The intermediate's answer: a plain value (not a `Result`), so the kind
+/// of failure survives the trip.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ViaReply {
+    Up { name: String, uploaded: u64 },
+    Password(String),
+    HostKey { message: String, changed: bool },
+    Stream(String),
+    Other(String),
+}
+
 /// Runs in the intermediate: starts context `spec.id`, returns its name.
 #[crate::remote]
-pub(crate) fn connect_via(router: &Router, spec: ViaSpec) -> Result<String> {
+pub(crate) fn connect_via(router: &Router, spec: ViaSpec) -> ViaReply {
     let core = router.core();
-    let ctx = match spec.method {
-        Method::Local => {
-            super::local::connect_here(core, spec.id, spec.opts.remote_name.clone(), &spec.opts)?
-        }
-        Method::Fork => super::fork::fork_here(core, spec.id, &spec.opts, None, None)?,
+    let (id, o) = (spec.id, &spec.opts);
+    let r = match &spec.method {
+        Method::Local => super::local::connect_here(core, id, o.remote_name.clone(), o),
+        Method::Fork => super::fork::fork_here(core, id, o, None, None),
+        Method::Ssh(s) => s.connect_here(core, id, o),
+        Method::Sudo(s) => s.connect_here(core, id, o),
+        Method::Su(s) => s.connect_here(core, id, o),
+        Method::Doas(s) => s.connect_here(core, id, o),
     };
-    Ok(ctx.name().to_string())
+    match r {
+        Ok(ctx) => ViaReply::Up {
+            name: ctx.name().to_string(),
+            uploaded: ctx.agent_upload_bytes().unwrap_or(0),
+        },
+        Err(Error::Password(e)) => ViaReply::Password(e.message().to_string()),
+        Err(Error::HostKey(e)) => ViaReply::HostKey {
+            message: e.message().to_string(),
+            changed: e.changed(),
+        },
+        Err(Error::Stream(e)) => ViaReply::Stream(e.message().to_string()),
+        Err(e) => ViaReply::Other(e.to_string()),
+    }
 }
 
 /// Asks `via` to start a context and returns it.
@@ -53,8 +96,17 @@ pub(crate) fn connect(
     let mut opts = opts.clone();
     opts.via = None;
     let spec = ViaSpec { method, id, opts };
-    let name: String = via.call::<connect_via>((spec,))?;
+    let at = via.name();
+    let (name, uploaded) = match via.call::<connect_via>((spec,))? {
+        ViaReply::Up { name, uploaded } => (name, uploaded),
+        ViaReply::Password(m) => return Err(PasswordError::new(format!("via {at}: {m}")).into()),
+        ViaReply::HostKey { message, changed } => {
+            return Err(HostKeyError::new(format!("via {at}: {message}"), changed).into())
+        }
+        ViaReply::Stream(m) => return Err(StreamError::new(format!("via {at}: {m}")).into()),
+        ViaReply::Other(m) => return Err(StreamError::new(format!("via {at}: {m}")).into()),
+    };
     let full = format!("{}.{name}", via.name());
     core.set_name(id, &full);
-    Ok(Context::new(core.clone(), id, &full))
+    Ok(Context::new(core.clone(), id, &full).with_upload(uploaded))
 }

@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# scripts/testbed/setup.sh - the real hosts the ssh/sudo/su/doas tests use.
+# Root only; idempotent (a second run only checks); undone by teardown.sh.
+#
+# Builds, on this one machine:
+#   * packages openssh-server/-client, sudo, opendoas, iproute2 (apt-get)
+#   * users alice / bob (passwords), carol and dan (key only), all marked
+#     with the GECOS "mitogen-testbed" so teardown removes only these
+#   * sudo: alice may become anyone WITH her password, every time
+#     (timestamp_timeout=0); bob may become alice without one.
+#     doas: alice -> root/bob with password, bob -> alice without.
+#   * bridge mtb-br0 = $NET.1 and network namespaces mtb-host1..3 at
+#     $NET.11-13, no default route (nothing leaves the machine), each with
+#     its own sshd (own host keys, pid file, log), UTS namespace (hostname
+#     mtb-hostN) and mount namespace.
+#   * target-side cache cases, in the hosts' own mount namespaces:
+#     on mtb-host2 bob's ~/.cache is a noexec tmpfs (bob must fall back to
+#     /dev/shm); on mtb-host3 /tmp, /dev/shm and bob's ~/.cache are all
+#     noexec tmpfs (bob has no usable directory: a clear error), and
+#     alice's ~/.cache is a 256 KiB tmpfs (a full disk for any upload).
+#   * carol's cache directories are unusable everywhere (wrong mode, wrong
+#     owner, wrong owner): the stage must refuse all of them.
+#   * root's key $TB_DIR/id_ed25519, accepted for root, carol, dan, alice
+#     and bob; $TB_DIR/known_hosts with the hosts' real keys.
+#   * $TB_DIR/env: KEY=VALUE lines (sourceable) the tests read.
+set -euo pipefail
+
+TB_DIR=${TB_DIR:-/var/lib/mitogen-testbed}
+NET=10.200.0
+NHOSTS=3
+ALICE_PW=alicepw
+BOB_PW=bobpw
+MARK=mitogen-testbed
+
+log() { printf '[testbed] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root"
+mkdir -p "$TB_DIR"
+chmod 755 "$TB_DIR"
+
+# -------------------------------------------------------------- packages
+missing=()
+for p in openssh-server openssh-client sudo opendoas iproute2; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >"$TB_DIR/apt.log" 2>&1 || { tail -20 "$TB_DIR/apt.log" >&2; die "apt-get update failed"; }
+    apt-get install -y -qq "${missing[@]}" >>"$TB_DIR/apt.log" 2>&1 \
+        || { tail -20 "$TB_DIR/apt.log" >&2; die "apt-get install failed"; }
+fi
+
+# -------------------------------------------------------------- users
+for u in alice bob carol dan; do
+    if ! id -u "$u" >/dev/null 2>&1; then
+        useradd -m -s /bin/bash -c "$MARK" "$u"
+        log "created user $u"
+    fi
+done
+printf 'alice:%s\nbob:%s\n' "$ALICE_PW" "$BOB_PW" | chpasswd
+
+# carol: every cache directory the stage may try is unusable.
+c_home=$(getent passwd carol | cut -d: -f6)
+install -d -o carol -g carol -m 0755 "$c_home/.cache"
+install -d -o carol -g carol -m 0777 "$c_home/.cache/mitogen"
+install -d -o bob -g bob -m 0700 /dev/shm/mitogen-carol
+install -d -o root -g root -m 0700 /tmp/mitogen-carol
+
+# -------------------------------------------------------------- sudo, doas
+cat >"$TB_DIR/sudoers" <<'EOF'
+# mitogen-testbed (scripts/testbed/setup.sh)
+Defaults:alice timestamp_timeout=0
+alice ALL=(ALL:ALL) ALL
+bob   ALL=(alice) NOPASSWD: ALL
+EOF
+visudo -cqf "$TB_DIR/sudoers" || die "sudoers syntax"
+install -m 0440 -o root -g root "$TB_DIR/sudoers" /etc/sudoers.d/mitogen-testbed
+if [ ! -e /etc/doas.conf ] || grep -q "$MARK" /etc/doas.conf; then
+    cat >"$TB_DIR/doas.conf" <<'EOF'
+# mitogen-testbed (scripts/testbed/setup.sh)
+permit alice as root
+permit alice as bob
+permit nopass bob as alice
+EOF
+    doas -C "$TB_DIR/doas.conf" || die "doas.conf syntax"
+    install -m 0400 -o root -g root "$TB_DIR/doas.conf" /etc/doas.conf
+else
+    log "WARNING: /etc/doas.conf is not ours; left as it is"
+fi
+
+# -------------------------------------------------------------- network
+ip link show mtb-br0 >/dev/null 2>&1 || ip link add mtb-br0 type bridge
+ip addr replace "$NET.1/24" dev mtb-br0
+ip link set mtb-br0 up
+for i in $(seq 1 $NHOSTS); do
+    ns=mtb-host$i
+    ip netns list | awk '{print $1}' | grep -qx "$ns" || ip netns add "$ns"
+    if ! ip link show "mtb-h$i" >/dev/null 2>&1; then
+        ip -n "$ns" link del eth0 2>/dev/null || true
+        ip link add "mtb-h$i" type veth peer name eth0 netns "$ns"
+    fi
+    ip link set "mtb-h$i" master mtb-br0 up
+    ip -n "$ns" addr replace "$NET.1$i/24" dev eth0
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link set eth0 up
+done
+
+# -------------------------------------------------------------- sshd per host
+mkdir -p /run/sshd && chmod 0755 /run/sshd
+[ -f "$TB_DIR/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C "$MARK" -f "$TB_DIR/id_ed25519"
+mkdir -p "$TB_DIR/authorized_keys"
+for u in root alice bob carol dan; do
+    install -m 0644 "$TB_DIR/id_ed25519.pub" "$TB_DIR/authorized_keys/$u"
+done
+
+running_sshd() {  # pid of the sshd of host dir $1, if it runs
+    local pid
+    pid=$(cat "$1/sshd.pid" 2>/dev/null) || return 1
+    [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-f $1/sshd_config" && echo "$pid"
+}
+
+: >"$TB_DIR/known_hosts.new"
+for i in $(seq 1 $NHOSTS); do
+    ns=mtb-host$i addr=$NET.1$i d=$TB_DIR/host$i
+    mkdir -p "$d"
+    [ -f "$d/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C "mtb-host$i" -f "$d/ssh_host_ed25519_key"
+    echo "$addr $(cut -d' ' -f1,2 "$d/ssh_host_ed25519_key.pub")" >>"$TB_DIR/known_hosts.new"
+    cat >"$d/sshd_config" <<EOF
+# mitogen-testbed sshd for mtb-host$i ($addr), inside netns $ns
+ListenAddress $addr:22
+HostKey $d/ssh_host_ed25519_key
+PidFile $d/sshd.pid
+PermitRootLogin prohibit-password
+AuthorizedKeysFile $TB_DIR/authorized_keys/%u
+StrictModes no
+PubkeyAuthentication yes
+PasswordAuthentication yes
+KbdInteractiveAuthentication no
+UsePAM yes
+PrintMotd no
+MaxStartups 100:30:200
+MaxSessions 100
+LogLevel VERBOSE
+EOF
+    /usr/sbin/sshd -t -f "$d/sshd_config" || die "sshd config of $ns"
+    running_sshd "$d" >/dev/null && continue
+    rm -f "$d/sshd.pid"
+    # Own UTS and mount namespaces; sshd daemonizes and keeps them alive.
+    a_home=$(getent passwd alice | cut -d: -f6) b_home=$(getent passwd bob | cut -d: -f6)
+    install -d -o alice -g alice -m 0755 "$a_home/.cache"
+    install -d -o bob -g bob -m 0755 "$b_home/.cache"
+    bobcache="mount -t tmpfs -o noexec,mode=0700,uid=$(id -u bob),gid=$(id -g bob) mtb-bobcache $b_home/.cache &&"
+    mounts=""
+    if [ "$i" = 2 ]; then
+        mounts=$bobcache
+    elif [ "$i" = 3 ]; then
+        mounts="mount -t tmpfs -o noexec,nosuid,mode=1777 mtb-tmp /tmp &&
+            mount -t tmpfs -o noexec,nosuid,mode=1777 mtb-shm /dev/shm && $bobcache
+            mount -t tmpfs -o size=256k,mode=0700,uid=$(id -u alice),gid=$(id -g alice) mtb-alicecache $a_home/.cache &&"
+    fi
+    ip netns exec "$ns" unshare --uts --mount --propagation private /bin/sh -c \
+        "$mounts hostname mtb-host$i && exec /usr/sbin/sshd -f '$d/sshd_config' -E '$d/sshd.log'"
+    up=0
+    for _ in $(seq 100); do
+        if running_sshd "$d" >/dev/null && timeout 1 bash -c "exec 3<>/dev/tcp/$addr/22" 2>/dev/null; then up=1; break; fi
+        sleep 0.1
+    done
+    [ "$up" = 1 ] || { tail -5 "$d/sshd.log" >&2; die "sshd in $ns did not start"; }
+    log "sshd of $ns up at $addr (pid $(running_sshd "$d"))"
+done
+mv "$TB_DIR/known_hosts.new" "$TB_DIR/known_hosts"
+chmod 0644 "$TB_DIR/known_hosts" "$TB_DIR/id_ed25519.pub"
+
+{
+    echo "# mitogen-testbed: ssh -F $TB_DIR/ssh_config root@$NET.11 id"
+    echo "Host $NET.*"
+    echo "  IdentityFile $TB_DIR/id_ed25519"
+    echo "  IdentitiesOnly yes"
+    echo "  UserKnownHostsFile $TB_DIR/known_hosts"
+    echo "  GlobalKnownHostsFile /dev/null"
+    echo "  StrictHostKeyChecking yes"
+    echo "  ConnectTimeout 5"
+    echo "  LogLevel ERROR"
+} >"$TB_DIR/ssh_config"
+
+cat >"$TB_DIR/env" <<EOF
+# mitogen-testbed: read by crates/mitogen/tests/hosts; sourceable.
+TB_DIR=$TB_DIR
+TB_HOST1=$NET.11
+TB_HOST2=$NET.12
+TB_HOST3=$NET.13
+TB_UNREACHABLE=$NET.99
+TB_KEY=$TB_DIR/id_ed25519
+TB_KNOWN_HOSTS=$TB_DIR/known_hosts
+TB_SSH_CONFIG=$TB_DIR/ssh_config
+TB_ALICE_PW=$ALICE_PW
+TB_BOB_PW=$BOB_PW
+EOF
+
+# -------------------------------------------------------------- self-check
+C=$TB_DIR/ssh_config
+for i in $(seq 1 $NHOSTS); do
+    out=$(ssh -F "$C" -o BatchMode=yes "root@$NET.1$i" hostname 2>&1) || die "ssh to host$i: $out"
+    [ "$out" = "mtb-host$i" ] || die "host$i says it is $out"
+done
+out=$(echo "$ALICE_PW" | runuser -u alice -- sudo -S -p '' -u bob id -un 2>&1) || die "sudo: $out"
+[ "$out" = bob ] || die "sudo alice->bob gave $out"
+out=$(runuser -u bob -- doas -n -u alice id -un 2>&1) || die "doas: $out"
+[ "$out" = alice ] || die "doas bob->alice gave $out"
+log "ready: $TB_DIR/env"

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# scripts/testbed/teardown.sh - undoes setup.sh; safe to run at any time.
+# Ends only processes the test bed started (its sshds by pid file, what runs
+# inside its namespaces, and the test users' processes), and removes only
+# what carries the mitogen-testbed mark. Packages stay installed.
+set -uo pipefail
+
+TB_DIR=${TB_DIR:-/var/lib/mitogen-testbed}
+MARK=mitogen-testbed
+log() { printf '[testbed] %s\n' "$*" >&2; }
+[ "$(id -u)" = 0 ] || { log "must run as root"; exit 1; }
+
+alive() {  # running and not a zombie
+    local st
+    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+    [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+}
+stop() {  # stop PID...: TERM, up to 3 s, then KILL
+    local p left
+    [ $# -gt 0 ] || return 0
+    for p in "$@"; do kill "$p" 2>/dev/null; done
+    for _ in $(seq 30); do
+        left=0
+        for p in "$@"; do alive "$p" && left=1; done
+        [ "$left" = 0 ] && return 0
+        sleep 0.1
+    done
+    for p in "$@"; do kill -9 "$p" 2>/dev/null; done
+}
+
+for d in "$TB_DIR"/host*/; do
+    [ -d "$d" ] || continue
+    d=${d%/}
+    pid=$(cat "$d/sshd.pid" 2>/dev/null)
+    if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-f $d/sshd_config"; then
+        stop "$pid"; log "stopped the sshd of $(basename "$d")"
+    fi
+done
+for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^mtb-host[0-9]+$'); do
+    mapfile -t pids < <(ip netns pids "$ns" 2>/dev/null)
+    ((${#pids[@]})) && stop "${pids[@]}"
+    ip netns del "$ns" && log "deleted $ns"
+done
+for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E '^mtb-h[0-9]+$'); do
+    ip link del "$l" 2>/dev/null
+done
+ip link show mtb-br0 >/dev/null 2>&1 && ip link del mtb-br0 && log "deleted bridge mtb-br0"
+
+for u in alice bob carol dan; do
+    if getent passwd "$u" | cut -d: -f5 | grep -q "$MARK"; then
+        mapfile -t pids < <(ps -o pid= -u "$u" 2>/dev/null | tr -d ' ')
+        ((${#pids[@]})) && stop "${pids[@]}"
+        userdel -r "$u" 2>/dev/null || userdel "$u"
+        rm -rf "/dev/shm/mitogen-$u" "/tmp/mitogen-$u" "/run/sudo/ts/$u"
+        log "deleted user $u"
+    fi
+done
+rm -f /etc/sudoers.d/mitogen-testbed
+if [ -f /etc/doas.conf ] && grep -q "$MARK" /etc/doas.conf; then rm -f /etc/doas.conf; fi
+case "$TB_DIR" in /|"") ;; *) rm -rf "$TB_DIR";; esac
+log "torn down"
