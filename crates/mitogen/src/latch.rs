@@ -150,13 +150,17 @@ impl<T> Latch<T> {
     /// Closes the latch: queued items are dropped and every current and
     /// future waiter gets [`LatchError`].
     pub fn close(&self) {
-        let (wakers, notify) = {
+        let (wakers, notify, sleepers) = {
             let mut s = self.lock();
             s.closed = true;
             s.queue.clear();
-            (std::mem::take(&mut s.wakers), s.notify.clone())
+            (std::mem::take(&mut s.wakers), s.notify.clone(), s.sleepers)
         };
-        self.inner.cond.notify_all();
+        // Every pending call closes its latch when dropped: skip the
+        // wake-up syscall when nobody sleeps.
+        if sleepers > 0 {
+            self.inner.cond.notify_all();
+        }
         wakers.into_iter().for_each(Waker::wake);
         if let Some(n) = notify {
             n();
