@@ -6,7 +6,7 @@ use super::password::Password;
 use super::tty::{self, Dialog};
 use super::{common_options, Options};
 use crate::context::Context;
-use crate::error::{Result, StreamError};
+use crate::error::Result;
 use crate::router::{Core, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -95,25 +95,9 @@ impl DoasBuilder<'_> {
 
     /// Starts the context and waits until it is ready for calls.
     pub fn connect(self) -> Result<Context> {
-        self.opts.validate()?;
-        if self.spec.username.is_empty() || self.spec.username.starts_with('-') {
-            return Err(
-                StreamError::new(format!("doas: bad user name {:?}", self.spec.username)).into(),
-            );
-        }
-        let core = self.router.core();
-        match &self.opts.via {
-            Some(via) => super::via::connect(
-                core,
-                via,
-                super::via::Method::Doas(Box::new(self.spec)),
-                &self.opts,
-            ),
-            None => {
-                let id = core.allocate_id()?;
-                self.spec.connect_here(core, id, &self.opts)
-            }
-        }
+        super::check_user("doas", &self.spec.username)?;
+        let method = super::via::Method::Doas(Box::new(self.spec));
+        super::start(self.router.core(), &self.opts, method)
     }
 }
 
@@ -124,28 +108,15 @@ impl DoasSpec {
         id: u32,
         opts: &Options,
     ) -> Result<Context> {
-        let lower = |v: &[String]| -> Vec<String> {
-            v.iter()
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| s.to_ascii_lowercase())
-                .collect()
-        };
-        let incorrect = lower(&self.incorrect_prompts);
-        let d = Dialog {
-            method: "doas",
-            target: self.username.clone(),
-            pty: true,
-            password: self.password.clone(),
-            prompts: lower(std::slice::from_ref(&self.password_prompt)),
-            incorrect: incorrect.clone(),
-            auth_failed: incorrect,
-            host_keys: false,
-            stdin_tty: false,
-        };
-        let name = opts
-            .remote_name
-            .clone()
-            .unwrap_or_else(|| format!("doas.{}", self.username));
+        let d = Dialog::become_user(
+            "doas",
+            &self.username,
+            self.password.clone(),
+            &self.password_prompt,
+            &self.incorrect_prompts,
+            false,
+        );
+        let name = format!("doas.{}", self.username);
         let mut argv = vec![self.doas_path.clone(), "-u".into(), self.username.clone()];
         tty::connect_with(core, id, name, opts, &d, |script| {
             argv.extend(["/bin/sh".into(), "-c".into(), script.into()]);

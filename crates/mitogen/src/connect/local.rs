@@ -43,16 +43,7 @@ impl Router {
 impl LocalBuilder<'_> {
     /// Starts the context and waits until it is ready for calls.
     pub fn connect(self) -> Result<Context> {
-        self.opts.validate()?;
-        let core = self.router.core();
-        match &self.opts.via {
-            Some(via) => super::via::connect(core, via, super::via::Method::Local, &self.opts),
-            None => {
-                let id = core.allocate_id()?;
-                let name = self.opts.remote_name.clone();
-                connect_here(core, id, name, &self.opts)
-            }
-        }
+        super::start(self.router.core(), &self.opts, super::via::Method::Local)
     }
 }
 

@@ -180,6 +180,29 @@ impl Options {
     }
 }
 
+/// Starts a context by `method`: from here, or through the intermediate
+/// named by `opts.via`. Every builder's `connect` ends here (but fork's,
+/// whose hooks cannot travel).
+pub(crate) fn start(core: &Arc<Core>, opts: &Options, method: via::Method) -> Result<Context> {
+    opts.validate()?;
+    match &opts.via {
+        Some(v) => via::connect(core, v, method, opts),
+        None => {
+            let id = core.allocate_id()?;
+            method.connect_here(core, id, opts)
+        }
+    }
+}
+
+/// Refuses a user name a method would pass on that is empty or would read
+/// as an option.
+pub(crate) fn check_user(method: &str, user: &str) -> Result<()> {
+    if user.is_empty() || user.starts_with('-') {
+        return Err(StreamError::new(format!("{method}: bad user name {user:?}")).into());
+    }
+    Ok(())
+}
+
 /// Bootstraps a started transport and registers the new context.
 pub(crate) fn finish(
     core: &Arc<Core>,

@@ -175,21 +175,9 @@ impl SshBuilder<'_> {
 
     /// Starts the context and waits until it is ready for calls.
     pub fn connect(self) -> Result<Context> {
-        self.opts.validate()?;
         self.spec.validate()?;
-        let core = self.router.core();
-        match &self.opts.via {
-            Some(via) => super::via::connect(
-                core,
-                via,
-                super::via::Method::Ssh(Box::new(self.spec)),
-                &self.opts,
-            ),
-            None => {
-                let id = core.allocate_id()?;
-                self.spec.connect_here(core, id, &self.opts)
-            }
-        }
+        let method = super::via::Method::Ssh(Box::new(self.spec));
+        super::start(self.router.core(), &self.opts, method)
     }
 }
 
@@ -303,10 +291,7 @@ impl SshSpec {
             host_keys: true,
             stdin_tty: false,
         };
-        let name = opts
-            .remote_name
-            .clone()
-            .unwrap_or_else(|| format!("ssh.{}", self.target()));
+        let name = format!("ssh.{}", self.target());
         let mut argv = self.argv(opts.connect_timeout);
         tty::connect_with(core, id, name, opts, &d, |script| {
             argv.push(format!("/bin/sh -c {}", quote(script)));

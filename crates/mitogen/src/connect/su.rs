@@ -14,7 +14,7 @@ use super::tty::{self, Dialog};
 use super::{common_options, Options};
 use crate::bootstrap::stage::quote;
 use crate::context::Context;
-use crate::error::{Result, StreamError};
+use crate::error::Result;
 use crate::router::{Core, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -104,25 +104,9 @@ impl SuBuilder<'_> {
 
     /// Starts the context and waits until it is ready for calls.
     pub fn connect(self) -> Result<Context> {
-        self.opts.validate()?;
-        if self.spec.username.is_empty() || self.spec.username.starts_with('-') {
-            return Err(
-                StreamError::new(format!("su: bad user name {:?}", self.spec.username)).into(),
-            );
-        }
-        let core = self.router.core();
-        match &self.opts.via {
-            Some(via) => super::via::connect(
-                core,
-                via,
-                super::via::Method::Su(Box::new(self.spec)),
-                &self.opts,
-            ),
-            None => {
-                let id = core.allocate_id()?;
-                self.spec.connect_here(core, id, &self.opts)
-            }
-        }
+        super::check_user("su", &self.spec.username)?;
+        let method = super::via::Method::Su(Box::new(self.spec));
+        super::start(self.router.core(), &self.opts, method)
     }
 }
 
@@ -133,31 +117,18 @@ impl SuSpec {
         id: u32,
         opts: &Options,
     ) -> Result<Context> {
-        let lower = |v: &[String]| -> Vec<String> {
-            v.iter()
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| s.to_ascii_lowercase())
-                .collect()
-        };
-        let incorrect = lower(&self.incorrect_prompts);
-        let d = Dialog {
-            method: "su",
-            target: self.username.clone(),
-            pty: true,
-            password: self.password.clone(),
-            prompts: lower(std::slice::from_ref(&self.password_prompt)),
-            incorrect: incorrect.clone(),
-            auth_failed: incorrect,
-            host_keys: false,
-            // util-linux su asks PAM, whose console conversation reads
-            // the password from stdin: stdin is the terminal, and the
-            // shell takes the protocol's stdin from the socket on fd 1.
-            stdin_tty: true,
-        };
-        let name = opts
-            .remote_name
-            .clone()
-            .unwrap_or_else(|| format!("su.{}", self.username));
+        // util-linux su asks PAM, whose console conversation reads the
+        // password from stdin: stdin is the terminal, and the shell takes
+        // the protocol's stdin from the socket on fd 1.
+        let d = Dialog::become_user(
+            "su",
+            &self.username,
+            self.password.clone(),
+            &self.password_prompt,
+            &self.incorrect_prompts,
+            true,
+        );
+        let name = format!("su.{}", self.username);
         let (path, user) = (self.su_path.clone(), self.username.clone());
         tty::connect_with(core, id, name, opts, &d, |script| {
             // su hands the command to the user's shell as `-c CMD`.

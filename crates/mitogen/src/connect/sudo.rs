@@ -123,26 +123,10 @@ impl SudoBuilder<'_> {
 
     /// Starts the context and waits until it is ready for calls.
     pub fn connect(mut self) -> Result<Context> {
-        self.opts.validate()?;
         parse_args(&self.sudo_args, &mut self.spec)?;
-        if self.spec.username.is_empty() || self.spec.username.starts_with('-') {
-            return Err(
-                StreamError::new(format!("sudo: bad user name {:?}", self.spec.username)).into(),
-            );
-        }
-        let core = self.router.core();
-        match &self.opts.via {
-            Some(via) => super::via::connect(
-                core,
-                via,
-                super::via::Method::Sudo(Box::new(self.spec)),
-                &self.opts,
-            ),
-            None => {
-                let id = core.allocate_id()?;
-                self.spec.connect_here(core, id, &self.opts)
-            }
-        }
+        super::check_user("sudo", &self.spec.username)?;
+        let method = super::via::Method::Sudo(Box::new(self.spec));
+        super::start(self.router.core(), &self.opts, method)
     }
 }
 
@@ -247,10 +231,7 @@ impl SudoSpec {
             host_keys: false,
             stdin_tty: false,
         };
-        let name = opts
-            .remote_name
-            .clone()
-            .unwrap_or_else(|| format!("sudo.{}", self.username));
+        let name = format!("sudo.{}", self.username);
         let mut argv = vec![self.sudo_path.clone(), "-u".into(), self.username.clone()];
         if self.set_home {
             argv.push("-H".into());

@@ -68,6 +68,35 @@ fn find(hay: &[u8], needle: &str) -> Option<usize> {
 }
 
 impl Dialog {
+    /// The dialog of a tool that becomes another user and whose prompt
+    /// and refusal texts are parameters (su, doas): a refusal text also
+    /// means failure when no password was typed.
+    pub(crate) fn become_user(
+        method: &'static str,
+        target: &str,
+        password: Option<Password>,
+        prompt: &str,
+        incorrect: &[String],
+        stdin_tty: bool,
+    ) -> Dialog {
+        let incorrect: Vec<String> = incorrect
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        Dialog {
+            method,
+            target: target.to_string(),
+            pty: true,
+            password,
+            prompts: vec![prompt.to_ascii_lowercase()],
+            incorrect: incorrect.clone(),
+            auth_failed: incorrect,
+            host_keys: false,
+            stdin_tty,
+        }
+    }
+
     /// The last few non-empty lines of `text`, password scrubbed.
     fn tail(&self, text: &str) -> String {
         let lines: Vec<&str> = text
@@ -231,10 +260,11 @@ pub(crate) fn spawn(argv: &[String], pty: bool, stdin_tty: bool) -> Result<Spawn
 
 /// Starts a context through a transport: `build` turns the first stage's
 /// script into the transport's argv; the dialog answers its terminal.
+/// The context is named `opts.remote_name`, else `default_name`.
 pub(crate) fn connect_with(
     core: &Arc<Core>,
     id: u32,
-    name: String,
+    default_name: String,
     opts: &Options,
     d: &Dialog,
     build: impl FnOnce(&str) -> Vec<String>,
@@ -251,6 +281,7 @@ pub(crate) fn connect_with(
             return Err(e);
         }
     };
+    let name = opts.remote_name.clone().unwrap_or(default_name);
     let cfg = opts.config(core, id, &name, &agent);
     let classify = |stderr: &str, exit: Option<i32>| {
         d.classify(&transcript.text, transcript.typed, stderr, exit)

@@ -35,6 +35,20 @@ pub(crate) enum Method {
     Doas(Box<DoasSpec>),
 }
 
+impl Method {
+    /// Starts context `id` by this method from this context.
+    pub(crate) fn connect_here(&self, core: &Arc<Core>, id: u32, o: &Options) -> Result<Context> {
+        match self {
+            Method::Local => super::local::connect_here(core, id, o.remote_name.clone(), o),
+            Method::Fork => super::fork::fork_here(core, id, o, None, None),
+            Method::Ssh(s) => s.connect_here(core, id, o),
+            Method::Sudo(s) => s.connect_here(core, id, o),
+            Method::Su(s) => s.connect_here(core, id, o),
+            Method::Doas(s) => s.connect_here(core, id, o),
+        }
+    }
+}
+
 /// What the intermediate needs to start the context.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ViaSpec {
@@ -57,17 +71,7 @@ pub(crate) enum ViaReply {
 /// Runs in the intermediate: starts context `spec.id`, returns its name.
 #[crate::remote]
 pub(crate) fn connect_via(router: &Router, spec: ViaSpec) -> ViaReply {
-    let core = router.core();
-    let (id, o) = (spec.id, &spec.opts);
-    let r = match &spec.method {
-        Method::Local => super::local::connect_here(core, id, o.remote_name.clone(), o),
-        Method::Fork => super::fork::fork_here(core, id, o, None, None),
-        Method::Ssh(s) => s.connect_here(core, id, o),
-        Method::Sudo(s) => s.connect_here(core, id, o),
-        Method::Su(s) => s.connect_here(core, id, o),
-        Method::Doas(s) => s.connect_here(core, id, o),
-    };
-    match r {
+    match spec.method.connect_here(router.core(), spec.id, &spec.opts) {
         Ok(ctx) => ViaReply::Up {
             name: ctx.name().to_string(),
             uploaded: ctx.agent_upload_bytes().unwrap_or(0),
