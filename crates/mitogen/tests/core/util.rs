@@ -2,14 +2,16 @@
 //! `/proc`, temporary directories, the agent cache's directories and the
 //! helper example program.
 
-use libtest_mimic::{Failed, Trial};
+#[macro_use]
+#[path = "../common/harness.rs"]
+mod harness;
+pub use harness::{router, trial, TestResult};
+
+use libtest_mimic::Failed;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// What every test body returns.
-pub type TestResult = Result<(), Failed>;
 
 /// Default bound on one test: generous, only there to turn a hang into a
 /// failure instead of a stuck run.
@@ -17,52 +19,6 @@ pub const TEST_LIMIT: Duration = Duration::from_secs(60);
 
 /// Bound for single waits inside tests (calls, shutdowns).
 pub const WAIT: Duration = Duration::from_secs(20);
-
-/// A test run on its own thread and failed when it does not finish within
-/// `limit`. The thread of a hung test is abandoned; its failure is
-/// reported at once, so neither `cargo test` nor nextest waits forever.
-pub fn trial(name: &str, limit: Duration, body: fn() -> TestResult) -> Trial {
-    let label = name.to_string();
-    Trial::test(name, move || {
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name(label.clone())
-            .spawn(move || {
-                let r = std::panic::catch_unwind(body);
-                let _ = tx.send(r);
-            })
-            .map_err(|e| format!("cannot start the test thread: {e}"))?;
-        match rx.recv_timeout(limit) {
-            Ok(Ok(r)) => r,
-            Ok(Err(panic)) => Err(panic_message(&*panic).into()),
-            Err(_) => Err(format!("{label} did not finish within {limit:?}: hang").into()),
-        }
-    })
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        format!("panicked: {s}")
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        format!("panicked: {s}")
-    } else {
-        "panicked".into()
-    }
-}
-
-/// Fails the test with a message unless `cond` holds.
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!($($fmt)+).into());
-        }
-    };
-}
-
-/// A fresh router with its own broker.
-pub fn router() -> Result<mitogen::Router, Failed> {
-    mitogen::Router::new().map_err(|e| format!("Router::new: {e}").into())
-}
 
 /// Runs `f` on another thread and waits at most `limit` for it: for calls
 /// whose own API has no timeout (`Context::call`, `Context::shutdown`).

@@ -1,27 +1,20 @@
 //! Shared helpers: the test bed's description, the per-test watchdog,
 //! ssh builders for the test hosts, and functions the tests call remotely.
 
-use libtest_mimic::{Failed, Trial};
+#[macro_use]
+#[path = "../common/harness.rs"]
+mod harness;
+pub use harness::{router, trial, TestResult};
+
+use libtest_mimic::Failed;
 use mitogen::{Context, Router};
 use std::collections::HashMap;
 use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// What every test body returns.
-pub type TestResult = Result<(), Failed>;
-
 /// Hard bound on one test (a hang is reported as a failure).
 pub const TEST_LIMIT: Duration = Duration::from_secs(90);
-
-/// Fails the test with a message unless `cond` holds.
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!($($fmt)+).into());
-        }
-    };
-}
 
 /// The test bed, read from the env file `scripts/testbed/setup.sh` writes
 /// (`$MITOGEN_TESTBED`, default `/var/lib/mitogen-testbed/env`).
@@ -75,31 +68,6 @@ pub fn testbed() -> Result<&'static Testbed, String> {
 /// The test bed, or a failure (tests only run when it exists).
 pub fn tb() -> Result<&'static Testbed, Failed> {
     testbed().map_err(Failed::from)
-}
-
-/// A test run on its own thread, failed when it exceeds `limit`.
-pub fn trial(name: &str, limit: Duration, body: fn() -> TestResult) -> Trial {
-    let label = name.to_string();
-    Trial::test(name, move || {
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name(label.clone())
-            .spawn(move || {
-                let r = std::panic::catch_unwind(body);
-                let _ = tx.send(r);
-            })
-            .map_err(|e| format!("cannot start the test thread: {e}"))?;
-        match rx.recv_timeout(limit) {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(format!("{label} panicked").into()),
-            Err(_) => Err(format!("{label} did not finish within {limit:?}: hang").into()),
-        }
-    })
-}
-
-/// A fresh router with its own broker.
-pub fn router() -> Result<Router, Failed> {
-    Router::new().map_err(|e| format!("Router::new: {e}").into())
 }
 
 /// Runs `f` on another thread, waiting at most `limit`.
