@@ -1,6 +1,6 @@
 //! The harness both integration test binaries share (`tests/core`,
 //! `tests/hosts`), included by path: a test body's result type, `ensure!`,
-//! `router`, and `trial`, which runs a test on its own thread under a time limit so
+//! `router`, `bounded`, and `trial`, which runs a test on its own thread under a time limit so
 //! a hang is reported as a failure instead of stalling the run.
 
 use libtest_mimic::{Failed, Trial};
@@ -44,6 +44,21 @@ pub fn trial(name: &str, limit: Duration, body: fn() -> TestResult) -> Trial {
 /// A fresh router with its own broker.
 pub fn router() -> Result<mitogen::Router, Failed> {
     mitogen::Router::new().map_err(|e| format!("Router::new: {e}").into())
+}
+
+/// Runs `f` on another thread and waits at most `limit` for it: for calls
+/// whose own API has no timeout (`Context::call`, `Context::shutdown`).
+pub fn bounded<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Failed> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .map_err(|_| format!("{what} did not return within {limit:?}").into())
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {

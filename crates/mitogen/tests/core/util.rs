@@ -5,12 +5,11 @@
 #[macro_use]
 #[path = "../common/harness.rs"]
 mod harness;
-pub use harness::{router, trial, TestResult};
+pub use harness::{bounded, router, trial, TestResult};
 
 use libtest_mimic::Failed;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Default bound on one test: generous, only there to turn a hang into a
@@ -19,21 +18,6 @@ pub const TEST_LIMIT: Duration = Duration::from_secs(60);
 
 /// Bound for single waits inside tests (calls, shutdowns).
 pub const WAIT: Duration = Duration::from_secs(20);
-
-/// Runs `f` on another thread and waits at most `limit` for it: for calls
-/// whose own API has no timeout (`Context::call`, `Context::shutdown`).
-pub fn bounded<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Failed> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit)
-        .map_err(|_| format!("{what} did not return within {limit:?}").into())
-}
 
 /// The state letter of `/proc/PID/stat` (`R`, `S`, `Z`, …), or `None` when
 /// the process does not exist (any more).

@@ -4,12 +4,11 @@
 #[macro_use]
 #[path = "../common/harness.rs"]
 mod harness;
-pub use harness::{router, trial, TestResult};
+pub use harness::{bounded, router, trial, TestResult};
 
 use libtest_mimic::Failed;
 use mitogen::{Context, Router};
 use std::collections::HashMap;
-use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -68,20 +67,6 @@ pub fn testbed() -> Result<&'static Testbed, String> {
 /// The test bed, or a failure (tests only run when it exists).
 pub fn tb() -> Result<&'static Testbed, Failed> {
     testbed().map_err(Failed::from)
-}
-
-/// Runs `f` on another thread, waiting at most `limit`.
-pub fn bounded<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Failed> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit)
-        .map_err(|_| format!("{what} did not return within {limit:?}").into())
 }
 
 /// ssh options every test uses: the test bed's known hosts only.
