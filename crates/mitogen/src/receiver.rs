@@ -69,12 +69,7 @@ impl Receiver {
         respondent: Option<&Context>,
         policy: Option<Policy>,
     ) -> Result<Receiver> {
-        let latch = Latch::new();
-        let l = latch.clone();
-        let core = router.core().clone();
-        let sink = Box::new(move |m| {
-            let _ = l.put(m);
-        });
+        let (core, latch, sink) = Self::parts(router);
         let respondent = respondent.map(Context::context_id);
         let handle = match handle {
             None => core.add_handler(sink, persist, respondent, policy),
@@ -95,22 +90,23 @@ impl Receiver {
     /// A persistent receiver on a fresh handle, with no respondent or
     /// policy: the common case of [`Receiver::new`].
     pub fn open(router: &Router) -> Receiver {
-        let latch = Latch::new();
-        let l = latch.clone();
-        let core = router.core().clone();
-        let handle = core.add_handler(
-            Box::new(move |m| {
-                let _ = l.put(m);
-            }),
-            true,
-            None,
-            None,
-        );
+        let (core, latch, sink) = Self::parts(router);
+        let handle = core.add_handler(sink, true, None, None);
         Receiver {
             core,
             handle,
             latch,
         }
+    }
+
+    /// The router's core, a new queue, and the sink that fills it.
+    fn parts(router: &Router) -> (Arc<Core>, Latch<Message>, crate::router::Sink) {
+        let latch = Latch::new();
+        let l = latch.clone();
+        let sink = Box::new(move |m| {
+            let _ = l.put(m);
+        });
+        (router.core().clone(), latch, sink)
     }
 
     /// The handle senders address.

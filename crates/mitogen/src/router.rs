@@ -26,7 +26,7 @@ use std::time::Duration;
 /// answered with a dead message saying "refused by policy".
 pub type Policy = Arc<dyn Fn(&Message) -> bool + Send + Sync>;
 
-type Sink = Box<dyn Fn(Message) + Send + Sync>;
+pub(crate) type Sink = Box<dyn Fn(Message) + Send + Sync>;
 
 struct Handler {
     sink: Sink,
