@@ -3,9 +3,11 @@
 # Root only; idempotent (a second run only checks); undone by teardown.sh.
 #
 # Builds, on this one machine:
-#   * packages openssh-server/-client, sudo, opendoas, iproute2 (apt-get)
+#   * packages openssh-server/-client, sudo, opendoas, iproute2, tcsh (apt-get)
 #   * users alice / bob (passwords), carol and dan (key only), all marked
-#     with the GECOS "mitogen-testbed" so teardown removes only these
+#     with the GECOS "mitogen-testbed" so teardown removes only these;
+#     erin (password, key) has tcsh as login shell: a csh-family shell
+#     parses what ssh and su hand it, as on FreeBSD
 #   * sudo: alice may become anyone WITH her password, every time
 #     (timestamp_timeout=0); bob may become alice without one.
 #     doas: alice -> root/bob with password, bob -> alice without.
@@ -30,6 +32,7 @@ NET=10.200.0
 NHOSTS=3
 ALICE_PW=alicepw
 BOB_PW=bobpw
+ERIN_PW=erinpw
 MARK=mitogen-testbed
 
 log() { printf '[testbed] %s\n' "$*" >&2; }
@@ -41,7 +44,7 @@ chmod 755 "$TB_DIR"
 
 # -------------------------------------------------------------- packages
 missing=()
-for p in openssh-server openssh-client sudo opendoas iproute2; do
+for p in openssh-server openssh-client sudo opendoas iproute2 tcsh; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if ((${#missing[@]})); then
@@ -53,13 +56,14 @@ if ((${#missing[@]})); then
 fi
 
 # -------------------------------------------------------------- users
-for u in alice bob carol dan; do
+for u in alice bob carol dan erin; do
     if ! id -u "$u" >/dev/null 2>&1; then
         useradd -m -s /bin/bash -c "$MARK" "$u"
         log "created user $u"
     fi
 done
-printf 'alice:%s\nbob:%s\n' "$ALICE_PW" "$BOB_PW" | chpasswd
+usermod -s /usr/bin/tcsh erin
+printf 'alice:%s\nbob:%s\nerin:%s\n' "$ALICE_PW" "$BOB_PW" "$ERIN_PW" | chpasswd
 
 # carol: every cache directory the stage may try is unusable.
 c_home=$(getent passwd carol | cut -d: -f6)
@@ -111,7 +115,7 @@ done
 mkdir -p /run/sshd && chmod 0755 /run/sshd
 [ -f "$TB_DIR/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C "$MARK" -f "$TB_DIR/id_ed25519"
 mkdir -p "$TB_DIR/authorized_keys"
-for u in root alice bob carol dan; do
+for u in root alice bob carol dan erin; do
     install -m 0644 "$TB_DIR/id_ed25519.pub" "$TB_DIR/authorized_keys/$u"
 done
 
@@ -197,6 +201,7 @@ TB_KNOWN_HOSTS=$TB_DIR/known_hosts
 TB_SSH_CONFIG=$TB_DIR/ssh_config
 TB_ALICE_PW=$ALICE_PW
 TB_BOB_PW=$BOB_PW
+TB_ERIN_PW=$ERIN_PW
 EOF
 
 # -------------------------------------------------------------- self-check

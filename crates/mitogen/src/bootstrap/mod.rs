@@ -410,6 +410,11 @@ impl Io<'_> {
             let hint = match code {
                 Some(126) => "the agent (or its agent_command) could not be executed".to_string(),
                 Some(127) => "the agent's command (agent_command) was not found".to_string(),
+                // Nothing from the stage: the login shell or the transport
+                // failed before it ran; their words are in the stderr part.
+                _ if !self.started => {
+                    "the first stage never started (see the target's own messages)".to_string()
+                }
                 _ => HINT.to_string(),
             };
             return Err(self.fail(&format!("the target exited{status} before {what}; {hint}")));

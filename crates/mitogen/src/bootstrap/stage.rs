@@ -33,7 +33,29 @@ pub(crate) const AGENT_FLAG: &str = "--mitogen-agent";
 
 /// Builds the stage for an agent of `size` bytes with hash `sha`, executed
 /// through `prefix` (the seed's `python_path`: e.g. `["nice", "-n", "10"]`).
+///
+/// The result is one line: it reaches `/bin/sh` through the target user's
+/// login shell (ssh's remote command, su's `-c`), and the csh family
+/// rejects a newline inside quotes.
 pub(crate) fn script(sha: &str, size: u64, prefix: &[String]) -> String {
+    one_line(&template(sha, size, prefix))
+}
+
+/// Joins the template's lines with `;`, or a space after a line ending in
+/// a keyword that opens a block (`do`, `then`).
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !out.is_empty() {
+            let opens = out.ends_with(" do") || out.ends_with(" then");
+            out.push_str(if opens { " " } else { "; " });
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+fn template(sha: &str, size: u64, prefix: &[String]) -> String {
     let mut run: String = prefix.iter().map(|p| quote(p) + " ").collect();
     run.push_str("\"$f\" ");
     run.push_str(AGENT_FLAG);
@@ -91,5 +113,7 @@ mod tests {
             .unwrap();
         assert!(st.success());
         assert!(s.contains("exec nice -n 10 \"$f\" --mitogen-agent"));
+        assert!(!s.contains('\n'), "the stage must be one line: {s}");
+        assert!(!s.contains('!'), "csh would expand history in: {s}");
     }
 }

@@ -136,7 +136,9 @@ impl SuSpec {
                 path,
                 user,
                 "-c".into(),
-                format!("exec /bin/sh -c {} 0<&1", quote(script)),
+                // Inside the sh script, not after it: csh (a possible
+                // login shell) has no `N<&M` redirection.
+                format!("exec /bin/sh -c {}", quote(&format!("exec 0<&1; {script}"))),
             ]
         })
     }

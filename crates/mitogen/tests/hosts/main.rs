@@ -13,6 +13,7 @@ mod become_user;
 mod cache;
 mod chain;
 mod secrets;
+mod shells;
 mod ssh;
 
 fn tests() -> Vec<libtest_mimic::Trial> {
@@ -22,6 +23,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(cache::tests());
     all.extend(chain::tests());
     all.extend(secrets::tests());
+    all.extend(shells::tests());
     all
 }
 

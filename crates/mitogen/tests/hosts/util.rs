@@ -27,6 +27,7 @@ pub struct Testbed {
     pub known_hosts: String,
     pub alice_pw: String,
     pub bob_pw: String,
+    pub erin_pw: String,
 }
 
 pub fn testbed() -> Result<&'static Testbed, String> {
@@ -58,6 +59,7 @@ pub fn testbed() -> Result<&'static Testbed, String> {
             known_hosts: get("TB_KNOWN_HOSTS")?,
             alice_pw: get("TB_ALICE_PW")?,
             bob_pw: get("TB_BOB_PW")?,
+            erin_pw: get("TB_ERIN_PW")?,
         })
     })
     .as_ref()
