@@ -1,11 +1,12 @@
 //! The harness both integration test binaries share (`tests/core`,
-//! `tests/hosts`), included by path: a test body's result type, `ensure!`,
-//! `router`, `bounded`, and `trial`, which runs a test on its own thread under a time limit so
-//! a hang is reported as a failure instead of stalling the run.
+//! `tests/hosts`), included by path: a test body's result type,
+//! `ensure!`, `router`, `bounded`, `wait_for`, and `trial`, which runs a
+//! test on its own thread under a time limit so a hang is reported as a
+//! failure instead of stalling the run.
 
 use libtest_mimic::{Failed, Trial};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What every test body returns.
 pub type TestResult = Result<(), Failed>;
@@ -59,6 +60,20 @@ pub fn bounded<T: Send + 'static>(
     });
     rx.recv_timeout(limit)
         .map_err(|_| format!("{what} did not return within {limit:?}").into())
+}
+
+/// Polls `cond` every 10 ms until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {

@@ -5,7 +5,7 @@
 #[macro_use]
 #[path = "../common/harness.rs"]
 mod harness;
-pub use harness::{bounded, router, trial, TestResult};
+pub use harness::{bounded, router, trial, wait_for, TestResult};
 
 use libtest_mimic::Failed;
 use std::path::{Path, PathBuf};
@@ -64,20 +64,6 @@ pub fn wait_exited_or_kill(pid: u32, limit: Duration, zombie_ok: bool) -> Result
     wait_exited(pid, limit, zombie_ok).inspect_err(|_| {
         let _ = kill9(pid);
     })
-}
-
-/// Polls `cond` every 10 ms until it holds or `limit` passes.
-pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return true;
-        }
-        if start.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// SIGKILLs `pid`.

@@ -23,6 +23,11 @@ pub fn tests() -> Vec<Trial> {
         trial("ssh::changed_host_key", TEST_LIMIT, changed_host_key),
         trial("ssh::jump_host", TEST_LIMIT, jump_host),
         trial(
+            "ssh::agent_authentication",
+            TEST_LIMIT,
+            agent_authentication,
+        ),
+        trial(
             "ssh::accept_records_new_key",
             TEST_LIMIT,
             accept_records_new_key,
@@ -231,6 +236,70 @@ fn ssh_config_and_identities_only() -> TestResult {
     )?;
     ensure!(matches!(e, Error::Password(_)), "not a PasswordError: {e}");
     Ok(())
+}
+
+/// A key held only by an ssh-agent: no identity_file, no password. The
+/// agent's socket is named with `IdentityAgent`, so the test changes no
+/// process-wide environment; `identities_only(false)` lets ssh offer agent
+/// keys not named in any `IdentityFile`.
+fn agent_authentication() -> TestResult {
+    let t = tb()?;
+    let dir = std::env::temp_dir().join(format!("mitogen-agent-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let sock = dir.join("agent.sock");
+    let _ = std::fs::remove_file(&sock);
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("ssh-agent: {e}"))?;
+    let result = (|| -> TestResult {
+        ensure!(
+            wait_for(Duration::from_secs(5), || sock.exists()),
+            "the agent's socket never appeared"
+        );
+        let added = std::process::Command::new("ssh-add")
+            .arg(&t.key)
+            .env("SSH_AUTH_SOCK", &sock)
+            .output()
+            .map_err(|e| format!("ssh-add: {e}"))?;
+        ensure!(added.status.success(), "ssh-add: {added:?}");
+        let r = router()?;
+        let agent_opt = format!("IdentityAgent={}", sock.display());
+        let mut args = known_hosts_args(&t.known_hosts);
+        args.extend(["-o".to_string(), agent_opt.clone()]);
+        let ctx = r
+            .ssh(&t.host1)
+            .username("dan")
+            .identities_only(false)
+            .ssh_args(args.clone())
+            .connect_timeout(Duration::from_secs(20))
+            .connect()?;
+        ensure!(ctx.call::<whoami>(())?.1 == "dan", "not dan");
+        // Without the agent the same connect has no key and no password.
+        let mut no_agent = known_hosts_args(&t.known_hosts);
+        no_agent.extend(["-o".to_string(), "IdentityAgent=none".to_string()]);
+        let e = expect_err(
+            "no agent, no key",
+            r.ssh(&t.host1)
+                .username("dan")
+                .identities_only(false)
+                .ssh_args(no_agent)
+                .connect_timeout(Duration::from_secs(20))
+                .connect(),
+        )?;
+        ensure!(
+            matches!(e, Error::Password(_) | Error::Stream(_)),
+            "without the agent: {e}"
+        );
+        Ok(())
+    })();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 /// A jump host (`-J`) through the ssh config: host2 reached via host1.

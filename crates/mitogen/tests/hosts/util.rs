@@ -4,7 +4,7 @@
 #[macro_use]
 #[path = "../common/harness.rs"]
 mod harness;
-pub use harness::{bounded, router, trial, TestResult};
+pub use harness::{bounded, router, trial, wait_for, TestResult};
 
 use libtest_mimic::Failed;
 use mitogen::{Context, Router};
