@@ -7,7 +7,8 @@
 #   * users alice / bob (passwords), carol and dan (key only), all marked
 #     with the GECOS "mitogen-testbed" so teardown removes only these;
 #     erin (password, key) has tcsh as login shell: a csh-family shell
-#     parses what ssh and su hand it, as on FreeBSD
+#     parses what ssh and su hand it, as on FreeBSD; fay (key only) is
+#     used by the agent-cache tests alone, which empty her cache
 #   * sudo: alice may become anyone WITH her password, every time
 #     (timestamp_timeout=0); bob may become alice without one.
 #     doas: alice -> root/bob with password, bob -> alice without.
@@ -56,7 +57,7 @@ if ((${#missing[@]})); then
 fi
 
 # -------------------------------------------------------------- users
-for u in alice bob carol dan erin; do
+for u in alice bob carol dan erin fay; do
     if ! id -u "$u" >/dev/null 2>&1; then
         useradd -m -s /bin/bash -c "$MARK" "$u"
         log "created user $u"
@@ -115,7 +116,7 @@ done
 mkdir -p /run/sshd && chmod 0755 /run/sshd
 [ -f "$TB_DIR/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C "$MARK" -f "$TB_DIR/id_ed25519"
 mkdir -p "$TB_DIR/authorized_keys"
-for u in root alice bob carol dan erin; do
+for u in root alice bob carol dan erin fay; do
     install -m 0644 "$TB_DIR/id_ed25519.pub" "$TB_DIR/authorized_keys/$u"
 done
 

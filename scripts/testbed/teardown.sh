@@ -46,7 +46,7 @@ for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//'
 done
 ip link show mtb-br0 >/dev/null 2>&1 && ip link del mtb-br0 && log "deleted bridge mtb-br0"
 
-for u in alice bob carol dan erin; do
+for u in alice bob carol dan erin fay; do
     if getent passwd "$u" | cut -d: -f5 | grep -q "$MARK"; then
         mapfile -t pids < <(ps -o pid= -u "$u" 2>/dev/null | tr -d ' ')
         ((${#pids[@]})) && stop "${pids[@]}"

@@ -10,12 +10,18 @@
 //! - `MITO-EXEC`: the agent is about to be executed; frames follow;
 //! - `MITO-ERR <text>`: the stage gave up, for the reason given.
 //!
+//! Contexts started at once for the same user and binary upload it once:
+//! the first takes a lock directory (`.<sha>.lock`, `mkdir` is atomic), the
+//! others wait for the lock to go (at most ~10 s, polling every 0.1 s) and
+//! then find the agent cached. A lock left by an uploader that died only
+//! delays the next one, which then uploads and removes it.
+//!
 //! Cache directories are tried in order: `$XDG_RUNTIME_DIR/mitogen`,
 //! `~/.cache/mitogen`, `/dev/shm/mitogen-$USER`, `/tmp/mitogen-$USER`. One
 //! is used only when it is owned by the current user with mode `0700`
 //! exactly, and (for an upload) when files in it can be executed, which
 //! rules out `noexec` mounts. The only external commands are `ls`, `head`,
-//! `wc`, `chmod`, `mv`, `rm`, and optionally `sha256sum`.
+//! `wc`, `chmod`, `mv`, `rm`, `rmdir`, `sleep`, and optionally `sha256sum`.
 
 /// Quotes `s` for a POSIX shell.
 pub(crate) fn quote(s: &str) -> String {
@@ -42,12 +48,12 @@ pub(crate) fn script(sha: &str, size: u64, prefix: &[String]) -> String {
 }
 
 /// Joins the template's lines with `;`, or a space after a line ending in
-/// a keyword that opens a block (`do`, `then`).
+/// a keyword that opens a block (`do`, `then`, `else`).
 fn one_line(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         if !out.is_empty() {
-            let opens = out.ends_with(" do") || out.ends_with(" then");
+            let opens = [" do", " then", " else"].iter().any(|k| out.ends_with(k));
             out.push_str(if opens { " " } else { "; " });
         }
         out.push_str(line);
@@ -63,7 +69,8 @@ fn template(sha: &str, size: u64, prefix: &[String]) -> String {
         r#"umask 077
 S={sha}; N={size}
 u=${{LOGNAME:-$USER}}
-fail() {{ echo "MITO-ERR $*"; exit 1; }}
+l=
+fail() {{ [ -z "$l" ] || rmdir "$l" 2>/dev/null; echo "MITO-ERR $*"; exit 1; }}
 skipped=
 for d in ${{XDG_RUNTIME_DIR:+"$XDG_RUNTIME_DIR/mitogen"}} ${{HOME:+"$HOME/.cache/mitogen"}} /dev/shm/mitogen- /tmp/mitogen-; do
   case "$d" in */mitogen-) [ -n "$u" ] || u=$(id -u); d="$d$u";; esac
@@ -75,6 +82,13 @@ for d in ${{XDG_RUNTIME_DIR:+"$XDG_RUNTIME_DIR/mitogen"}} ${{HOME:+"$HOME/.cache
   if [ -f "$f" ] && [ -x "$f" ]; then echo MITO-EXEC; exec {run}; fi
   t="$d/.probe.$$"
   if : > "$t" && chmod 700 "$t" && [ -x "$t" ]; then rm -f "$t"; else rm -f "$t"; skipped="$skipped $d(noexec)"; continue; fi
+  l="$d/.$S.lock"
+  if mkdir "$l" 2>/dev/null; then :; else
+    n=0
+    while [ -d "$l" ] && [ $n -lt 100 ]; do sleep 0.1 2>/dev/null || sleep 1; n=$((n+1)); done
+    if [ -f "$f" ] && [ -x "$f" ]; then echo MITO-EXEC; exec {run}; fi
+    mkdir "$l" 2>/dev/null
+  fi
   tmp="$d/.$S.$$"
   echo "MITO-NEED $N"
   head -c "$N" > "$tmp" || {{ rm -f "$tmp"; fail "cannot write the agent to $d (disk full?)"; }}
@@ -84,6 +98,7 @@ for d in ${{XDG_RUNTIME_DIR:+"$XDG_RUNTIME_DIR/mitogen"}} ${{HOME:+"$HOME/.cache
     [ "$1" = "$S" ] || {{ rm -f "$tmp"; fail "agent checksum mismatch in $d"; }}
   fi
   chmod 700 "$tmp" && mv -f "$tmp" "$f" || {{ rm -f "$tmp"; fail "cannot install the agent in $d"; }}
+  rmdir "$l" 2>/dev/null
   echo MITO-EXEC
   exec {run}
 done

@@ -23,20 +23,27 @@ pub fn tests() -> Vec<Trial> {
     ]
 }
 
-/// dan's cache (only this test uses dan over ssh) is emptied first.
-fn upload_then_cached() -> TestResult {
-    let t = tb()?;
+/// fay's cache dirs (fay is this test's alone) are emptied.
+fn empty_fays_cache() {
     for d in [
-        "/home/dan/.cache/mitogen",
-        "/dev/shm/mitogen-dan",
-        "/tmp/mitogen-dan",
+        "/home/fay/.cache/mitogen",
+        "/dev/shm/mitogen-fay",
+        "/tmp/mitogen-fay",
     ] {
         let _ = std::fs::remove_dir_all(d);
     }
+}
+
+/// The first connect uploads, the next finds the agent cached; then, from
+/// an empty cache again, four connects at once upload it once between
+/// them (the stage's lock), and all four work.
+fn upload_then_cached() -> TestResult {
+    let t = tb()?;
+    empty_fays_cache();
     let size = std::fs::metadata("/proc/self/exe")?.len();
     let r = router()?;
-    let first = ssh_key(&r, &t.host1, "dan").connect()?;
-    ensure!(first.call::<whoami>(())?.1 == "dan", "not dan");
+    let first = ssh_key(&r, &t.host1, "fay").connect()?;
+    ensure!(first.call::<whoami>(())?.1 == "fay", "not fay");
     ensure!(
         first.agent_upload_bytes() == Some(size),
         "first connect sent {:?} of {size}",
@@ -44,16 +51,36 @@ fn upload_then_cached() -> TestResult {
     );
     let exe = first.call::<exe_path>(())?;
     ensure!(
-        exe.starts_with("/home/dan/.cache/mitogen/"),
+        exe.starts_with("/home/fay/.cache/mitogen/"),
         "agent at {exe}"
     );
-    let second = ssh_key(&r, &t.host1, "dan").connect()?;
+    let second = ssh_key(&r, &t.host1, "fay").connect()?;
     ensure!(
         second.agent_upload_bytes() == Some(0),
         "cached connect sent {:?}",
         second.agent_upload_bytes()
     );
     ensure!(second.call::<exe_path>(())? == exe, "not the cached agent");
+
+    empty_fays_cache();
+    let host = t.host1.clone();
+    let at_once: Vec<_> = (0..4)
+        .map(|_| {
+            let (r, host) = (r.clone(), host.clone());
+            std::thread::spawn(move || ssh_key(&r, &host, "fay").connect())
+        })
+        .collect();
+    let mut sent = Vec::new();
+    for h in at_once {
+        let ctx = h.join().map_err(|_| "a connect panicked")??;
+        ensure!(ctx.call::<exe_path>(())? == exe, "not the shared agent");
+        sent.push(ctx.agent_upload_bytes().unwrap_or(u64::MAX));
+    }
+    sent.sort();
+    ensure!(
+        sent == [0, 0, 0, size],
+        "four connects at once sent {sent:?}: the agent ({size} bytes) should go once"
+    );
     Ok(())
 }
 
