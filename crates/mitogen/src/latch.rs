@@ -38,12 +38,28 @@ struct Inner<T> {
 /// use mitogen::Latch;
 /// use std::time::Duration;
 ///
-/// let latch = Latch::new();
-/// let producer = latch.clone();
-/// std::thread::spawn(move || producer.put("ready").unwrap());
-/// assert_eq!(latch.get(Some(Duration::from_secs(5))).unwrap(), "ready");
-/// latch.close();
-/// assert!(latch.get(None).is_err()); // LatchError: closed
+/// #[mitogen::remote]
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// #[mitogen::main]
+/// fn main(router: mitogen::Router) -> mitogen::Result<()> {
+///     let ctx = router.local().connect()?;
+///     // Threads call the context and hand their results over a latch.
+///     let results = Latch::new();
+///     for x in 1..=3u64 {
+///         let (ctx, results) = (ctx.clone(), results.clone());
+///         std::thread::spawn(move || results.put(ctx.call::<square>((x,))));
+///     }
+///     let mut got = Vec::new();
+///     for _ in 0..3 {
+///         got.push(results.get(Some(Duration::from_secs(30)))??);
+///     }
+///     got.sort();
+///     assert_eq!(got, [1, 4, 9]);
+///     results.close();
+///     assert!(results.get(None).is_err()); // LatchError: closed
+///     Ok(())
+/// }
 /// ```
 pub struct Latch<T> {
     inner: Arc<Inner<T>>,
