@@ -5,6 +5,8 @@
 //!
 //! A child installs [`ChildLogger`] as its global subscriber before user
 //! code runs; the master keeps whatever subscriber its program installed.
+//! A fork already has a global subscriber (its parent's, copied), so there
+//! the logger becomes the default of the runtime's own threads instead.
 
 use crate::broker::{lock, Loop};
 use crate::frame::handle;
@@ -116,9 +118,17 @@ impl ChildLogger {
             file: debug.then(debug_file).flatten().map(Mutex::new),
             next_span: AtomicU64::new(1),
         };
-        // Fails only if something set a subscriber before mitogen::main ran
-        // (or in a forked child, which inherits its parent's): keep that one.
-        let _ = tracing::subscriber::set_global_default(logger);
+        let dispatch = tracing::Dispatch::new(logger);
+        if tracing::dispatcher::set_global_default(dispatch.clone()).is_err() {
+            // A fork inherits its parent's global subscriber, which writes
+            // where the parent's did (a terminal, or memory that is now a
+            // copy). The threads the runtime runs here use this logger
+            // instead: this one (on_start, then every call) and the broker.
+            // The guards live as long as the process.
+            std::mem::forget(tracing::dispatcher::set_default(&dispatch));
+            core.broker
+                .defer(move || std::mem::forget(tracing::dispatcher::set_default(&dispatch)));
+        }
     }
 }
 

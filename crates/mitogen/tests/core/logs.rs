@@ -17,6 +17,11 @@ pub fn tests() -> Vec<Trial> {
             TEST_LIMIT,
             fork_of_child_tracing,
         ),
+        trial(
+            "logs::fork_of_master_tracing",
+            TEST_LIMIT,
+            fork_of_master_tracing,
+        ),
     ]
 }
 
@@ -124,6 +129,29 @@ fn fork_of_child_tracing() -> TestResult {
     ensure!(
         seen(&m),
         "the warning of a fork of a child never reached the master"
+    );
+    Ok(())
+}
+
+/// A fork of the master inherits the master's own subscriber (here one
+/// writing to memory, which in the fork is the fork's copy): its events
+/// must be forwarded like any child's instead, from the thread running
+/// calls and from its broker thread.
+fn fork_of_master_tracing() -> TestResult {
+    capture();
+    let router = util::router()?;
+    let f = router.fork().connect()?;
+    let m = marker("master-fork");
+    f.call::<log_warning>((m.clone(),))?;
+    ensure!(
+        seen(&m),
+        "the warning of a fork of the master never arrived"
+    );
+    let text = CAPTURED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let line = text.lines().find(|l| l.contains(&m)).unwrap_or_default();
+    ensure!(
+        line.contains("WARN") && line.contains("mitogen::child"),
+        "not forwarded as a record: {line}"
     );
     Ok(())
 }
