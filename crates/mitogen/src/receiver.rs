@@ -138,6 +138,17 @@ impl Receiver {
         }
     }
 
+    /// Like [`Receiver::get`], but a dead message is returned as a message
+    /// (see [`Message::is_dead`]) instead of an error: the seed's
+    /// `get(throw_dead=False)`. For a receiver fed by several senders,
+    /// each of which closes it when done.
+    pub fn get_message(&self, timeout: Option<Duration>) -> Result<Message> {
+        match self.latch.get(timeout) {
+            Err(Error::Latch(_)) => Err(ChannelError::new("the receiver was closed").into()),
+            other => other,
+        }
+    }
+
     /// A [`crate::Sender`] to this receiver, usable here or, passed in a
     /// call, from any context that can route to this one.
     pub fn to_sender(&self) -> crate::Sender {
@@ -224,6 +235,22 @@ mod tests {
             rx.get(Some(Duration::from_secs(1))),
             Err(Error::Channel(_))
         ));
+    }
+
+    #[test]
+    fn get_message_returns_dead_messages() {
+        let router = Router::new().unwrap();
+        let rx = Receiver::open(&router);
+        let tx = rx.to_sender();
+        tx.send(&1u8).unwrap();
+        tx.close().unwrap();
+        let t = Some(Duration::from_secs(5));
+        assert_eq!(rx.get_message(t).unwrap().decode::<u8>().unwrap(), 1);
+        let dead = rx.get_message(t).unwrap();
+        assert!(dead.is_dead(), "{dead:?}");
+        assert_eq!(dead.dead_reason().as_deref(), Some(crate::sender::CLOSED));
+        rx.close();
+        assert!(matches!(rx.get_message(t), Err(Error::Channel(_))));
     }
 
     #[test]
