@@ -1,10 +1,11 @@
 //! The harness both integration test binaries share (`tests/core`,
 //! `tests/hosts`), included by path: a test body's result type,
-//! `ensure!`, `router`, `bounded`, `wait_for`, and `trial`, which runs a
-//! test on its own thread under a time limit so a hang is reported as a
-//! failure instead of stalling the run.
+//! `ensure!`, `router`, `bounded`, `wait_for`, `example`, and `trial`,
+//! which runs a test on its own thread under a time limit so a hang is
+//! reported as a failure instead of stalling the run.
 
 use libtest_mimic::{Failed, Trial};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,60 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Path of a helper example program of this package, built on demand with
+/// the cargo that built this test (same target directory and profile).
+pub fn example(name: &str) -> Result<PathBuf, Failed> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // target/<profile>/deps/core-HASH
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("unexpected test binary location")?
+        .to_path_buf();
+    let target_dir = profile_dir
+        .parent()
+        .ok_or("unexpected test binary location")?
+        .to_path_buf();
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_string();
+    let mut cmd = std::process::Command::new(env!("CARGO"));
+    cmd.arg("build")
+        .arg("--quiet")
+        .arg("--manifest-path")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .arg("--example")
+        .arg(name)
+        .arg("--target-dir")
+        .arg(&target_dir);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.arg("--profile").arg(other);
+        }
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("running cargo build --example {name}: {e}"))?;
+    ensure!(
+        out.status.success(),
+        "cargo build --example {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = profile_dir.join("examples").join(name);
+    ensure!(
+        path.exists(),
+        "{} missing after building it",
+        path.display()
+    );
+    Ok(path)
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {

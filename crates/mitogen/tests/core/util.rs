@@ -5,7 +5,7 @@
 #[macro_use]
 #[path = "../common/harness.rs"]
 mod harness;
-pub use harness::{bounded, router, trial, wait_for, TestResult};
+pub use harness::{bounded, example, router, trial, wait_for, TestResult};
 
 use libtest_mimic::Failed;
 use std::path::{Path, PathBuf};
@@ -151,58 +151,4 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// Path of a helper example program of this package, built on demand with
-/// the cargo that built this test (same target directory and profile).
-pub fn example(name: &str) -> Result<PathBuf, Failed> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    // target/<profile>/deps/core-HASH
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("unexpected test binary location")?
-        .to_path_buf();
-    let target_dir = profile_dir
-        .parent()
-        .ok_or("unexpected test binary location")?
-        .to_path_buf();
-    let profile = profile_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("debug")
-        .to_string();
-    let mut cmd = std::process::Command::new(env!("CARGO"));
-    cmd.arg("build")
-        .arg("--quiet")
-        .arg("--manifest-path")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
-        .arg("--example")
-        .arg(name)
-        .arg("--target-dir")
-        .arg(&target_dir);
-    match profile.as_str() {
-        "debug" => {}
-        "release" => {
-            cmd.arg("--release");
-        }
-        other => {
-            cmd.arg("--profile").arg(other);
-        }
-    }
-    let out = cmd
-        .output()
-        .map_err(|e| format!("running cargo build --example {name}: {e}"))?;
-    ensure!(
-        out.status.success(),
-        "cargo build --example {name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = profile_dir.join("examples").join(name);
-    ensure!(
-        path.exists(),
-        "{} missing after building it",
-        path.display()
-    );
-    Ok(path)
 }

@@ -12,6 +12,7 @@ mod util;
 mod become_user;
 mod cache;
 mod chain;
+mod fleet;
 mod secrets;
 mod shells;
 mod ssh;
@@ -22,6 +23,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(become_user::tests());
     all.extend(cache::tests());
     all.extend(chain::tests());
+    all.extend(fleet::tests());
     all.extend(secrets::tests());
     all.extend(shells::tests());
     all

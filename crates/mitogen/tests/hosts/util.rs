@@ -4,7 +4,7 @@
 #[macro_use]
 #[path = "../common/harness.rs"]
 mod harness;
-pub use harness::{bounded, router, trial, wait_for, TestResult};
+pub use harness::{bounded, example, router, trial, wait_for, TestResult};
 
 use libtest_mimic::Failed;
 use mitogen::{Context, Router};
