@@ -1,9 +1,10 @@
 //! A tour of mitogen on this machine: local and fork contexts, a chain of
-//! contexts started via each other, type-checked calls, errors, timings.
+//! contexts started via each other, type-checked calls, errors, fan-in
+//! with a select, a stream through a sender, timings.
 //!
 //! Run with `cargo run --release -p mitogen --example tour`.
 
-use mitogen::{CallChain, Router};
+use mitogen::{CallChain, Receiver, Router, Select, Sender};
 use std::time::{Duration, Instant};
 
 /// Describes the process it runs in.
@@ -40,6 +41,22 @@ fn read_file(path: String) -> std::io::Result<String> {
 fn chatty() -> u32 {
     println!("hello from a child's stdout");
     7
+}
+
+/// Sleeps, then says who it is: for fan-in in arrival order.
+#[mitogen::remote]
+fn nap(ms: u64) -> (u32, u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+    (mitogen::context_id(), ms)
+}
+
+/// Streams `n` squares back through a sender, then closes it.
+#[mitogen::remote]
+fn squares(n: u64, out: Sender) -> mitogen::Result<()> {
+    for i in 0..n {
+        out.send(&(i * i))?;
+    }
+    out.close()
 }
 
 /// Starts a grandchild from inside a child, with the child's router.
@@ -150,6 +167,30 @@ fn main(router: Router) -> mitogen::Result<()> {
     println!(
         "pipelined calls           {:>10}",
         format!("{:.0}/s", n as f64 / t.elapsed().as_secs_f64())
+    );
+
+    // Fan-in: one call on each hop of the chain; answers in arrival order.
+    let calls = chain
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c.call_async::<nap>((30 * (3 - i as u64),)))
+        .collect::<mitogen::Result<Vec<_>>>()?;
+    let select = Select::with(&calls, true)?;
+    let order: Vec<(u32, u64)> = select.all(Some(Duration::from_secs(30)))?;
+    println!("select: answers in arrival order (id, ms) {order:?}");
+
+    // A stream: the child sends through a Sender it was given.
+    let rx = Receiver::open(&router);
+    let t = Instant::now();
+    local.call_no_reply::<squares>((100_000, rx.to_sender()))?;
+    let (mut n, mut last) = (0u64, 0u64);
+    for m in &rx {
+        last = m.decode()?;
+        n += 1;
+    }
+    println!(
+        "stream: {n} values (last {last}) at {:.0}/s",
+        n as f64 / t.elapsed().as_secs_f64()
     );
 
     let cc = CallChain::new(&local, true);

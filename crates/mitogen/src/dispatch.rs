@@ -148,16 +148,13 @@ impl Dispatcher {
 
     fn handle(&mut self, msg: Message) {
         let started = Instant::now();
-        // A call skipped because its chain already failed is not logged
-        // again: the first failure was.
-        let mut skipped = false;
+        // A failed call in a chain is not logged: the chain reports it to
+        // the caller's next waiting call.
+        let mut in_chain = false;
         let (name, result) = match decode_call(&msg.data) {
             Err(e) => (String::from("?"), Err(e)),
             Ok(parts) => {
-                skipped = parts
-                    .chain
-                    .as_ref()
-                    .is_some_and(|c| self.failed_chains.contains_key(c));
+                in_chain = parts.chain.is_some();
                 let r = self.run_one(parts.chain.as_deref(), &parts.name, parts.args);
                 if let (Err(e), Some(chain)) = (&r, parts.chain) {
                     self.failed_chains.entry(chain).or_insert_with(|| e.clone());
@@ -173,7 +170,7 @@ impl Dispatcher {
         let reply = match result {
             Ok(bytes) => Message::with_payload(bytes),
             Err(e) => {
-                if msg.reply_to == 0 && !skipped {
+                if msg.reply_to == 0 && !in_chain {
                     tracing::warn!("mitogen: call to {name} failed with nobody waiting: {e}");
                 }
                 Message::call_error(&e)
