@@ -84,6 +84,24 @@ impl Context {
         self.core.send(msg.to(self.id, h))
     }
 
+    /// Sends `msg` to its handle in this context with a fresh reply handle
+    /// and returns the receiver the reply arrives on: the seed's
+    /// `send_async`. The receiver takes one message; if this context is
+    /// lost first, that message is a dead one saying so.
+    pub fn send_async(&self, mut msg: Message) -> Result<crate::Receiver> {
+        let rx = crate::Receiver::on_core(&self.core, None, false, Some(self), None)?;
+        msg.reply_to = rx.handle();
+        self.send(msg)?;
+        Ok(rx)
+    }
+
+    /// [`Context::send_async`], then waits up to `timeout` for the reply:
+    /// the seed's `send_await`. A dead reply (no receiver there, a refusal,
+    /// the context lost) is a [`crate::ChannelError`].
+    pub fn send_await(&self, msg: Message, timeout: Option<Duration>) -> Result<Message> {
+        self.send_async(msg)?.get(timeout)
+    }
+
     /// Calls `F` with `args` and waits for its result.
     ///
     /// ```

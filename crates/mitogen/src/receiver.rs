@@ -69,7 +69,18 @@ impl Receiver {
         respondent: Option<&Context>,
         policy: Option<Policy>,
     ) -> Result<Receiver> {
-        let (core, latch, sink) = Self::parts(router);
+        Receiver::on_core(router.core(), handle, persist, respondent, policy)
+    }
+
+    /// [`Receiver::new`] on a router's core (for code holding a `Context`).
+    pub(crate) fn on_core(
+        core: &Arc<Core>,
+        handle: Option<u32>,
+        persist: bool,
+        respondent: Option<&Context>,
+        policy: Option<Policy>,
+    ) -> Result<Receiver> {
+        let (core, latch, sink) = Self::parts(core);
         let respondent = respondent.map(Context::context_id);
         let handle = match handle {
             None => core.add_handler(sink, persist, respondent, policy),
@@ -90,7 +101,7 @@ impl Receiver {
     /// A persistent receiver on a fresh handle, with no respondent or
     /// policy: the common case of [`Receiver::new`].
     pub fn open(router: &Router) -> Receiver {
-        let (core, latch, sink) = Self::parts(router);
+        let (core, latch, sink) = Self::parts(router.core());
         let handle = core.add_handler(sink, true, None, None);
         Receiver {
             core,
@@ -100,13 +111,13 @@ impl Receiver {
     }
 
     /// The router's core, a new queue, and the sink that fills it.
-    fn parts(router: &Router) -> (Arc<Core>, Latch<Message>, crate::router::Sink) {
+    fn parts(core: &Arc<Core>) -> (Arc<Core>, Latch<Message>, crate::router::Sink) {
         let latch = Latch::new();
         let l = latch.clone();
         let sink = Box::new(move |m| {
             let _ = l.put(m);
         });
-        (router.core().clone(), latch, sink)
+        (core.clone(), latch, sink)
     }
 
     /// The handle senders address.

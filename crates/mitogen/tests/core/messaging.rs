@@ -73,6 +73,7 @@ pub fn tests() -> Vec<Trial> {
         trial("messaging::reply_and_policy", TEST_LIMIT, reply_and_policy),
         trial("messaging::with_router_attribute", TEST_LIMIT, with_router),
         trial("messaging::context_travels", TEST_LIMIT, context_travels),
+        trial("messaging::send_async_and_await", TEST_LIMIT, send_await),
     ]
 }
 
@@ -600,5 +601,38 @@ fn context_travels() -> TestResult {
     let (id, name) = child.call::<name_of>((gc.clone(),))?;
     ensure!(id == gc.context_id(), "id {id} vs {}", gc.context_id());
     ensure!(name == gc.name(), "name {name:?} vs {:?}", gc.name());
+    Ok(())
+}
+
+/// In a child: a thread answering each message on a new handle with the
+/// text upper-cased; returns the handle.
+#[mitogen::remote]
+fn start_upper_service(router: &mitogen::Router) -> u32 {
+    let rx = Receiver::open(router);
+    let handle = rx.handle();
+    std::thread::spawn(move || {
+        while let Ok(m) = rx.get(None) {
+            let text = m.decode::<String>().unwrap_or_default();
+            let _ = m.reply(&text.to_uppercase());
+        }
+    });
+    handle
+}
+
+fn send_await() -> TestResult {
+    let router = util::router()?;
+    let ctx = router.local().connect()?;
+    let h = ctx.call::<start_upper_service>(())?;
+    let answer = ctx.send_await(Message::encode("quiet")?.to(0, h), T)?;
+    ensure!(answer.decode::<String>()? == "QUIET", "answer {answer:?}");
+    let pending = ctx.send_async(Message::encode("later")?.to(0, h))?;
+    ensure!(
+        pending.get(T)?.decode::<String>()? == "LATER",
+        "async answer"
+    );
+    match ctx.send_await(Message::encode("x")?.to(0, 4_000_123), T) {
+        Err(Error::Channel(e)) => ensure!(e.reason().contains("no receiver"), "{e}"),
+        other => return Err(format!("to a missing handle: {other:?}").into()),
+    }
     Ok(())
 }
