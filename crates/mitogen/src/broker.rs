@@ -450,6 +450,20 @@ pub(crate) fn on_a_broker_thread() -> bool {
     ON_BROKER.with(|b| b.get())
 }
 
+/// Refuses to wait for `what` on a broker thread: the broker is what would
+/// deliver it, so waiting there could only end by timing out (or never).
+/// Event callbacks and deferred tasks run there.
+pub(crate) fn refuse_wait_on_broker(what: &str) -> Result<()> {
+    if on_a_broker_thread() {
+        return Err(crate::error::ChannelError::new(format!(
+            "cannot wait for {what} on the broker thread (in an event callback or a \
+             deferred task): the broker delivers it; start the wait from another thread"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 fn broker_main(mut poll: Poll, mut lp: Loop) {
     ON_BROKER.with(|b| b.set(true));
     let mut events = Events::with_capacity(256);

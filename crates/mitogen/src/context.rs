@@ -247,6 +247,7 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
     pub fn get(&self, timeout: Option<Duration>) -> Result<T> {
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         if self.latch.empty() {
+            crate::broker::refuse_wait_on_broker("a call's result")?;
             // Read the reply ourselves rather than be woken by the broker.
             if let Some(s) = self.core.stream_for(self.target) {
                 let l = &self.latch;

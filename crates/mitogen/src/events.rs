@@ -11,8 +11,10 @@
 //! Callbacks run on the broker thread, one after another, with no lock of
 //! the runtime held: a callback may call into the router, start calls
 //! (without waiting for them) or defer work. It must not block for long —
-//! the broker moves every message of the process — and a panic in one is
-//! caught and logged.
+//! the broker moves every message of the process — and waiting for a
+//! message or a call's result there fails at once with a
+//! [`crate::ChannelError`] saying so (the broker is what would deliver it).
+//! A panic in a callback is caught and logged.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};

@@ -139,6 +139,9 @@ impl Receiver {
     /// failed) becomes [`ChannelError`] with its reason; a closed receiver
     /// says so.
     pub fn get(&self, timeout: Option<Duration>) -> Result<Message> {
+        if self.latch.empty() {
+            crate::broker::refuse_wait_on_broker("a message")?;
+        }
         match self.latch.get(timeout) {
             Ok(m) if m.is_dead() => {
                 Err(ChannelError::new(m.dead_reason().unwrap_or_default()).into())
@@ -154,6 +157,9 @@ impl Receiver {
     /// `get(throw_dead=False)`. For a receiver fed by several senders,
     /// each of which closes it when done.
     pub fn get_message(&self, timeout: Option<Duration>) -> Result<Message> {
+        if self.latch.empty() {
+            crate::broker::refuse_wait_on_broker("a message")?;
+        }
         match self.latch.get(timeout) {
             Err(Error::Latch(_)) => Err(ChannelError::new("the receiver was closed").into()),
             other => other,

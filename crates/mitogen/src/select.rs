@@ -309,6 +309,7 @@ impl Select {
             if self.is_empty() {
                 return Err(SelectError::new("the select is empty").into());
             }
+            crate::broker::refuse_wait_on_broker("a select's next message")?;
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left == Some(Duration::ZERO) {
                 return Err(

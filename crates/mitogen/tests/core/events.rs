@@ -22,6 +22,7 @@ pub fn tests() -> Vec<Trial> {
             TEST_LIMIT,
             broker_sequence,
         ),
+        trial("events::no_waiting_in_a_callback", TEST_LIMIT, no_waiting),
     ]
 }
 
@@ -150,5 +151,37 @@ fn broker_sequence() -> TestResult {
         got == ["before_shutdown", "shutdown", "exit"],
         "sequence {got:?}"
     );
+    Ok(())
+}
+
+/// A callback runs on the broker thread, which delivers replies: a call
+/// waited for there fails at once, saying why, instead of hanging the
+/// broker. Starting a call without waiting works.
+fn no_waiting() -> TestResult {
+    let router = util::router()?;
+    let doomed = router.local().remote_name("doomed").connect()?;
+    let other = router.local().remote_name("other").connect()?;
+    let inbox = Receiver::open(&router);
+    let tx = inbox.to_sender();
+    let o = other.clone();
+    doomed.on_disconnect(move |_| {
+        let waited = match o.call::<pid>(()) {
+            Ok(p) => format!("answered {p}"),
+            Err(e) => format!("refused: {e}"),
+        };
+        let started = o
+            .call_async::<pid>(())
+            .map(|_| "started")
+            .unwrap_or("not started");
+        let _ = tx.send(&(waited, started.to_string()));
+    });
+    util::kill9(doomed.call::<pid>(())?)?;
+    let (waited, started): (String, String) = inbox.get(Some(WAIT))?.decode()?;
+    ensure!(
+        waited.starts_with("refused") && waited.contains("broker thread"),
+        "waiting in a callback: {waited}"
+    );
+    ensure!(started == "started", "call_async in a callback: {started}");
+    ensure!(other.call::<pid>(())? > 0, "the broker is still healthy");
     Ok(())
 }
