@@ -191,6 +191,9 @@ impl Context {
     /// first). With `wait`, blocks until it has disconnected, at most
     /// `timeout` (`None`: the broker's shutdown timeout plus 5 s).
     pub fn shutdown(&self, wait: bool, timeout: Option<Duration>) -> Result<()> {
+        if wait {
+            crate::broker::refuse_wait_on_broker("a context's shutdown")?;
+        }
         let gone = Latch::new();
         let g = gone.clone();
         let h = self.core.add_handler(

@@ -7,7 +7,7 @@
 //! stream and tells its own parent, up to the master. Losses travel the same
 //! way, so a waiter anywhere above a dead context gets a dead message.
 
-use crate::error::{Result, StreamError};
+use crate::error::Result;
 use crate::frame::handle;
 use crate::latch::Latch;
 use crate::message::Message;
@@ -210,9 +210,7 @@ fn announce_lost_why(core: &Arc<Core>, lost: &[u32], why: &str) {
 
 /// Asks the master for a fresh context id (children only; blocks).
 pub(crate) fn request_id(core: &Arc<Core>) -> Result<u32> {
-    if core.broker.on_broker_thread() {
-        return Err(StreamError::new("allocate_id cannot block the broker thread").into());
-    }
+    crate::broker::refuse_wait_on_broker("a new context id")?;
     let latch = Latch::new();
     let l = latch.clone();
     let h = core.add_handler(

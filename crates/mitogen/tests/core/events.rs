@@ -173,15 +173,23 @@ fn no_waiting() -> TestResult {
             .call_async::<pid>(())
             .map(|_| "started")
             .unwrap_or("not started");
-        let _ = tx.send(&(waited, started.to_string()));
+        let shutdown = match o.shutdown(true, Some(Duration::from_secs(30))) {
+            Ok(()) => "waited".to_string(),
+            Err(e) => format!("refused: {e}"),
+        };
+        let _ = tx.send(&(waited, started.to_string(), shutdown));
     });
     util::kill9(doomed.call::<pid>(())?)?;
-    let (waited, started): (String, String) = inbox.get(Some(WAIT))?.decode()?;
+    let (waited, started, shutdown): (String, String, String) = inbox.get(Some(WAIT))?.decode()?;
     ensure!(
         waited.starts_with("refused") && waited.contains("broker thread"),
         "waiting in a callback: {waited}"
     );
     ensure!(started == "started", "call_async in a callback: {started}");
+    ensure!(
+        shutdown.starts_with("refused") && shutdown.contains("broker thread"),
+        "shutdown(wait) in a callback: {shutdown}"
+    );
     ensure!(other.call::<pid>(())? > 0, "the broker is still healthy");
     Ok(())
 }
