@@ -255,6 +255,22 @@ mod tests {
     }
 
     #[test]
+    fn broker_shutdown_wakes_a_waiter_without_respondent() {
+        let router = Router::new().unwrap();
+        let rx = Arc::new(Receiver::open(&router));
+        let r2 = rx.clone();
+        let waiter = std::thread::spawn(move || r2.get(Some(Duration::from_secs(30))));
+        std::thread::sleep(Duration::from_millis(50));
+        let start = std::time::Instant::now();
+        router.shutdown();
+        match waiter.join().unwrap() {
+            Err(Error::Channel(e)) => assert!(e.reason().contains("shut down"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
     fn get_message_returns_dead_messages() {
         let router = Router::new().unwrap();
         let rx = Receiver::open(&router);

@@ -772,12 +772,19 @@ impl Participant for Core {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         *self.parent.write().unwrap_or_else(|e| e.into_inner()) = None;
-        // Fail everything still waiting: no caller hangs on a dead broker.
-        let all: Vec<u32> = lock(&self.handlers)
-            .values()
-            .filter_map(|h| h.respondent)
+        // Fail everything still waiting — pending calls, and receivers
+        // with or without a respondent: no one hangs on a dead broker.
+        let waiting: Vec<(u32, Arc<Handler>)> = lock(&self.handlers)
+            .iter()
+            .filter(|(k, _)| **k >= handle::FIRST_DYNAMIC)
+            .map(|(k, h)| (*k, h.clone()))
             .collect();
-        self.fire_dead(&all, "the broker shut down");
+        for (k, h) in waiting {
+            let mut m = Message::dead("the broker shut down").to(self.id, k);
+            m.src_id = h.respondent.unwrap_or(self.id);
+            m.core = Some(self.clone());
+            (h.sink)(m);
+        }
         self.reaper.finish(&self.events.child_exit);
     }
 }
