@@ -34,6 +34,8 @@ else
 fi
 echo "== doc tests"
 cargo test --workspace --doc
+echo "== docs (broken links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "== demo"
 cargo run --release -p mitogen --example tour >/dev/null
 if [ -n "$skipped" ]; then

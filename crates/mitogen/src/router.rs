@@ -225,7 +225,7 @@ impl Router {
         self.owner.core.max_message_size.store(n, Ordering::Relaxed);
     }
 
-    /// This context, as a [`Context`] (to address its own handles, e.g.
+    /// This context, as a [`crate::Context`] (to address its own handles, e.g.
     /// with a [`crate::Sender`]).
     pub fn myself(&self) -> crate::Context {
         let core = &self.owner.core;

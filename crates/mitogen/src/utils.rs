@@ -39,7 +39,7 @@ pub fn cast<T: Serialize + ?Sized>(value: &T) -> Result<Value> {
 /// context started inside is stopped — and returns what `f` returned. The
 /// attribute form is [`crate::with_router`].
 ///
-/// Unlike [`crate::main`], this does not make the program a possible
+/// Unlike [`crate::main()`], this does not make the program a possible
 /// context: the program still needs `mitogen::main` for children to start.
 /// Use it for a router with a lifetime shorter than the program's.
 ///
