@@ -28,6 +28,11 @@ pub fn tests() -> Vec<Trial> {
             agent_authentication,
         ),
         trial(
+            "ssh::agent_binary_of_another_program",
+            TEST_LIMIT,
+            agent_binary_of_another_program,
+        ),
+        trial(
             "ssh::accept_records_new_key",
             TEST_LIMIT,
             accept_records_new_key,
@@ -300,6 +305,25 @@ fn agent_authentication() -> TestResult {
     let _ = agent.wait();
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// `agent_binary`: the context runs another mitogen program (the fleet
+/// example), uploaded to the host; its functions are reached by name.
+fn agent_binary_of_another_program() -> TestResult {
+    let t = tb()?;
+    let fleet = example("fleet")?;
+    let r = router()?;
+    let ctx = ssh_key(&r, &t.host2, "root")
+        .agent_binary(&fleet)
+        .connect()?;
+    let (host, _load, _mem): (String, String, u64) = ctx.call_by_name("fleet::facts", &())?;
+    ensure!(host == "mtb-host2", "facts from {host}");
+    // This test binary's own functions are not in that program.
+    match ctx.call::<whoami>(()) {
+        Err(Error::Call(e)) => ensure!(e.type_name().contains("UnknownFunction"), "{e}"),
+        other => return Err(format!("a function of another binary: {other:?}").into()),
+    }
+    Ok(())
 }
 
 /// A jump host (`-J`) through the ssh config: host2 reached via host1.
