@@ -10,6 +10,7 @@ pub(crate) mod doas;
 pub(crate) mod fork;
 pub(crate) mod local;
 pub(crate) mod password;
+pub(crate) mod prompted;
 pub(crate) mod ssh;
 pub(crate) mod su;
 pub(crate) mod sudo;

@@ -68,35 +68,6 @@ fn find(hay: &[u8], needle: &str) -> Option<usize> {
 }
 
 impl Dialog {
-    /// The dialog of a tool that becomes another user and whose prompt
-    /// and refusal texts are parameters (su, doas): a refusal text also
-    /// means failure when no password was typed.
-    pub(crate) fn become_user(
-        method: &'static str,
-        target: &str,
-        password: Option<Password>,
-        prompt: &str,
-        incorrect: &[String],
-        stdin_tty: bool,
-    ) -> Dialog {
-        let incorrect: Vec<String> = incorrect
-            .iter()
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| s.to_ascii_lowercase())
-            .collect();
-        Dialog {
-            method,
-            target: target.to_string(),
-            pty: true,
-            password,
-            prompts: vec![prompt.to_ascii_lowercase()],
-            incorrect: incorrect.clone(),
-            auth_failed: incorrect,
-            host_keys: false,
-            stdin_tty,
-        }
-    }
-
     /// The last few non-empty lines of `text`, password scrubbed.
     fn tail(&self, text: &str) -> String {
         let lines: Vec<&str> = text

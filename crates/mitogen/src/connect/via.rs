@@ -7,9 +7,8 @@
 //! typed failures (a refused password, a host key) come back as the same
 //! [`Error`] variants, so `via` changes nothing for the caller's `match`.
 
-use super::doas::DoasSpec;
+use super::prompted::PromptSpec;
 use super::ssh::SshSpec;
-use super::su::SuSpec;
 use super::sudo::SudoSpec;
 use super::Options;
 use crate::context::Context;
@@ -30,9 +29,9 @@ pub(crate) enum Method {
     /// `sudo()` in the intermediate.
     Sudo(Box<SudoSpec>),
     /// `su()` in the intermediate.
-    Su(Box<SuSpec>),
+    Su(Box<PromptSpec>),
     /// `doas()` in the intermediate.
-    Doas(Box<DoasSpec>),
+    Doas(Box<PromptSpec>),
 }
 
 impl Method {
@@ -43,8 +42,8 @@ impl Method {
             Method::Fork => super::fork::fork_here(core, id, o, None, None),
             Method::Ssh(s) => s.connect_here(core, id, o),
             Method::Sudo(s) => s.connect_here(core, id, o),
-            Method::Su(s) => s.connect_here(core, id, o),
-            Method::Doas(s) => s.connect_here(core, id, o),
+            Method::Su(s) => super::su::connect_here(s, core, id, o),
+            Method::Doas(s) => super::doas::connect_here(s, core, id, o),
         }
     }
 }
