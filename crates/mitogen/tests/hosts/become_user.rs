@@ -317,71 +317,56 @@ fn doas_nopass() -> TestResult {
 /// PasswordError within a bound (PAM delays a refusal by 2-3 s).
 fn wrong_passwords_in_parallel() -> TestResult {
     let t = tb()?;
-    type Attempt = fn(&Router, &str) -> mitogen::Result<mitogen::Context>;
+    // Each attempt gets a router of its own and alice on host1 over ssh
+    // (by key) to start its method from; the ssh case ignores her.
+    type Attempt = fn(&Router, &mitogen::Context) -> mitogen::Result<mitogen::Context>;
     let cases: Vec<(&str, Attempt)> = vec![
         ("ssh wrong", |r, _| {
             let t = testbed().expect("checked");
             ssh_pw(r, &t.host2, "alice", "wrong-ssh").connect()
         }),
-        ("sudo wrong", |r, h| {
-            let a = ssh_key(r, h, "alice").connect()?;
-            r.sudo().password("wrong-sudo").via(&a).connect()
+        ("sudo wrong", |r, a| {
+            r.sudo().password("wrong-sudo").via(a).connect()
         }),
-        ("sudo none", |r, h| {
-            let a = ssh_key(r, h, "alice").connect()?;
-            r.sudo().via(&a).connect()
+        ("sudo none", |r, a| r.sudo().via(a).connect()),
+        ("su wrong", |r, a| {
+            r.su().username("bob").password("wrong-su").via(a).connect()
         }),
-        ("su wrong", |r, h| {
-            let a = ssh_key(r, h, "alice").connect()?;
-            r.su()
-                .username("bob")
-                .password("wrong-su")
-                .via(&a)
-                .connect()
-        }),
-        ("su none", |r, h| {
-            let a = ssh_key(r, h, "alice").connect()?;
-            r.su().username("bob").via(&a).connect()
-        }),
-        ("doas wrong", |r, h| {
-            let a = ssh_key(r, h, "alice").connect()?;
+        ("su none", |r, a| r.su().username("bob").via(a).connect()),
+        ("doas wrong", |r, a| {
             r.doas()
                 .username("bob")
                 .password("wrong-doas")
-                .via(&a)
+                .via(a)
                 .connect()
         }),
-        ("doas none", |r, h| {
-            let a = ssh_key(r, h, "alice").connect()?;
-            r.doas().username("bob").via(&a).connect()
+        ("doas none", |r, a| {
+            r.doas().username("bob").via(a).connect()
         }),
         // incorrect_prompts replace the defaults, matched without case.
-        ("su custom incorrect", |r, h| {
-            let a = ssh_key(r, h, "alice").connect()?;
+        ("su custom incorrect", |r, a| {
             r.su()
                 .username("bob")
                 .incorrect_prompts(["AUTHENTICATION FAILURE"])
                 .password("wrong-su2")
-                .via(&a)
+                .via(a)
                 .connect()
         }),
-        ("doas custom incorrect", |r, h| {
-            let a = ssh_key(r, h, "alice").connect()?;
+        ("doas custom incorrect", |r, a| {
             r.doas()
                 .username("bob")
                 .incorrect_prompts(["Authentication FAILED"])
                 .password("wrong-doas2")
-                .via(&a)
+                .via(a)
                 .connect()
         }),
         // A list that does not match: su's refusal is then only its exit.
-        ("su unmatched incorrect (stream)", |r, h| {
-            let a = ssh_key(r, h, "alice").connect()?;
+        ("su unmatched incorrect (stream)", |r, a| {
             r.su()
                 .username("bob")
                 .incorrect_prompts(["no such text"])
                 .password("wrong-su3")
-                .via(&a)
+                .via(a)
                 .connect()
         }),
     ];
@@ -393,8 +378,11 @@ fn wrong_passwords_in_parallel() -> TestResult {
             let host = host.clone();
             std::thread::spawn(move || {
                 let r = Router::new().map_err(|e| e.to_string())?;
+                let alice = ssh_key(&r, &host, "alice")
+                    .connect()
+                    .map_err(|e| format!("ssh alice@{host}: {e}"))?;
                 let t0 = Instant::now();
-                let res = f(&r, &host);
+                let res = f(&r, &alice);
                 eprintln!("{what}: {:?}", t0.elapsed());
                 Ok::<_, String>((what, res.map(|_| ())))
             })
