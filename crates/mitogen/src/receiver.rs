@@ -139,16 +139,10 @@ impl Receiver {
     /// failed) becomes [`ChannelError`] with its reason; a closed receiver
     /// says so.
     pub fn get(&self, timeout: Option<Duration>) -> Result<Message> {
-        if self.latch.empty() {
-            crate::broker::refuse_wait_on_broker("a message")?;
-        }
-        match self.latch.get(timeout) {
-            Ok(m) if m.is_dead() => {
-                Err(ChannelError::new(m.dead_reason().unwrap_or_default()).into())
-            }
-            Ok(m) => Ok(m),
-            Err(Error::Latch(_)) => Err(ChannelError::new("the receiver was closed").into()),
-            Err(e) => Err(e),
+        let m = self.get_message(timeout)?;
+        match m.dead_reason() {
+            Some(reason) => Err(ChannelError::new(reason).into()),
+            None => Ok(m),
         }
     }
 

@@ -517,11 +517,17 @@ impl Core {
                 .collect()
         };
         for (k, h) in hit {
-            let mut m = Message::dead(reason).to(self.id, k);
-            m.src_id = h.respondent.unwrap_or(self.id);
-            m.core = Some(self.clone());
-            (h.sink)(m);
+            self.deliver_dead(k, &h, reason);
         }
+    }
+
+    /// Hands `h` (registered at handle `k`) a dead message, as if from its
+    /// respondent.
+    fn deliver_dead(self: &Arc<Self>, k: u32, h: &Handler, reason: &str) {
+        let mut m = Message::dead(reason).to(self.id, k);
+        m.src_id = h.respondent.unwrap_or(self.id);
+        m.core = Some(self.clone());
+        (h.sink)(m);
     }
 
     /// Takes ownership of a connected stream: routes, broker registration.
@@ -780,10 +786,7 @@ impl Participant for Core {
             .map(|(k, h)| (*k, h.clone()))
             .collect();
         for (k, h) in waiting {
-            let mut m = Message::dead("the broker shut down").to(self.id, k);
-            m.src_id = h.respondent.unwrap_or(self.id);
-            m.core = Some(self.clone());
-            (h.sink)(m);
+            self.deliver_dead(k, &h, "the broker shut down");
         }
         self.reaper.finish(&self.events.child_exit);
     }
