@@ -3,6 +3,7 @@
 //! and multi-thread runtimes) and under `futures::executor`, against real
 //! contexts. The library itself depends on no runtime.
 
+use crate::util::sleep_ms;
 use crate::util::{self, trial, TestResult, TEST_LIMIT};
 use futures::StreamExt;
 use libtest_mimic::Trial;
@@ -47,12 +48,6 @@ pub fn tests() -> Vec<Trial> {
 #[mitogen::remote]
 fn add(a: u64, b: u64) -> u64 {
     a + b
-}
-
-#[mitogen::remote]
-fn sleep_ms(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
 }
 
 #[mitogen::remote]

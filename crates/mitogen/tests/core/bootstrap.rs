@@ -1,6 +1,7 @@
 //! Bootstrap: option validation, the process title, `agent_command`,
 //! `agent_binary` failures and timeouts, and the agent cache.
 
+use crate::util::pid;
 use crate::util::{self, trial, TempDir, TestResult, TEST_LIMIT, WAIT};
 use libtest_mimic::{Failed, Trial};
 use mitogen::{Error, RemoteFn};
@@ -73,11 +74,6 @@ fn title() -> std::io::Result<(String, String)> {
 #[mitogen::remote]
 fn nice_value() -> std::io::Result<i32> {
     own_nice()
-}
-
-#[mitogen::remote]
-fn child_pid() -> u32 {
-    std::process::id()
 }
 
 #[mitogen::remote]
@@ -499,7 +495,7 @@ fn debug_option() -> TestResult {
         .debug(true)
         .remote_name("debugged")
         .connect()?;
-    let pid = ctx.call::<child_pid>(())?;
+    let pid = ctx.call::<pid>(())?;
     let log = PathBuf::from(format!("/tmp/mitogen.{pid}.log"));
     let found = util::wait_for(WAIT, || std::fs::metadata(&log).is_ok_and(|m| m.len() > 0));
     ctx.shutdown(true, Some(WAIT))?;
@@ -515,7 +511,7 @@ fn debug_option() -> TestResult {
     // same pid: only one written while the quiet context ran counts.
     let since = std::time::SystemTime::now() - Duration::from_secs(1);
     let quiet = router.local().debug(false).connect()?;
-    let pid = quiet.call::<child_pid>(())?;
+    let pid = quiet.call::<pid>(())?;
     quiet.shutdown(true, Some(WAIT))?;
     let log = PathBuf::from(format!("/tmp/mitogen.{pid}.log"));
     let written = std::fs::metadata(&log)
@@ -528,7 +524,7 @@ fn debug_option() -> TestResult {
 fn profiling_option() -> TestResult {
     let router = util::router()?;
     let ctx = router.local().profiling(true).connect()?;
-    let pid = ctx.call::<child_pid>(())?;
+    let pid = ctx.call::<pid>(())?;
     for i in 0..5 {
         ctx.call::<add>((i, i))?;
     }

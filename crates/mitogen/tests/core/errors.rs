@@ -2,6 +2,7 @@
 //! panics; a context dying mid-call; timeouts; calls after shutdown.
 
 use crate::util::{self, trial, TestResult, TEST_LIMIT, WAIT};
+use crate::util::{pid, sleep_ms};
 use libtest_mimic::Trial;
 use mitogen::Error;
 use std::fmt;
@@ -171,17 +172,6 @@ fn add(a: u32, b: u32) -> u32 {
     a + b
 }
 
-#[mitogen::remote]
-fn child_pid() -> u32 {
-    std::process::id()
-}
-
-#[mitogen::remote]
-fn sleep_ms(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
-}
-
 fn io_error() -> TestResult {
     let router = util::router()?;
     let ctx = router.local().connect()?;
@@ -244,7 +234,7 @@ fn source_chain() -> TestResult {
 fn panic_then_serve() -> TestResult {
     let router = util::router()?;
     let ctx = router.local().remote_name("panicky").connect()?;
-    let pid = ctx.call::<child_pid>(())?;
+    let pid = ctx.call::<pid>(())?;
     let err = ctx.call::<explode>(("left wire".into(),));
     let Err(Error::Call(e)) = err else {
         return Err(format!("expected Error::Call, got {err:?}").into());
@@ -263,10 +253,7 @@ fn panic_then_serve() -> TestResult {
     };
     ensure!(e.type_name() == "panic", "type name {:?}", e.type_name());
     // Still the same process serving.
-    ensure!(
-        ctx.call::<child_pid>(())? == pid,
-        "the context was replaced"
-    );
+    ensure!(ctx.call::<pid>(())? == pid, "the context was replaced");
     ensure!(ctx.call::<add>((3, 3))? == 6, "call after a second panic");
     Ok(())
 }
@@ -274,7 +261,7 @@ fn panic_then_serve() -> TestResult {
 fn killed_mid_call() -> TestResult {
     let router = util::router()?;
     let ctx = router.local().remote_name("doomed").connect()?;
-    let pid = ctx.call::<child_pid>(())?;
+    let pid = ctx.call::<pid>(())?;
     let pending = ctx.call_async::<sleep_ms>((30_000,))?;
     // Queued behind it, and awaited as a future on another thread.
     let queued = ctx.call_async::<add>((1, 1))?;
@@ -352,7 +339,7 @@ fn pending_call_timeout() -> TestResult {
 fn call_after_shutdown() -> TestResult {
     let router = util::router()?;
     let ctx = router.local().remote_name("short-lived").connect()?;
-    let pid = ctx.call::<child_pid>(())?;
+    let pid = ctx.call::<pid>(())?;
     ctx.shutdown(true, Some(WAIT))?;
     ensure!(!ctx.is_connected(), "connected after shutdown(wait)");
     let c = ctx.clone();

@@ -2,6 +2,7 @@
 //! disconnects, child exit statuses, the broker's shutdown sequence, and
 //! callbacks that call back into the runtime without deadlocking.
 
+use crate::util::pid;
 use crate::util::{self, trial, TestResult, TEST_LIMIT, WAIT};
 use libtest_mimic::Trial;
 use mitogen::{Broker, Disconnect, Receiver, Router};
@@ -24,11 +25,6 @@ pub fn tests() -> Vec<Trial> {
         ),
         trial("events::no_waiting_in_a_callback", TEST_LIMIT, no_waiting),
     ]
-}
-
-#[mitogen::remote]
-fn pid() -> u32 {
-    std::process::id()
 }
 
 fn disconnects() -> TestResult {

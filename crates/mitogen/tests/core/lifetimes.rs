@@ -3,6 +3,7 @@
 //! its children when dropped.
 
 use crate::util::{self, trial, TestResult, TEST_LIMIT, WAIT};
+use crate::util::{pid, sleep_ms};
 use libtest_mimic::Trial;
 use mitogen::Error;
 use std::io::BufRead;
@@ -54,17 +55,6 @@ pub fn tests() -> Vec<Trial> {
 }
 
 #[mitogen::remote]
-fn child_pid() -> u32 {
-    std::process::id()
-}
-
-#[mitogen::remote]
-fn sleep_ms(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
-}
-
-#[mitogen::remote]
 fn parent_pid() -> u32 {
     std::os::unix::process::parent_id()
 }
@@ -75,8 +65,8 @@ fn busy_child_exits_when_parent_killed() -> TestResult {
     let router = util::router()?;
     let a = router.local().remote_name("busy-a").connect()?;
     let b = router.local().remote_name("busy-b").via(&a).connect()?;
-    let a_pid = a.call::<child_pid>(())?;
-    let b_pid = b.call::<child_pid>(())?;
+    let a_pid = a.call::<pid>(())?;
+    let b_pid = b.call::<pid>(())?;
     let pending = b.call_async::<sleep_ms>((60_000,))?;
     std::thread::sleep(Duration::from_millis(100));
     util::kill9(a_pid)?;
@@ -105,7 +95,7 @@ fn frozen_child_is_killed() -> TestResult {
         .broker()
         .set_shutdown_timeout(Duration::from_millis(500));
     let c = router.local().remote_name("frozen").connect()?;
-    let pid = c.call::<child_pid>(())?;
+    let pid = c.call::<pid>(())?;
     // SAFETY: stopping our own child process.
     ensure!(
         unsafe { libc::kill(pid as i32, libc::SIGSTOP) } == 0,
@@ -125,8 +115,8 @@ fn child_exits_when_intermediate_killed() -> TestResult {
     let router = util::router()?;
     let a = router.local().remote_name("life-a").connect()?;
     let b = router.local().remote_name("life-b").via(&a).connect()?;
-    let a_pid = a.call::<child_pid>(())?;
-    let b_pid = b.call::<child_pid>(())?;
+    let a_pid = a.call::<pid>(())?;
+    let b_pid = b.call::<pid>(())?;
     ensure!(
         b.call::<parent_pid>(())? == a_pid,
         "b is not a child process of a"
@@ -142,7 +132,7 @@ fn child_exits_when_intermediate_killed() -> TestResult {
         b.is_connected()
     );
     let c = b.clone();
-    let r = util::bounded("a call to b", WAIT, move || c.call::<child_pid>(()))?;
+    let r = util::bounded("a call to b", WAIT, move || c.call::<pid>(()))?;
     ensure!(matches!(r, Err(Error::Channel(_))), "call to b: {r:?}");
     util::wait_exited(a_pid, Duration::from_secs(5), false)?;
     Ok(())
@@ -196,19 +186,16 @@ fn router_drop_reaps_children() -> TestResult {
         .remote_name("reaped-via")
         .via(&local)
         .connect()?;
-    let local_pid = local.call::<child_pid>(())?;
-    let fork_pid = forked.call::<child_pid>(())?;
-    let via_pid = via.call::<child_pid>(())?;
+    let local_pid = local.call::<pid>(())?;
+    let fork_pid = forked.call::<pid>(())?;
+    let via_pid = via.call::<pid>(())?;
 
     // Dropping one clone of two changes nothing.
     let clone = router.clone();
     drop(router);
     std::thread::sleep(Duration::from_millis(100));
-    ensure!(
-        local.call::<child_pid>(())? == local_pid,
-        "local gone early"
-    );
-    ensure!(forked.call::<child_pid>(())? == fork_pid, "fork gone early");
+    ensure!(local.call::<pid>(())? == local_pid, "local gone early");
+    ensure!(forked.call::<pid>(())? == fork_pid, "fork gone early");
 
     // Dropping the last one stops and reaps every child.
     util::bounded("dropping the last router clone", WAIT, move || drop(clone))?;
@@ -220,7 +207,7 @@ fn router_drop_reaps_children() -> TestResult {
     util::wait_exited_or_kill(via_pid, Duration::from_secs(5), true)?;
     ensure!(!local.is_connected(), "local still connected");
     let r = util::bounded("a call after the router dropped", WAIT, move || {
-        local.call::<child_pid>(())
+        local.call::<pid>(())
     })?;
     ensure!(r.is_err(), "call after the router dropped: {r:?}");
     Ok(())
@@ -231,11 +218,7 @@ fn shutdown_stops_descendants() -> TestResult {
     let a = router.local().remote_name("stop-a").connect()?;
     let b = router.local().remote_name("stop-b").via(&a).connect()?;
     let c = router.fork().remote_name("stop-c").via(&b).connect()?;
-    let pids = [
-        a.call::<child_pid>(())?,
-        b.call::<child_pid>(())?,
-        c.call::<child_pid>(())?,
-    ];
+    let pids = [a.call::<pid>(())?, b.call::<pid>(())?, c.call::<pid>(())?];
     a.shutdown(true, Some(WAIT))?;
     for pid in pids {
         util::wait_exited_or_kill(pid, Duration::from_secs(5), true)?;
@@ -253,17 +236,17 @@ fn shutdown_via_context() -> TestResult {
     let router = util::router()?;
     let a = router.local().remote_name("keep-a").connect()?;
     let b = router.local().remote_name("stop-b").via(&a).connect()?;
-    let a_pid = a.call::<child_pid>(())?;
-    let b_pid = b.call::<child_pid>(())?;
+    let a_pid = a.call::<pid>(())?;
+    let b_pid = b.call::<pid>(())?;
     b.shutdown(true, Some(WAIT))?;
     ensure!(!b.is_connected(), "b still connected after shutdown(wait)");
     // a reaps its own child.
     util::wait_exited(b_pid, Duration::from_secs(5), false)?;
     let c = b.clone();
-    let r = util::bounded("a call to b", WAIT, move || c.call::<child_pid>(()))?;
+    let r = util::bounded("a call to b", WAIT, move || c.call::<pid>(()))?;
     ensure!(r.is_err(), "call to a shut down context: {r:?}");
     // The intermediate is untouched and can start another one.
-    ensure!(a.call::<child_pid>(())? == a_pid, "a was affected");
+    ensure!(a.call::<pid>(())? == a_pid, "a was affected");
     ensure!(a.is_connected(), "a disconnected");
     let b2 = router.local().remote_name("stop-b2").via(&a).connect()?;
     ensure!(b2.call::<parent_pid>(())? == a_pid, "new child of a");
@@ -273,7 +256,7 @@ fn shutdown_via_context() -> TestResult {
 fn router_drop_fails_blocked_call() -> TestResult {
     let router = util::router()?;
     let ctx = router.local().remote_name("busy-at-drop").connect()?;
-    let pid = ctx.call::<child_pid>(())?;
+    let pid = ctx.call::<pid>(())?;
     let (tx, rx) = std::sync::mpsc::channel();
     let c = ctx.clone();
     std::thread::spawn(move || {

@@ -4,6 +4,7 @@
 //! ten contexts with every message counted, nesting, oneshot, misuse).
 
 use crate::util::{self, trial, TestResult, TEST_LIMIT, WAIT};
+use crate::util::{pid, sleep_ms};
 use libtest_mimic::Trial;
 use mitogen::{Channel, Error, Event, Latch, Message, Receiver, Select, Sender, SourceId};
 use std::collections::HashSet;
@@ -96,17 +97,6 @@ fn send_blobs(tx: Sender, sizes: Vec<usize>) -> mitogen::Result<()> {
         tx.send_bytes(vec![i as u8; n])?;
     }
     tx.close()
-}
-
-#[mitogen::remote]
-fn pid() -> u32 {
-    std::process::id()
-}
-
-#[mitogen::remote]
-fn sleep_ms(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
 }
 
 #[mitogen::remote]
@@ -596,8 +586,8 @@ fn context_travels() -> TestResult {
     let gc = child.call::<start_grandchild>(())?;
     ensure!(gc.name().ends_with("grandchild"), "name {}", gc.name());
     // The returned Context is bound to this router: calls go straight to it.
-    let (gc_pid, child_pid) = (gc.call::<pid>(())?, child.call::<pid>(())?);
-    ensure!(gc_pid != child_pid, "the grandchild is the child");
+    let (gc_pid, pid) = (gc.call::<pid>(())?, child.call::<pid>(())?);
+    ensure!(gc_pid != pid, "the grandchild is the child");
     let (id, name) = child.call::<name_of>((gc.clone(),))?;
     ensure!(id == gc.context_id(), "id {id} vs {}", gc.context_id());
     ensure!(name == gc.name(), "name {name:?} vs {:?}", gc.name());

@@ -2,6 +2,7 @@
 //! at once, losing a middle node (kill -9) or shutting a subtree down, and
 //! sibling traffic with and without unidirectional routing.
 
+use crate::util::sleep_ms;
 use crate::util::{self, trial, TestResult, WAIT};
 use libtest_mimic::{Failed, Trial};
 use mitogen::{Context, Error, Message, Receiver, RemoteFn, Router};
@@ -63,12 +64,6 @@ fn whoami() -> Node {
 #[mitogen::remote]
 fn tagged(tag: u64) -> (u64, Node) {
     (tag, whoami())
-}
-
-#[mitogen::remote]
-fn sleep_ms(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
 }
 
 /// The persistent receiver a sibling test sends to (kept for the life of

@@ -16,6 +16,19 @@ use std::time::{Duration, Instant};
 /// failure instead of a stuck run.
 pub const TEST_LIMIT: Duration = Duration::from_secs(60);
 
+/// The pid of the context it runs in.
+#[mitogen::remote]
+pub fn pid() -> u32 {
+    std::process::id()
+}
+
+/// Sleeps `ms` milliseconds in the context, then returns `ms`.
+#[mitogen::remote]
+pub fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
 /// Bound for single waits inside tests (calls, shutdowns).
 pub const WAIT: Duration = Duration::from_secs(20);
 

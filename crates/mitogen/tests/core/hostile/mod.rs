@@ -5,6 +5,7 @@
 //! a fresh child, with a sibling whose service must not be disturbed.
 
 use crate::util::{self, trial, TempDir, TestResult, WAIT};
+use crate::util::{pid, sleep_ms};
 use libtest_mimic::{Failed, Trial};
 use mitogen::frame::{handle, Encoding, Header, HEADER_LEN};
 use mitogen::{Context, Error, Message, Receiver, RemoteFn, Router};
@@ -350,17 +351,6 @@ fn hostile(
 #[mitogen::remote]
 fn touch(path: String) -> std::io::Result<()> {
     std::fs::write(path, "the forged call ran")
-}
-
-#[mitogen::remote]
-fn pid() -> u32 {
-    std::process::id()
-}
-
-#[mitogen::remote]
-fn sleep_ms(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
 }
 
 /// Sends `text` to `handle` in context `dst` (an honest message).
