@@ -15,8 +15,8 @@ use crate::broker::Broker;
 use crate::dispatch::{Dispatcher, ExternalContext};
 use crate::error::{Result, StreamError};
 use crate::frame::{handle, Encoding, Header, HEADER_LEN, PROTOCOL_VERSION};
+use crate::link::{FrameReader, Stream};
 use crate::router::{Core, Router};
-use crate::stream::{FrameReader, Stream};
 use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -77,6 +77,7 @@ fn write_frame(fd: RawFd, payload: &[u8]) -> Result<()> {
         handle: handle::HANDSHAKE,
         reply_to: 0,
         length: payload.len() as u32,
+        ..Header::default()
     };
     let mut frame = h.encode().to_vec();
     frame.extend_from_slice(payload);
@@ -176,6 +177,7 @@ pub(crate) fn serve(
     );
     let max = cfg.max_message_size as usize;
     core.set_max_message_size(max);
+    core.set_flow_limits(cfg.max_payload as usize, cfg.max_queued as usize);
     core.debug.store(cfg.debug, Ordering::Relaxed);
     core.profiling.store(cfg.profiling, Ordering::Relaxed);
     core.unidirectional

@@ -13,9 +13,10 @@
 //! [`Broker::shutdown_timeout`], then every participant is told to
 //! disconnect whatever is left, and the thread exits.
 
-use crate::error::{Error, Result, StreamError};
+use crate::error::{CallError, Error, Result, StreamError};
 use crate::events::{BrokerEvents, Subscription};
 use crate::latch::Latch;
+use crate::sync::lock;
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::{BinaryHeap, HashMap};
@@ -229,10 +230,6 @@ fn guarded<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
     }
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Broker {
     /// Starts a broker thread, stopped when the last handle is dropped.
     pub fn new() -> Result<Broker> {
@@ -326,8 +323,19 @@ impl Broker {
     }
 
     /// Arranges for `f` to run on the broker thread. Safe from any thread.
-    pub fn defer(&self, f: impl FnOnce() + Send + 'static) {
+    ///
+    /// Fails with a [`StreamError`] once shutdown has begun: the work
+    /// might never run, and silently dropping it would hide that. A panic
+    /// in `f` is logged; the broker goes on.
+    pub fn defer(&self, f: impl FnOnce() + Send + 'static) -> Result<()> {
+        if self.is_shutting_down() || self.is_stopped() {
+            return Err(StreamError::new(
+                "the broker is shutting down: the deferred work was refused",
+            )
+            .into());
+        }
         self.defer_loop(Box::new(move |_| f()));
+        Ok(())
     }
 
     /// Runs `f` on the broker thread and waits for its result. Called on the
@@ -342,21 +350,28 @@ impl Broker {
         if self.is_stopped() {
             return Err(StreamError::new("the broker has stopped").into());
         }
-        let latch = Latch::new();
+        let latch: Latch<std::result::Result<R, CallError>> = Latch::new();
         let l2 = latch.clone();
-        self.defer(move || {
-            let _ = l2.put(f());
-        });
+        // Runs during the graceful phase of a shutdown too (unlike
+        // `defer`): the broker is still running then.
+        self.defer_loop(Box::new(move |_| {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .map_err(|p| CallError::from_panic("the task given to defer_sync", &*p));
+            let _ = l2.put(r);
+        }));
         // Should the broker exit before running it, the latch is closed by
         // nobody: poll with a bound so a stopped broker is noticed.
         loop {
             match latch.get(Some(Duration::from_millis(100))) {
-                Ok(r) => return Ok(r),
+                Ok(r) => return r.map_err(Error::Call),
                 Err(Error::Timeout(_)) if !self.is_stopped() => continue,
                 Err(Error::Timeout(_)) => {
-                    return latch.try_get().ok().flatten().ok_or_else(|| {
-                        StreamError::new("the broker stopped before running the task").into()
-                    })
+                    return match latch.try_get().ok().flatten() {
+                        Some(r) => r.map_err(Error::Call),
+                        None => Err(
+                            StreamError::new("the broker stopped before running the task").into(),
+                        ),
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -568,9 +583,38 @@ mod tests {
     #[test]
     fn panicking_task_does_not_kill_broker() {
         let b = Broker::new().unwrap();
-        b.defer(|| panic!("boom"));
+        b.defer(|| panic!("boom")).unwrap();
         assert_eq!(b.defer_sync(|| 7).unwrap(), 7);
         b.shutdown();
         b.join();
+    }
+
+    #[test]
+    fn defer_sync_of_a_panicking_task_returns_its_panic() {
+        let b = Broker::new().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let b2 = b.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(b2.defer_sync(|| -> u32 { panic!("kaboom") }));
+        });
+        let got = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("defer_sync returned");
+        match got {
+            Err(Error::Call(e)) => assert!(e.to_string().contains("kaboom"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(b.defer_sync(|| 8).unwrap(), 8);
+        b.shutdown();
+        b.join();
+    }
+
+    #[test]
+    fn defer_after_shutdown_is_refused() {
+        let b = Broker::new().unwrap();
+        b.shutdown();
+        assert!(b.defer(|| ()).is_err());
+        b.join();
+        assert!(b.defer(|| ()).is_err());
     }
 }

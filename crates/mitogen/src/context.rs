@@ -78,10 +78,22 @@ impl Context {
         self.core.is_connected(self.id)
     }
 
-    /// Sends a message to a handle in this context.
+    /// Sends a message to a handle in this context. When the link towards
+    /// it is full (flow control: [`crate::Router::max_queued`]), waits for
+    /// room at most [`crate::Router::send_timeout`], then fails with a
+    /// [`crate::TimeoutError`].
     pub fn send(&self, msg: Message) -> Result<()> {
         let h = msg.handle;
         self.core.send(msg.to(self.id, h))
+    }
+
+    /// [`Context::send`] that never waits: a full link is a
+    /// [`crate::StreamError`] of kind [`std::io::ErrorKind::WouldBlock`],
+    /// and nothing was sent.
+    pub fn try_send(&self, msg: Message) -> Result<()> {
+        let h = msg.handle;
+        self.core
+            .send_with(msg.to(self.id, h), crate::link::Mode::Try)
     }
 
     /// Sends `msg` to its handle in this context with a fresh reply handle
@@ -341,7 +353,7 @@ impl CallChain {
         if !self.pipelined {
             return None;
         }
-        let mut c = crate::broker::lock(&self.chain_id);
+        let mut c = crate::sync::lock(&self.chain_id);
         Some(
             c.get_or_insert_with(|| {
                 format!(
@@ -377,7 +389,7 @@ impl CallChain {
     /// Forgets the chain's recorded failure (in the context) and starts a
     /// new chain id.
     pub fn reset(&self) -> Result<()> {
-        let saved = crate::broker::lock(&self.chain_id).take();
+        let saved = crate::sync::lock(&self.chain_id).take();
         match saved {
             Some(id) => self
                 .context

@@ -112,6 +112,15 @@ pub(crate) fn install(core: &Arc<Core>) {
             let Ok((id, why)) = msg.decode::<(u32, String)>() else {
                 return;
             };
+            // From a parent: a context that sent messages down here is
+            // gone; whoever waits on it below must hear (egress ids).
+            if from_parent(&core, msg.auth_id) && msg.src_id == msg.auth_id {
+                if id != core.id && !core.parent_ids.contains(&id) {
+                    core.forget(&[id], &why);
+                    announce_lost_down(&core, &[id], &why, None);
+                }
+                return;
+            }
             let (Some(via), Some(route)) = (core.stream_for(msg.src_id), core.stream_for(id))
             else {
                 return;
@@ -124,6 +133,7 @@ pub(crate) fn install(core: &Arc<Core>) {
             }
             core.forget(&[id], &why);
             announce_lost_why(&core, &[id], &why);
+            announce_lost_down(&core, &[id], &why, Some(via.id));
         }),
         true,
         None,
@@ -204,6 +214,23 @@ fn announce_lost_why(core: &Arc<Core>, lost: &[u32], why: &str) {
         let reason = format!("{} {why}", core.context_name(*id));
         if let Ok(m) = Message::encode(&(*id, reason)) {
             let _ = core.send(m.to(*parent, handle::DEL_ROUTE));
+        }
+    }
+}
+
+/// Tells each child link that carried messages from one of `lost` (its
+/// egress ids) that it is gone, except the link `skip` the news came
+/// from: a context waiting on a sibling or a cousin learns of its death
+/// at once, not only its ancestors.
+pub(crate) fn announce_lost_down(core: &Arc<Core>, lost: &[u32], reason: &str, skip: Option<u64>) {
+    for s in core.child_streams() {
+        if Some(s.id) == skip {
+            continue;
+        }
+        for id in lost.iter().filter(|id| s.carried_from(**id)) {
+            if let Ok(m) = Message::encode(&(*id, reason)) {
+                let _ = core.send(m.to(s.remote_id, handle::DEL_ROUTE));
+            }
         }
     }
 }

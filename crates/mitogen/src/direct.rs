@@ -16,9 +16,9 @@
 //! go, so frames are routed in the order they arrived. End of file and
 //! read errors are left to the broker, which owns disconnect handling.
 
+use crate::link::{FrameReader, ReadError, ReadState, Stream};
 use crate::message::Message;
 use crate::router::Core;
-use crate::stream::{FrameReader, ReadError, ReadState, Stream};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, TryLockError};
 use std::time::Instant;
@@ -37,38 +37,43 @@ pub(crate) fn try_read_pass(
     Some(read_pass(core, s, &mut reader))
 }
 
+thread_local! {
+    static ROUTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `true` while this thread routes what it read from a link: whatever it
+/// sends then (control replies, dead answers) must not wait for room, as
+/// it holds the link's reader.
+pub(crate) fn routing_here() -> bool {
+    ROUTING.with(|r| r.get())
+}
+
 /// Reads and routes what `s` has now, its reader held by the caller.
 fn read_pass(
     core: &Arc<Core>,
     s: &Arc<Stream>,
     reader: &mut FrameReader,
 ) -> Result<ReadState, ReadError> {
-    let mut inbound = Vec::new();
-    let outcome = reader.read_from(s.rfd(), &mut |h, body| {
-        inbound.push(Message::from_frame(h, body))
-    });
-    for m in inbound {
-        core.route_in(s, m);
-    }
+    let was = ROUTING.with(|r| r.replace(true));
+    let outcome = read_pass_inner(core, s, reader);
+    ROUTING.with(|r| r.set(was));
+    outcome
+}
+
+fn read_pass_inner(
+    core: &Arc<Core>,
+    s: &Arc<Stream>,
+    reader: &mut FrameReader,
+) -> Result<ReadState, ReadError> {
+    let outcome = reader.read_from(
+        s.rfd(),
+        &mut |h, body| core.route_in(s, Message::from_frame(h, body)),
+        &|| s.is_paused(),
+    );
     if !matches!(outcome, Ok(ReadState::Open)) {
         s.read_done.store(true, Ordering::Release);
     }
     outcome
-}
-
-fn set_broker_interest(core: &Core, s: &Stream, reading: bool) {
-    let token = s.read_token.load(Ordering::Acquire);
-    if token == usize::MAX {
-        return;
-    }
-    // PRIORITY never fires for sockets and pipes: it parks the
-    // registration without removing it (mio needs a non-empty interest).
-    let interest = if reading {
-        mio::Interest::READABLE
-    } else {
-        mio::Interest::PRIORITY
-    };
-    let _ = core.broker.reregister(s.rfd(), mio::Token(token), interest);
 }
 
 /// Reads `s` on this thread until `done()` or `deadline`. Returns `false`
@@ -92,7 +97,7 @@ pub(crate) fn read_until(
         Ok(r) => r,
         Err(_) => return false,
     };
-    set_broker_interest(core, s, false);
+    s.set_read_interest(false);
     let mut ran = false;
     // Stops on EOF or an error, which the broker then handles: the bytes
     // that caused it are already consumed, so no readiness event would
@@ -103,7 +108,8 @@ pub(crate) fn read_until(
             other => break Some(other),
         }
         ran = true;
-        if done() {
+        if done() || s.is_paused() {
+            // Paused: the broker reads again once the link may go on.
             break None;
         }
         let mut ms: libc::c_int = 100;
@@ -129,7 +135,7 @@ pub(crate) fn read_until(
     // (or end of file) that came after our last read must find the reader
     // free, or the broker would skip it and nobody would read.
     drop(reader);
-    set_broker_interest(core, s, true);
+    s.set_read_interest(true);
     if let Some(outcome) = ended {
         let why = crate::router::outcome_reason(s, outcome);
         let (c, st) = (core.clone(), s.clone());

@@ -102,7 +102,7 @@ impl Dispatcher {
             .add_participant(Arc::new(StopOnShutdown(queue.clone())));
         let q = queue.clone();
         let b = core.broker.clone();
-        *crate::broker::lock(&core.on_parent_lost) = Some(Box::new(move || {
+        *crate::sync::lock(&core.on_parent_lost) = Some(Box::new(move || {
             q.close();
             b.shutdown();
         }));

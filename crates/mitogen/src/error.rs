@@ -146,23 +146,61 @@ impl fmt::Display for CallError {
 impl std::error::Error for CallError {}
 
 /// A connection failed to start, or an established link failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct StreamError {
     message: String,
+    kind: Option<std::io::ErrorKind>,
+    #[source]
+    source: Option<std::sync::Arc<std::io::Error>>,
 }
+
+impl PartialEq for StreamError {
+    fn eq(&self, other: &StreamError) -> bool {
+        self.message == other.message && self.kind() == other.kind()
+    }
+}
+
+impl Eq for StreamError {}
 
 impl StreamError {
     /// Builds an error with a message a user can act on.
     pub fn new(message: impl Into<String>) -> StreamError {
         StreamError {
             message: message.into(),
+            kind: None,
+            source: None,
+        }
+    }
+
+    /// An error caused by `cause`: its [`std::io::ErrorKind`] is kept and
+    /// it is this error's [`std::error::Error::source`].
+    pub fn io(message: impl Into<String>, cause: std::io::Error) -> StreamError {
+        StreamError {
+            message: message.into(),
+            kind: Some(cause.kind()),
+            source: Some(std::sync::Arc::new(cause)),
+        }
+    }
+
+    /// An error of a known kind with no underlying cause (a link that is
+    /// full is [`std::io::ErrorKind::WouldBlock`]).
+    pub fn with_kind(message: impl Into<String>, kind: std::io::ErrorKind) -> StreamError {
+        StreamError {
+            message: message.into(),
+            kind: Some(kind),
+            source: None,
         }
     }
 
     /// The message.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The kind of I/O failure behind this error, when there is one.
+    pub fn kind(&self) -> Option<std::io::ErrorKind> {
+        self.kind
     }
 }
 

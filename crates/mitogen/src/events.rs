@@ -48,7 +48,7 @@ trait Unsubscribe: Send + Sync {
 
 impl<A: 'static> Unsubscribe for Subscribers<A> {
     fn remove(&self, id: u64) -> bool {
-        let mut l = crate::broker::lock(&self.list);
+        let mut l = crate::sync::lock(&self.list);
         let before = l.len();
         l.retain(|(i, _)| *i != id);
         l.len() != before
@@ -59,7 +59,7 @@ impl<A: 'static> Signal<A> {
     /// Adds `f`; it runs for every later [`Signal::fire`].
     pub(crate) fn subscribe(&self, f: impl Fn(&A) + Send + Sync + 'static) -> Subscription {
         let id = self.subs.next.fetch_add(1, Ordering::Relaxed);
-        crate::broker::lock(&self.subs.list).push((id, Arc::new(f)));
+        crate::sync::lock(&self.subs.list).push((id, Arc::new(f)));
         let weak: Weak<dyn Unsubscribe> = Arc::downgrade(&self.subs) as Weak<dyn Unsubscribe>;
         Subscription { id, from: weak }
     }
@@ -67,7 +67,7 @@ impl<A: 'static> Signal<A> {
     /// Runs every subscriber with `arg`. The list is copied first, so no
     /// lock is held while callbacks run (they may subscribe or cancel).
     pub(crate) fn fire(&self, arg: &A) {
-        let subs: Vec<Callback<A>> = crate::broker::lock(&self.subs.list)
+        let subs: Vec<Callback<A>> = crate::sync::lock(&self.subs.list)
             .iter()
             .map(|(_, f)| f.clone())
             .collect();
@@ -241,12 +241,12 @@ mod tests {
         let m2 = me.clone();
         let sub = sig.subscribe(move |_| {
             s2.subscribe(|_| {});
-            if let Some(s) = crate::broker::lock(&m2).take() {
+            if let Some(s) = crate::sync::lock(&m2).take() {
                 s.unsubscribe();
             }
         });
-        *crate::broker::lock(&me) = Some(sub);
+        *crate::sync::lock(&me) = Some(sub);
         sig.fire(&());
-        assert_eq!(crate::broker::lock(&sig.subs.list).len(), 1);
+        assert_eq!(crate::sync::lock(&sig.subs.list).len(), 1);
     }
 }

@@ -8,15 +8,23 @@
 //! offset size field
 //!      0    2 magic     0x4D 0x52 ("MR"); anything else ends the stream
 //!      2    1 encoding  how to read the payload (see `Encoding`)
-//!      3    1 flags     reserved, must be 0
+//!      3    1 flags     FRAGMENT (1) and LAST (2), other bits must be 0
 //!      4    4 dst_id    context the frame is for
 //!      8    4 src_id    context that wrote it
 //!     12    4 auth_id   context on whose authority it was sent
 //!     16    4 handle    receiver in `dst_id`
 //!     20    4 reply_to  handle in `src_id` for the answer, 0 for none
 //!     24    4 length    payload bytes that follow
-//!     28    4 reserved  must be 0
+//!     28    4 frag_id   which fragmented message this frame is part of;
+//!                       0 exactly when FRAGMENT is not set
 //! ```
+//!
+//! A message larger than one frame may carry (see `max_message_size`)
+//! travels as consecutive frames with the same routing fields, the
+//! `FRAGMENT` flag and one `frag_id` chosen by its source; the frame that
+//! ends it also has `LAST`. Intermediate contexts route fragments like any
+//! frame, each within the size limit; only the destination puts them
+//! together (`reassembly.rs`).
 //!
 //! All integers are little-endian. Decoding never panics: a frame that breaks
 //! a rule is a [`FrameError`], and the stream that carried it is closed.
@@ -28,15 +36,21 @@ pub const HEADER_LEN: usize = 32;
 /// The two bytes every frame starts with.
 pub const MAGIC: [u8; 2] = *b"MR";
 /// Version of this wire protocol; both ends compare it in the handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Default largest payload accepted on receive and on route (128 MiB).
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
 
+/// Flag: this frame is one fragment of a larger message.
+pub const FRAGMENT: u8 = 1;
+/// Flag: this fragment is the last of its message.
+pub const LAST: u8 = 2;
+
 /// How a frame's payload is to be read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Encoding {
     /// A MessagePack value (serde).
+    #[default]
     MsgPack = 0,
     /// Opaque bytes, never passed through a serializer (bulk data).
     Raw = 1,
@@ -59,7 +73,7 @@ impl Encoding {
 }
 
 /// The decoded fixed header of a frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Header {
     /// How the payload is encoded.
     pub encoding: Encoding,
@@ -75,6 +89,10 @@ pub struct Header {
     pub reply_to: u32,
     /// Length of the payload that follows the header.
     pub length: u32,
+    /// [`FRAGMENT`] and [`LAST`], or 0 for a whole message.
+    pub flags: u8,
+    /// The fragmented message this frame belongs to (0: none).
+    pub frag_id: u32,
 }
 
 /// Why a frame was refused. The stream carrying it is disconnected.
@@ -122,6 +140,7 @@ impl Header {
         let mut b = [0u8; HEADER_LEN];
         b[0..2].copy_from_slice(&MAGIC);
         b[2] = self.encoding as u8;
+        b[3] = self.flags;
         for (i, v) in [
             self.dst_id,
             self.src_id,
@@ -129,6 +148,7 @@ impl Header {
             self.handle,
             self.reply_to,
             self.length,
+            self.frag_id,
         ]
         .into_iter()
         .enumerate()
@@ -153,7 +173,12 @@ impl Header {
             return Ok(None);
         }
         let encoding = Encoding::from_u8(b[2]).ok_or(FrameError::BadEncoding(b[2]))?;
-        if b[3] != 0 || le32(b, 28) != 0 {
+        let (flags, frag_id) = (b[3], le32(b, 28));
+        let fragment = flags & FRAGMENT != 0;
+        if flags & !(FRAGMENT | LAST) != 0
+            || fragment != (frag_id != 0)
+            || (flags & LAST != 0 && !fragment)
+        {
             return Err(FrameError::Reserved);
         }
         let length = le32(b, 24);
@@ -171,6 +196,8 @@ impl Header {
             handle: le32(b, 16),
             reply_to: le32(b, 20),
             length,
+            flags,
+            frag_id,
         }))
     }
 }
@@ -188,6 +215,8 @@ mod tests {
             handle: 4000,
             reply_to: 5,
             length: 6,
+            flags: 0,
+            frag_id: 0,
         }
     }
 
@@ -226,6 +255,18 @@ mod tests {
         let mut bad = b;
         bad[30] = 1;
         assert_eq!(Header::decode(&bad, 100), Err(FrameError::Reserved));
+        let mut bad = b;
+        bad[3] = FRAGMENT; // a fragment without its id
+        assert_eq!(Header::decode(&bad, 100), Err(FrameError::Reserved));
+        let mut bad = b;
+        bad[3] = LAST;
+        bad[28] = 1; // LAST without FRAGMENT
+        assert_eq!(Header::decode(&bad, 100), Err(FrameError::Reserved));
+        let mut ok = b;
+        ok[3] = FRAGMENT | LAST;
+        ok[28] = 7;
+        let h = Header::decode(&ok, 100).unwrap().unwrap();
+        assert_eq!((h.flags, h.frag_id), (FRAGMENT | LAST, 7));
     }
 }
 

@@ -8,10 +8,11 @@
 //! A fork already has a global subscriber (its parent's, copied), so there
 //! the logger becomes the default of the runtime's own threads instead.
 
-use crate::broker::{lock, Loop};
+use crate::broker::Loop;
 use crate::frame::handle;
 use crate::message::Message;
 use crate::router::Core;
+use crate::sync::lock;
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use std::fmt::Write as _;
@@ -127,7 +128,8 @@ impl ChildLogger {
             // The guards live as long as the process.
             std::mem::forget(tracing::dispatcher::set_default(&dispatch));
             core.broker
-                .defer(move || std::mem::forget(tracing::dispatcher::set_default(&dispatch)));
+                .defer(move || std::mem::forget(tracing::dispatcher::set_default(&dispatch)))
+                .ok();
         }
     }
 }
@@ -197,20 +199,49 @@ fn format_event(e: &tracing::Event<'_>) -> String {
     v.0
 }
 
-/// Sends a record to the master from a child.
+/// Records not forwarded because the link to the parent was full.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Sends a record to the master from a child. Never waits: when the link
+/// to the parent is full (a flood of log lines, a stalled parent), the
+/// record is dropped and counted, and the next record that gets through
+/// is preceded by one saying how many were lost.
 pub(crate) fn forward(core: &Arc<Core>, level: u8, target: &str, message: String) {
     if SENDING.with(|s| s.replace(true)) {
         return;
+    }
+    let dropped = DROPPED.swap(0, Ordering::Relaxed);
+    if dropped > 0 {
+        let note = Record {
+            level: level_to_u8(Level::WARN),
+            target: "mitogen".to_string(),
+            message: format!("{dropped} log records dropped: the link to the parent was full"),
+        };
+        if !try_forward(core, &note) {
+            DROPPED.fetch_add(dropped, Ordering::Relaxed);
+        }
     }
     let rec = Record {
         level,
         target: target.to_string(),
         message,
     };
-    if let Ok(m) = Message::encode(&rec) {
-        let _ = core.send(m.to(crate::identity::MASTER_ID, handle::FORWARD_LOG));
+    if !try_forward(core, &rec) {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
     }
     SENDING.with(|s| s.set(false));
+}
+
+fn try_forward(core: &Arc<Core>, rec: &Record) -> bool {
+    let Ok(m) = Message::encode(rec) else {
+        return true;
+    };
+    let m = m.to(crate::identity::MASTER_ID, handle::FORWARD_LOG);
+    match core.send_with(m, crate::link::Mode::Try) {
+        Ok(()) => true,
+        Err(crate::Error::Stream(e)) => e.kind() != Some(std::io::ErrorKind::WouldBlock),
+        Err(_) => true,
+    }
 }
 
 impl tracing::Subscriber for ChildLogger {
@@ -241,6 +272,9 @@ impl tracing::Subscriber for ChildLogger {
 
 /// Watches `fd` (a pipe) on the broker and hands each complete line to
 /// `on_line`; a partial last line is flushed at end of file.
+/// Longest line held while waiting for its newline.
+const MAX_LINE: usize = 64 << 10;
+
 pub(crate) fn watch_lines(
     lp: &mut Loop,
     fd: std::os::fd::OwnedFd,
@@ -268,6 +302,12 @@ pub(crate) fn watch_lines(
                     while let Some(i) = pending.iter().position(|&b| b == b'\n') {
                         let line: Vec<u8> = pending.drain(..=i).collect();
                         on_line(String::from_utf8_lossy(&line).trim_end());
+                    }
+                    if pending.len() > MAX_LINE {
+                        // Output without newlines: pass it on in pieces
+                        // rather than holding it without bound.
+                        on_line(String::from_utf8_lossy(&pending).trim_end());
+                        pending.clear();
                     }
                     continue;
                 }

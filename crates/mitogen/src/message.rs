@@ -58,6 +58,9 @@ pub struct Message {
     /// The payload.
     pub data: Vec<u8>,
     pub(crate) core: Option<Arc<Core>>,
+    /// Fragment flags and id while this is one frame of a larger message
+    /// in transit (see `frame.rs`); `(0, 0)` for a whole message.
+    pub(crate) frag: (u8, u32),
 }
 
 impl fmt::Debug for Message {
@@ -105,6 +108,7 @@ impl Message {
             encoding,
             data,
             core: None,
+            frag: (0, 0),
         }
     }
 
@@ -213,6 +217,8 @@ impl Message {
             handle: self.handle,
             reply_to: self.reply_to,
             length: self.data.len() as u32,
+            flags: self.frag.0,
+            frag_id: self.frag.1,
         }
     }
 
@@ -226,6 +232,7 @@ impl Message {
             encoding: h.encoding,
             data,
             core: None,
+            frag: (h.flags, h.frag_id),
         }
     }
 }

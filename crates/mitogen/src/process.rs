@@ -12,11 +12,11 @@ use std::sync::Mutex;
 static RUNTIME_FDS: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
 
 pub(crate) fn track_fd(fd: RawFd) {
-    crate::broker::lock(&RUNTIME_FDS).push(fd);
+    crate::sync::lock(&RUNTIME_FDS).push(fd);
 }
 
 pub(crate) fn untrack_fd(fd: RawFd) {
-    crate::broker::lock(&RUNTIME_FDS).retain(|&f| f != fd);
+    crate::sync::lock(&RUNTIME_FDS).retain(|&f| f != fd);
 }
 
 /// A descriptor on the runtime list for as long as it is open.
@@ -46,7 +46,7 @@ impl Drop for TrackedFd {
 /// Locks the descriptor list; `fork()` happens while it is held, so the
 /// child's copy is consistent and unlocked by dropping the guard.
 pub(crate) fn lock_fds() -> std::sync::MutexGuard<'static, Vec<RawFd>> {
-    crate::broker::lock(&RUNTIME_FDS)
+    crate::sync::lock(&RUNTIME_FDS)
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {

@@ -7,8 +7,8 @@
 //! zombie is left behind. The broker runs a pass every few milliseconds
 //! while the list is not empty, and a final bounded loop at exit.
 
-use crate::broker::lock;
 use crate::events::{ChildExit, Signal};
+use crate::sync::lock;
 use std::os::unix::process::ExitStatusExt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -9,16 +9,20 @@
 //! (see `security` in `docs/ARCHITECTURE.md`). Handler callbacks never run
 //! while a router lock is held.
 
-use crate::broker::{lock, Broker, Loop, Participant};
-use crate::error::{reasons, ChannelError, Result};
+use crate::broker::{Broker, Loop, Participant};
+use crate::callbacks::{Callbacks, UserSink};
+use crate::error::{reasons, ChannelError, Error, Result};
+use crate::error::{StreamError, TimeoutError};
 use crate::events::{Disconnect, RouterEvents};
-use crate::frame::{handle, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::frame::{handle, DEFAULT_MAX_MESSAGE_SIZE, FRAGMENT, LAST};
+use crate::link::{Body, FrameReader, Mode, ReadState, SendError, Stream, DEFAULT_MAX_QUEUED};
 use crate::message::Message;
 use crate::reap::Reaper;
-use crate::stream::{FrameReader, ReadState, Stream};
+use crate::reassembly::{Assembled, Reassembly, DEFAULT_MAX_PAYLOAD, FRAGMENT_SIZE};
+use crate::sync::lock;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -28,6 +32,10 @@ pub type Policy = Arc<dyn Fn(&Message) -> bool + Send + Sync>;
 
 pub(crate) type Sink = Box<dyn Fn(Message) + Send + Sync>;
 
+/// How long a user thread waits for room in a full link before its send
+/// fails with a [`TimeoutError`]: the peer made no progress for that long.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
 struct Handler {
     sink: Sink,
     persist: bool,
@@ -35,10 +43,29 @@ struct Handler {
     policy: Option<Policy>,
 }
 
+/// Runs a sink, containing a panic: a bug behind one handle must not
+/// unwind through the thread reading a link.
+fn run_sink(handle: u32, sink: &Sink, msg: Message) {
+    let run = std::panic::AssertUnwindSafe(|| sink(msg));
+    if let Err(p) = std::panic::catch_unwind(run) {
+        let e = crate::error::CallError::from_panic(&format!("handler {handle}"), &*p);
+        tracing::error!("mitogen: {e}");
+    }
+}
+
+/// `true` when `e` says the link is closed or broken (its sender is told
+/// with a dead message), not full.
+fn err_is_closed(e: &Error) -> bool {
+    match e {
+        Error::Stream(s) => s.kind() != Some(std::io::ErrorKind::WouldBlock),
+        _ => false,
+    }
+}
+
 /// Why a read pass ended a stream, for logs and dead messages.
 pub(crate) fn outcome_reason(
     s: &Stream,
-    outcome: std::result::Result<ReadState, crate::stream::ReadError>,
+    outcome: std::result::Result<ReadState, crate::link::ReadError>,
 ) -> String {
     match outcome {
         Ok(ReadState::Eof) | Ok(ReadState::Open) => "the peer closed the link".to_string(),
@@ -70,6 +97,17 @@ pub(crate) struct Core {
     pub(crate) profiling: AtomicBool,
     pub(crate) unidirectional: AtomicBool,
     max_message_size: AtomicUsize,
+    /// Bound of one message put together from fragments.
+    max_payload: AtomicUsize,
+    /// Bound of each link's output queue.
+    max_queued: AtomicUsize,
+    /// How long a user thread waits for room in a full link (ms; 0: no
+    /// limit).
+    send_timeout_ms: AtomicU64,
+    next_frag_id: AtomicU32,
+    reassembly: Mutex<Reassembly>,
+    /// Where user handler callbacks run.
+    callbacks: Arc<Callbacks>,
     owns_broker: bool,
     /// Called on the broker thread when the link to the parent is lost.
     pub(crate) on_parent_lost: Mutex<Option<Box<dyn FnOnce() + Send>>>,
@@ -158,6 +196,12 @@ impl Router {
     /// handle. `persist: false` removes it after one message; `respondent`
     /// delivers a dead message when that context disconnects; `policy`
     /// refuses messages with a dead reply.
+    ///
+    /// `sink` runs on this router's handler thread, one message at a time
+    /// in arrival order, never on the thread reading the link: it may
+    /// block, and may call contexts (even behind the link its message came
+    /// on). A panic in it is logged with the handle and contained; the
+    /// handler stays registered.
     pub fn add_handler(
         &self,
         sink: impl Fn(Message) + Send + Sync + 'static,
@@ -165,9 +209,14 @@ impl Router {
         respondent: Option<u32>,
         policy: Option<Policy>,
     ) -> u32 {
-        self.owner
-            .core
-            .add_handler(Box::new(sink), persist, respondent, policy)
+        let core = &self.owner.core;
+        let h = core.next_handle.fetch_add(1, Ordering::Relaxed);
+        let user: UserSink = Arc::new(sink);
+        let callbacks = core.callbacks.clone();
+        let sink: Sink = Box::new(move |m| callbacks.run(h, user.clone(), m));
+        core.add_handler_at(h, sink, persist, respondent, policy);
+        core.check_respondent(respondent);
+        h
     }
 
     /// Removes a handler; later messages to it get a dead reply.
@@ -221,8 +270,54 @@ impl Router {
     }
 
     /// Changes the limit for streams created from now on, and for routing.
+    /// It bounds one frame; larger messages travel as several frames (see
+    /// [`Router::set_max_payload_size`]).
     pub fn set_max_message_size(&self, n: usize) {
         self.owner.core.max_message_size.store(n, Ordering::Relaxed);
+    }
+
+    /// Largest message, argument or result (split into frames of at most
+    /// [`Router::max_message_size`] on the way), that this context sends
+    /// or accepts; default [`DEFAULT_MAX_PAYLOAD`] (4 GiB). It also bounds
+    /// what one peer may have partly sent here at any time.
+    pub fn max_payload_size(&self) -> usize {
+        self.owner.core.max_payload.load(Ordering::Relaxed)
+    }
+
+    /// Changes [`Router::max_payload_size`].
+    pub fn set_max_payload_size(&self, n: usize) {
+        self.owner.core.max_payload.store(n, Ordering::Relaxed);
+    }
+
+    /// Bound of each link's output queue, in bytes; default
+    /// [`crate::DEFAULT_MAX_QUEUED`] (16 MiB). A user thread sending into
+    /// a full link waits (at most [`Router::send_timeout`]); traffic
+    /// relayed from another link pauses that link instead, so no context
+    /// buffers without bound on another's behalf.
+    pub fn max_queued(&self) -> usize {
+        self.owner.core.max_queued.load(Ordering::Relaxed)
+    }
+
+    /// Changes [`Router::max_queued`] for links attached from now on.
+    pub fn set_max_queued(&self, n: usize) {
+        self.owner
+            .core
+            .max_queued
+            .store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// How long a send waits for room in a full link before failing with
+    /// a [`TimeoutError`] (`None`: as long as the link lives); default
+    /// [`DEFAULT_SEND_TIMEOUT`]. Each wait counts from when it began, so a
+    /// slow but moving peer never trips it.
+    pub fn send_timeout(&self) -> Option<Duration> {
+        self.owner.core.send_timeout()
+    }
+
+    /// Changes [`Router::send_timeout`].
+    pub fn set_send_timeout(&self, t: Option<Duration>) {
+        let ms = t.map_or(0, |t| (t.as_millis() as u64).max(1));
+        self.owner.core.send_timeout_ms.store(ms, Ordering::Relaxed);
     }
 
     /// This context, as a [`crate::Context`] (to address its own handles, e.g.
@@ -272,6 +367,12 @@ impl Core {
             profiling: AtomicBool::new(false),
             unidirectional: AtomicBool::new(false),
             max_message_size: AtomicUsize::new(DEFAULT_MAX_MESSAGE_SIZE),
+            max_payload: AtomicUsize::new(DEFAULT_MAX_PAYLOAD),
+            max_queued: AtomicUsize::new(DEFAULT_MAX_QUEUED),
+            send_timeout_ms: AtomicU64::new(DEFAULT_SEND_TIMEOUT.as_millis() as u64),
+            next_frag_id: AtomicU32::new(1),
+            reassembly: Mutex::new(Reassembly::default()),
+            callbacks: Arc::new(Callbacks::default()),
             owns_broker,
             on_parent_lost: Mutex::new(None),
         });
@@ -286,6 +387,28 @@ impl Core {
 
     pub(crate) fn set_max_message_size(&self, n: usize) {
         self.max_message_size.store(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn max_payload(&self) -> usize {
+        self.max_payload.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn max_queued(&self) -> usize {
+        self.max_queued.load(Ordering::Relaxed)
+    }
+
+    /// Sets `max_payload_size` and `max_queued` (a child inherits its
+    /// parent's).
+    pub(crate) fn set_flow_limits(&self, max_payload: usize, max_queued: usize) {
+        self.max_payload.store(max_payload, Ordering::Relaxed);
+        self.max_queued.store(max_queued.max(1), Ordering::Relaxed);
+    }
+
+    pub(crate) fn send_timeout(&self) -> Option<Duration> {
+        match self.send_timeout_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
     }
 
     pub(crate) fn add_handler(
@@ -398,42 +521,67 @@ impl Core {
             .insert(id, stream.clone());
     }
 
-    /// Sends a message originating here.
-    pub(crate) fn send(self: &Arc<Self>, mut msg: Message) -> Result<()> {
+    /// Sends a message originating here. From a user thread, waits for
+    /// room in a full link (at most the send timeout).
+    pub(crate) fn send(self: &Arc<Self>, msg: Message) -> Result<()> {
+        let mode = if crate::broker::on_a_broker_thread() || crate::direct::routing_here() {
+            Mode::Relay(None)
+        } else {
+            Mode::Wait(self.send_timeout())
+        };
+        self.send_with(msg, mode)
+    }
+
+    /// Sends a message originating here, meeting a full link as `mode`
+    /// says.
+    pub(crate) fn send_with(self: &Arc<Self>, mut msg: Message, mode: Mode<'_>) -> Result<()> {
         msg.src_id = self.id;
         msg.auth_id = self.id;
-        self.route(msg, None)
+        msg.frag = (0, 0);
+        self.route_as(msg, None, mode)
     }
 
     /// Routes `msg`, which arrived on `from` (`None`: originated here).
     /// Errors are also reported to the sender's reply handle, if any.
     pub(crate) fn route(self: &Arc<Self>, msg: Message, from: Option<&Arc<Stream>>) -> Result<()> {
+        self.route_as(msg, from, Mode::Relay(from))
+    }
+
+    fn route_as(
+        self: &Arc<Self>,
+        msg: Message,
+        from: Option<&Arc<Stream>>,
+        mode: Mode<'_>,
+    ) -> Result<()> {
         if msg.dst_id == self.id {
-            self.deliver(msg);
+            if msg.frag.0 & FRAGMENT != 0 {
+                self.reassemble(msg);
+            } else {
+                self.deliver(msg);
+            }
             return Ok(());
         }
-        let max = self.max_message_size();
+        let max = self.max_payload.load(Ordering::Relaxed);
         if msg.data.len() > max {
             let why = format!(
-                "message of {} bytes exceeds max_message_size {max}",
+                "message of {} bytes exceeds max_payload_size {max}",
                 msg.data.len()
             );
             self.bounce(&msg, &why);
             return Err(ChannelError::new(why).into());
         }
-        let Some(stream) = self.stream_for(msg.dst_id) else {
+        let stream = match self.stream_for(msg.dst_id) {
+            // From the parent, for an id with no route here: sending it
+            // back up would loop. Say so, as for any unroutable message.
+            Some(s) if from.is_some_and(|f| f.id == s.id) => None,
+            other => other,
+        };
+        let Some(stream) = stream else {
             let why = format!("{}: {}", reasons::NO_ROUTE, self.context_name(msg.dst_id));
             self.bounce(&msg, &why);
             return Err(ChannelError::new(why).into());
         };
         if let Some(f) = from {
-            if f.id == stream.id {
-                tracing::warn!(
-                    "mitogen: dropping {msg:?} from {}: it would loop back",
-                    f.name
-                );
-                return Ok(());
-            }
             if self.unidirectional.load(Ordering::Relaxed) && !f.is_parent && !stream.is_parent {
                 let why = format!(
                     "{}: unidirectional routing forbids sibling traffic",
@@ -442,25 +590,118 @@ impl Core {
                 self.bounce(&msg, &why);
                 return Ok(());
             }
+            if !stream.is_parent {
+                stream.note_egress(msg.src_id);
+            }
         }
-        if let Err(e) = stream.send(&msg) {
-            self.bounce(&msg, e.message());
-            return Err(e.into());
+        self.transmit(&stream, msg, mode)
+    }
+
+    /// Writes `msg` to `stream`, split into fragments when larger than a
+    /// frame may be.
+    fn transmit(self: &Arc<Self>, stream: &Stream, msg: Message, mode: Mode<'_>) -> Result<()> {
+        let limit = FRAGMENT_SIZE.min(self.max_message_size()).max(1);
+        let mut h = msg.header();
+        let reply = (msg.src_id, msg.reply_to, msg.is_dead());
+        let sent = if msg.data.len() <= limit || msg.frag.0 != 0 {
+            stream.send_frame(h.encode(), Body::Owned(msg.data), mode)
+        } else {
+            let id = loop {
+                let id = self.next_frag_id.fetch_add(1, Ordering::Relaxed);
+                if id != 0 {
+                    break id;
+                }
+            };
+            let len = msg.data.len();
+            let buf = Arc::new(msg.data);
+            let mut start = 0;
+            let mut mode = mode;
+            let mut sent = Ok(());
+            while start < len && sent.is_ok() {
+                let end = (start + limit).min(len);
+                h.flags = FRAGMENT | if end == len { LAST } else { 0 };
+                h.frag_id = id;
+                h.length = (end - start) as u32;
+                sent = stream.send_frame(h.encode(), Body::Shared(buf.clone(), start, end), mode);
+                if sent.is_err() && start > 0 {
+                    // Tell the destination the rest will not come, so it
+                    // frees what it holds (and its waiter learns).
+                    h.flags = FRAGMENT | LAST;
+                    h.length = 0;
+                    h.encoding = crate::frame::Encoding::Dead;
+                    let _ =
+                        stream.send_frame(h.encode(), Body::Owned(Vec::new()), Mode::Relay(None));
+                }
+                if let Mode::Try = mode {
+                    // Once the first fragment is in, the rest must follow.
+                    mode = Mode::Wait(self.send_timeout());
+                }
+                start = end;
+            }
+            sent
+        };
+        let err: Error = match sent {
+            Ok(()) => return Ok(()),
+            Err(SendError::Closed(why)) => StreamError::new(why).into(),
+            Err(SendError::Io(e)) => {
+                StreamError::io(format!("writing to {} failed: {e}", stream.name), e).into()
+            }
+            Err(SendError::Full) => StreamError::with_kind(
+                format!(
+                    "the link to {} is full ({} bytes queued)",
+                    stream.name,
+                    stream.queued()
+                ),
+                std::io::ErrorKind::WouldBlock,
+            )
+            .into(),
+            Err(SendError::TimedOut(after)) => TimeoutError::new(
+                format!(
+                    "room in the link to {} (its peer stopped reading)",
+                    stream.name
+                ),
+                after,
+            )
+            .into(),
+        };
+        if matches!(err, Error::Stream(_)) && err_is_closed(&err) {
+            self.answer_dead(reply, &err.to_string());
         }
-        Ok(())
+        Err(err)
     }
 
     /// Answers `msg` with a dead message, unless it asked for no reply or
     /// is itself dead (dead messages are never answered: no ping-pong).
     pub(crate) fn bounce(self: &Arc<Self>, msg: &Message, reason: &str) {
-        if msg.reply_to == 0 || msg.is_dead() {
-            tracing::debug!("mitogen: dropped {msg:?}: {reason}");
+        self.answer_dead((msg.src_id, msg.reply_to, msg.is_dead()), reason);
+    }
+
+    /// [`Core::bounce`] from a message's `(src_id, reply_to, is_dead)`.
+    fn answer_dead(self: &Arc<Self>, (src, reply_to, dead): (u32, u32, bool), reason: &str) {
+        if reply_to == 0 || dead {
+            tracing::debug!("mitogen: dropped a message from {src}: {reason}");
             return;
         }
-        let mut dead = Message::dead(reason).to(msg.src_id, msg.reply_to);
-        dead.src_id = self.id;
-        dead.auth_id = self.id;
-        let _ = self.route(dead, None);
+        let mut m = Message::dead(reason).to(src, reply_to);
+        m.src_id = self.id;
+        m.auth_id = self.id;
+        let _ = self.route_as(m, None, Mode::Relay(None));
+    }
+
+    /// Adds a fragment addressed here; delivers the message it completes.
+    fn reassemble(self: &Arc<Self>, msg: Message) {
+        let max = self.max_payload.load(Ordering::Relaxed);
+        let got = lock(&self.reassembly).add(msg, max);
+        match got {
+            Assembled::Done(m) => self.deliver(m),
+            Assembled::Partial | Assembled::Dropped => {}
+            Assembled::Aborted(m) => self.deliver(m),
+            Assembled::TooLarge(m) => {
+                let why = format!("message exceeds max_payload_size {max} of {}", self.name);
+                tracing::warn!("mitogen: dropped {m:?}: {why}");
+                self.bounce(&m, &why);
+            }
+        }
     }
 
     fn deliver(self: &Arc<Self>, mut msg: Message) {
@@ -490,7 +731,8 @@ impl Core {
             }
         }
         msg.core = Some(self.clone());
-        (h.sink)(msg);
+        let handle = msg.handle;
+        run_sink(handle, &h.sink, msg);
     }
 
     /// Delivers a dead message to every handler whose respondent is in
@@ -499,6 +741,7 @@ impl Core {
         if lost.is_empty() {
             return;
         }
+        lock(&self.reassembly).forget(lost);
         let hit: Vec<(u32, Arc<Handler>)> = {
             let mut map = lock(&self.handlers);
             let keys: Vec<u32> = map
@@ -527,13 +770,14 @@ impl Core {
         let mut m = Message::dead(reason).to(self.id, k);
         m.src_id = h.respondent.unwrap_or(self.id);
         m.core = Some(self.clone());
-        (h.sink)(m);
+        run_sink(k, &h.sink, m);
     }
 
     /// Takes ownership of a connected stream: routes, broker registration.
     /// `reader` may hold bytes read past the handshake.
     pub(crate) fn attach(self: &Arc<Self>, stream: Arc<Stream>, reader: FrameReader) {
         *lock(&stream.reader) = reader;
+        stream.set_max_queued(self.max_queued.load(Ordering::Relaxed));
         if stream.is_parent {
             *self.parent.write().unwrap_or_else(|e| e.into_inner()) = Some(stream.clone());
         } else {
@@ -653,6 +897,7 @@ impl Core {
         self.fire_dead(&lost, &reason);
         if !lost_parent {
             crate::control::announce_lost(self, &lost);
+            crate::control::announce_lost_down(self, &lost, &reason, Some(s.id));
         }
         self.events.stream_lost.fire(&Disconnect {
             context_id: s.remote_id,
@@ -747,8 +992,8 @@ impl Core {
             .clone()
     }
 
-    /// Streams to children, for shutdown.
-    fn child_streams(&self) -> Vec<Arc<Stream>> {
+    /// Streams to children.
+    pub(crate) fn child_streams(&self) -> Vec<Arc<Stream>> {
         lock(&self.streams)
             .values()
             .filter(|s| !s.is_parent)
@@ -788,6 +1033,7 @@ impl Participant for Core {
         for (k, h) in waiting {
             self.deliver_dead(k, &h, "the broker shut down");
         }
+        self.callbacks.stop();
         self.reaper.finish(&self.events.child_exit);
     }
 }

@@ -214,7 +214,7 @@ impl Select {
     }
 
     fn members(&self) -> std::sync::MutexGuard<'_, Vec<Source>> {
-        crate::broker::lock(&self.inner.members)
+        crate::sync::lock(&self.inner.members)
     }
 
     /// Sources currently added.
@@ -405,7 +405,7 @@ fn contains(inner: &Arc<Inner>, key: usize) -> bool {
     if inner.ready.key() == key {
         return true;
     }
-    let members = crate::broker::lock(&inner.members).clone();
+    let members = crate::sync::lock(&inner.members).clone();
     members.iter().any(|m| match &m.0 {
         Kind::Nested(i) => contains(i, key),
         Kind::Messages(_) => false,

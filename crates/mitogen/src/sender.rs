@@ -93,10 +93,19 @@ impl Sender {
         self.handle
     }
 
-    /// Sends `value` (MessagePack).
+    /// Sends `value` (MessagePack). When the link towards the receiver is
+    /// full, waits for room (at most [`crate::Router::send_timeout`]).
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         self.core
             .send(Message::encode(value)?.to(self.dst_id, self.handle))
+    }
+
+    /// [`Sender::send`] that never waits for room in a full link: it fails
+    /// with a [`crate::StreamError`] of kind
+    /// [`std::io::ErrorKind::WouldBlock`] instead, and nothing was sent.
+    pub fn try_send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        let m = Message::encode(value)?.to(self.dst_id, self.handle);
+        self.core.send_with(m, crate::link::Mode::Try)
     }
 
     /// Sends bytes as they are (a raw frame: no serializer involved).

@@ -5,9 +5,9 @@
 //! router's intake without processes.
 
 use crate::frame::DEFAULT_MAX_MESSAGE_SIZE;
+use crate::link::{FrameReader, Stream};
 use crate::message::Message;
 use crate::router::{Core, Router};
-use crate::stream::{FrameReader, Stream};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, OnceLock};
@@ -95,6 +95,7 @@ mod tests {
             handle,
             reply_to: 7,
             length: body.len() as u32,
+            ..Header::default()
         };
         let mut v = h.encode().to_vec();
         v.extend_from_slice(body);

@@ -52,6 +52,7 @@ fn header() -> impl Strategy<Value = Header> {
         handle: f[3],
         reply_to: f[4],
         length: f[5],
+        ..Header::default()
     })
 }
 
@@ -121,7 +122,15 @@ fn model_decode(b: &[u8], max: usize) -> Result<Option<Header>, FrameError> {
                 3 => Encoding::CallError,
                 other => return Err(FrameError::BadEncoding(other)),
             };
-            if b[3] != 0 || b[28..32] != [0; 4] {
+            // Flags: bit 0 fragment, bit 1 last (only on a fragment); the
+            // fragment id is non-zero exactly on fragments.
+            let (flags, frag_id) = (b[3], word(28));
+            let valid = match flags {
+                0 => frag_id == 0,
+                1 | 3 => frag_id != 0,
+                _ => false,
+            };
+            if !valid {
                 return Err(FrameError::Reserved);
             }
             let length = word(24);
@@ -139,6 +148,8 @@ fn model_decode(b: &[u8], max: usize) -> Result<Option<Header>, FrameError> {
                 handle: word(16),
                 reply_to: word(20),
                 length,
+                flags,
+                frag_id,
             }))
         }
     }
@@ -426,6 +437,7 @@ fn intake_frame() -> impl Strategy<Value = Vec<u8>> {
                     handle,
                     reply_to,
                     length: body.len() as u32,
+                    ..Header::default()
                 };
                 wire(&h, &body)
             },

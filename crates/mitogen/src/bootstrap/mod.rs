@@ -15,7 +15,7 @@ pub(crate) mod stage;
 
 use crate::error::{Error, Result, StreamError};
 use crate::frame::{handle, Encoding, Header, HEADER_LEN, PROTOCOL_VERSION};
-use crate::stream::FrameReader;
+use crate::link::FrameReader;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -48,6 +48,9 @@ pub(crate) struct Config {
     pub(crate) profiling: bool,
     pub(crate) unidirectional: bool,
     pub(crate) max_message_size: u64,
+    /// The parent's `max_payload_size` and `max_queued`, inherited.
+    pub(crate) max_payload: u64,
+    pub(crate) max_queued: u64,
     pub(crate) binary_sha: String,
     pub(crate) binary_size: u64,
 }
@@ -275,6 +278,7 @@ pub(crate) fn run(
         handle: handle::HANDSHAKE,
         reply_to: 0,
         length: payload.len() as u32,
+        ..Header::default()
     };
     let mut frame = h.encode().to_vec();
     frame.extend_from_slice(&payload);

@@ -20,8 +20,8 @@ pub(crate) mod via;
 use crate::bootstrap::{self, AgentBinary, Config, Spawned};
 use crate::context::Context;
 use crate::error::{Result, StreamError};
+use crate::link::Stream;
 use crate::router::Core;
-use crate::stream::Stream;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -168,6 +168,8 @@ impl Options {
                 .unidirectional
                 .unwrap_or(core.unidirectional.load(Ordering::Relaxed)),
             max_message_size: core.max_message_size() as u64,
+            max_payload: core.max_payload() as u64,
+            max_queued: core.max_queued() as u64,
             binary_sha: agent.sha.clone(),
             binary_size: agent.size,
         }

@@ -408,18 +408,25 @@ fn unserializable_argument_no_reply() -> TestResult {
 
 fn oversized_argument() -> TestResult {
     let router = util::router()?;
+    // Frames are limited to 64 KiB: a larger argument travels as several.
     router.set_max_message_size(64 * 1024);
     let ctx = router.local().connect()?;
     let small = mitogen::ByteBuf::from(vec![1u8; 1000]);
     ensure!(ctx.call::<byte_len>((small,))? == 1000, "small argument");
-    let big = mitogen::ByteBuf::from(vec![1u8; 100_000]);
-    // Refused before sending: call_async itself reports it.
+    let big = mitogen::ByteBuf::from(vec![1u8; 300_000]);
+    ensure!(
+        ctx.call::<byte_len>((big.clone(),))? == 300_000,
+        "an argument of several frames"
+    );
+    // A message over max_payload_size is refused before sending:
+    // call_async itself reports it.
+    router.set_max_payload_size(100_000);
     let r = ctx
         .call_async::<byte_len>((big,))
         .and_then(|p| p.get(Some(WAIT)));
     match &r {
         Err(Error::Channel(e)) => ensure!(
-            e.reason().contains("max_message_size"),
+            e.reason().contains("max_payload_size"),
             "reason {:?}",
             e.reason()
         ),
@@ -462,16 +469,19 @@ fn unserializable_argument_fails_call() -> TestResult {
     Ok(())
 }
 
-/// Regression: a result larger than `max_message_size` used to vanish
-/// (the refusal went to the reply's own `reply_to`, 0), leaving `call`
-/// blocked forever. The dispatcher now sends a `ReplyError` instead.
+/// Regression: a result larger than the limit used to vanish (the
+/// refusal went to the reply's own `reply_to`, 0), leaving `call` blocked
+/// forever. The dispatcher now sends a `ReplyError` instead. The limit is
+/// `max_payload_size` (inherited by the child); a result merely larger
+/// than a frame (`max_message_size`) travels in several.
 fn oversized_result_fails_call() -> TestResult {
     let router = util::router()?;
-    router.set_max_message_size(64 * 1024);
+    router.set_max_message_size(16 * 1024);
+    router.set_max_payload_size(64 * 1024);
     let ctx = router.local().connect()?;
     ensure!(
-        ctx.call::<make_bytes>((1000,))?.len() == 1000,
-        "small result"
+        ctx.call::<make_bytes>((50_000,))?.len() == 50_000,
+        "a result of several frames"
     );
     let r = ctx
         .call_async::<make_bytes>((100_000,))?
@@ -481,7 +491,7 @@ fn oversized_result_fails_call() -> TestResult {
             return Err("an oversized result left the caller waiting (timed out after 10 s)".into())
         }
         Err(e) => ensure!(
-            e.to_string().contains("max_message_size"),
+            e.to_string().contains("max_payload_size"),
             "error {e} does not name the limit"
         ),
         Ok(v) => return Err(format!("{} bytes arrived over the limit", v.len()).into()),

@@ -201,6 +201,7 @@ fn frame(
         handle,
         reply_to,
         length: body.len() as u32,
+        ..Header::default()
     };
     let mut v = h.encode().to_vec();
     v.extend_from_slice(body);

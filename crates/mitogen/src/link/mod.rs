@@ -1,0 +1,381 @@
+//! A link to one directly connected context: its descriptors, its frame
+//! reader and its bounded output queue.
+//!
+//! Sending is done by whichever thread has a message (`writer.rs`): it
+//! writes straight to the descriptor when nothing is queued, and never
+//! waits on the peer while holding a lock. Receiving is done by whoever
+//! holds the link's reader (the broker, or a waiting thread: `direct.rs`)
+//! through [`FrameReader`] (`reader.rs`), which never panics on hostile
+//! input. A link can be *paused*: it is not read while a link its traffic
+//! goes to is over its queue limit (flow control, see `writer.rs`).
+
+mod reader;
+mod writer;
+
+pub(crate) use reader::{FrameReader, ReadError, ReadState};
+pub use writer::DEFAULT_MAX_QUEUED;
+pub(crate) use writer::{Body, Mode, Out, SendError};
+
+use crate::sync::lock;
+use std::collections::HashSet;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+
+static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
+
+/// A link to one directly connected context.
+pub(crate) struct Stream {
+    pub(crate) id: u64,
+    /// Name of the peer context, for messages a user reads.
+    pub(crate) name: String,
+    /// Context id of the peer.
+    pub(crate) remote_id: u32,
+    /// `true` when the peer is this context's parent (trusted).
+    pub(crate) is_parent: bool,
+    rfd: OwnedFd,
+    /// Always separate from `rfd` (a socket is duplicated), so reading and
+    /// writing are registered with the broker independently: a thread that
+    /// takes over reading (see `direct.rs`) leaves writes to the broker.
+    wfd: OwnedFd,
+    /// `rfd` is a socket (half-closed with `shutdown`), not a pipe.
+    is_socket: bool,
+    out: Mutex<Out>,
+    /// Signalled when the output queue has room again, or closes.
+    space: Condvar,
+    /// Bound of the output queue, in bytes.
+    max_queued: AtomicUsize,
+    /// Not read while set: traffic from it filled another link's queue.
+    paused: AtomicBool,
+    /// Contexts other than this one whose messages were sent down this
+    /// link (the seed's egress ids): who in the peer's subtree may be
+    /// waiting on them, and must hear when one of them disconnects.
+    egress: Mutex<HashSet<u32>>,
+    /// Reassembles inbound frames; held by whichever thread reads.
+    pub(crate) reader: Mutex<FrameReader>,
+    /// The broker's registration of `rfd` (usize::MAX until registered).
+    pub(crate) read_token: AtomicUsize,
+    /// Set once a reader saw end of file or an error.
+    pub(crate) read_done: AtomicBool,
+    /// The broker the stream is registered with, and the write token.
+    pub(crate) broker: OnceLock<crate::broker::Broker>,
+    pub(crate) write_token: AtomicUsize,
+    /// Process to reap once the link closes.
+    pub(crate) pid: Option<i32>,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Stream({} id={} fd={})",
+            self.name,
+            self.remote_id,
+            self.rfd.as_raw_fd()
+        )
+    }
+}
+
+/// What a new link needs besides its descriptors.
+pub(crate) struct LinkOptions {
+    /// Largest frame payload accepted from the peer.
+    pub(crate) max_frame: usize,
+    /// Bound of the output queue in bytes.
+    pub(crate) max_queued: usize,
+}
+
+impl LinkOptions {
+    pub(crate) fn new(max_frame: usize) -> LinkOptions {
+        LinkOptions {
+            max_frame,
+            max_queued: DEFAULT_MAX_QUEUED,
+        }
+    }
+}
+
+impl Stream {
+    /// Wraps `rfd` (and `wfd`, when writes go elsewhere) as a stream to
+    /// context `remote_id`, reading frames of at most `max` bytes. Both are
+    /// made non-blocking.
+    pub(crate) fn new(
+        name: String,
+        remote_id: u32,
+        is_parent: bool,
+        rfd: OwnedFd,
+        wfd: Option<OwnedFd>,
+        max: usize,
+        pid: Option<i32>,
+    ) -> io::Result<Stream> {
+        Stream::with_options(
+            name,
+            remote_id,
+            is_parent,
+            rfd,
+            wfd,
+            LinkOptions::new(max),
+            pid,
+        )
+    }
+
+    /// [`Stream::new`] with every option.
+    pub(crate) fn with_options(
+        name: String,
+        remote_id: u32,
+        is_parent: bool,
+        rfd: OwnedFd,
+        wfd: Option<OwnedFd>,
+        opts: LinkOptions,
+        pid: Option<i32>,
+    ) -> io::Result<Stream> {
+        let is_socket = wfd.is_none();
+        let wfd = match wfd {
+            Some(w) => w,
+            None => crate::process::dup_cloexec(rfd.as_raw_fd())?,
+        };
+        crate::process::set_nonblocking(rfd.as_raw_fd())?;
+        crate::process::set_nonblocking(wfd.as_raw_fd())?;
+        crate::process::track_fd(rfd.as_raw_fd());
+        crate::process::track_fd(wfd.as_raw_fd());
+        Ok(Stream {
+            id: NEXT_STREAM.fetch_add(1, Ordering::Relaxed),
+            name,
+            remote_id,
+            is_parent,
+            rfd,
+            wfd,
+            is_socket,
+            out: Mutex::new(Out::default()),
+            space: Condvar::new(),
+            max_queued: AtomicUsize::new(opts.max_queued.max(1)),
+            paused: AtomicBool::new(false),
+            egress: Mutex::new(HashSet::new()),
+            reader: Mutex::new(FrameReader::new(opts.max_frame)),
+            read_token: AtomicUsize::new(usize::MAX),
+            read_done: AtomicBool::new(false),
+            broker: OnceLock::new(),
+            write_token: AtomicUsize::new(usize::MAX),
+            pid,
+        })
+    }
+
+    pub(crate) fn rfd(&self) -> RawFd {
+        self.rfd.as_raw_fd()
+    }
+
+    pub(crate) fn wfd(&self) -> RawFd {
+        self.wfd.as_raw_fd()
+    }
+
+    /// Changes the bound of the output queue.
+    pub(crate) fn set_max_queued(&self, n: usize) {
+        self.max_queued.store(n.max(1), Ordering::Relaxed);
+    }
+
+    pub(crate) fn max_queued(&self) -> usize {
+        self.max_queued.load(Ordering::Relaxed)
+    }
+
+    /// `true` while the link must not be read (flow control).
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// Reading may go on: the queue this link's traffic filled has room.
+    /// Re-arming the edge-triggered registration reports data that waited
+    /// in the descriptor meanwhile.
+    pub(crate) fn resume(&self) {
+        if self.paused.swap(false, Ordering::AcqRel) {
+            self.set_read_interest(true);
+        }
+    }
+
+    /// Switches the broker's read interest in `rfd` on or off.
+    pub(crate) fn set_read_interest(&self, reading: bool) {
+        let token = self.read_token.load(Ordering::Acquire);
+        let Some(b) = self.broker.get() else { return };
+        if token == usize::MAX {
+            return;
+        }
+        // PRIORITY never fires for sockets and pipes: it parks the
+        // registration without removing it (mio needs a non-empty interest).
+        let interest = if reading {
+            mio::Interest::READABLE
+        } else {
+            mio::Interest::PRIORITY
+        };
+        let _ = b.reregister(self.rfd(), mio::Token(token), interest);
+    }
+
+    /// Records that `src` sent a message down this link.
+    pub(crate) fn note_egress(&self, src: u32) {
+        lock(&self.egress).insert(src);
+    }
+
+    /// `true` when `id` ever sent a message down this link.
+    pub(crate) fn carried_from(&self, id: u32) -> bool {
+        lock(&self.egress).contains(&id)
+    }
+
+    fn close_write_side(&self) {
+        if self.is_socket {
+            // SAFETY: shutdown() on a socket we own; harmless on error.
+            unsafe { libc::shutdown(self.rfd(), libc::SHUT_WR) };
+            return;
+        }
+        // A pipe has no half-close: put /dev/null in its place, which
+        // closes our end of the pipe while keeping the number valid for
+        // any thread still holding it.
+        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            // SAFETY: dup2 onto a descriptor we own.
+            unsafe { libc::dup2(null.as_raw_fd(), self.wfd()) };
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        crate::process::untrack_fd(self.rfd());
+        crate::process::untrack_fd(self.wfd());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Header;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    fn link(max_queued: usize) -> (Arc<Stream>, OwnedFd) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let opts = LinkOptions {
+            max_frame: 1 << 30,
+            max_queued,
+        };
+        let s = Stream::with_options("t".into(), 1, false, a.into(), None, opts, None).unwrap();
+        let b = OwnedFd::from(b);
+        crate::process::set_nonblocking(b.as_raw_fd()).unwrap();
+        (Arc::new(s), b)
+    }
+
+    fn hdr(handle: u32, len: usize) -> [u8; crate::frame::HEADER_LEN] {
+        Header {
+            handle,
+            length: len as u32,
+            ..Header::default()
+        }
+        .encode()
+    }
+
+    fn send(s: &Stream, len: usize, mode: Mode<'_>) -> Result<(), SendError> {
+        s.send_frame(hdr(9, len), Body::Owned(vec![5u8; len]), mode)
+    }
+
+    #[test]
+    fn big_frame_over_socket() {
+        let (s, fd) = link(DEFAULT_MAX_QUEUED);
+        let body = vec![5u8; 8 << 20];
+        let s2 = s.clone();
+        let writer = std::thread::spawn(move || {
+            send(&s2, 8 << 20, Mode::Relay(None)).unwrap();
+            let t0 = Instant::now();
+            while s2.queued() > 0 && t0.elapsed() < Duration::from_secs(10) {
+                s2.flush().unwrap();
+                std::thread::yield_now();
+            }
+        });
+        let mut r = FrameReader::new(1 << 30);
+        let mut got = None;
+        let t0 = Instant::now();
+        while got.is_none() && t0.elapsed() < Duration::from_secs(10) {
+            r.read_from(
+                fd.as_raw_fd(),
+                &mut |h, b| got = Some((h.handle, b)),
+                &|| false,
+            )
+            .unwrap();
+        }
+        let (h, b) = got.expect("frame arrived");
+        assert_eq!(h, 9);
+        assert_eq!(b, body);
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn a_full_queue_refuses_try_and_times_out_wait() {
+        let (s, _peer) = link(1 << 20);
+        // Nobody reads: the socket buffer fills, then the queue.
+        let mut n = 0;
+        while send(&s, 256 << 10, Mode::Try).is_ok() {
+            n += 1;
+            assert!(n < 1000, "the queue never filled");
+        }
+        assert!(matches!(send(&s, 10, Mode::Try), Err(SendError::Full)));
+        let t0 = Instant::now();
+        assert!(matches!(
+            send(&s, 10, Mode::Wait(Some(Duration::from_millis(200)))),
+            Err(SendError::TimedOut(_))
+        ));
+        assert!(t0.elapsed() >= Duration::from_millis(200));
+        // Bounded: at most the limit plus the frame that crossed it.
+        assert!(s.queued() < (1 << 20) + (256 << 10) + 64);
+    }
+
+    #[test]
+    fn a_waiting_sender_holds_no_lock_and_wakes_when_drained() {
+        let (s, peer) = link(1 << 20);
+        while send(&s, 256 << 10, Mode::Try).is_ok() {}
+        let s2 = s.clone();
+        let waiter =
+            std::thread::spawn(move || send(&s2, 10, Mode::Wait(Some(Duration::from_secs(20)))));
+        std::thread::sleep(Duration::from_millis(50));
+        // While it waits, the link is usable: other threads get its lock.
+        let t0 = Instant::now();
+        assert!(s.queued() > 0);
+        assert!(matches!(send(&s, 10, Mode::Try), Err(SendError::Full)));
+        assert!(t0.elapsed() < Duration::from_millis(500));
+        // The peer reads everything; flushing wakes the waiter.
+        let mut r = FrameReader::new(1 << 30);
+        let t0 = Instant::now();
+        while !waiter.is_finished() && t0.elapsed() < Duration::from_secs(10) {
+            let _ = r.read_from(peer.as_raw_fd(), &mut |_, _| {}, &|| false);
+            s.flush().unwrap();
+        }
+        assert!(waiter.join().unwrap().is_ok());
+    }
+
+    #[test]
+    fn relayed_traffic_pauses_its_source_until_drained() {
+        let (s, peer) = link(1 << 20);
+        let (src, _src_peer) = link(1 << 20);
+        while !src.is_paused() {
+            send(&s, 256 << 10, Mode::Relay(Some(&src))).unwrap();
+            assert!(s.queued() < 4 << 20, "relay never paused its source");
+        }
+        let mut r = FrameReader::new(1 << 30);
+        let t0 = Instant::now();
+        while src.is_paused() && t0.elapsed() < Duration::from_secs(10) {
+            let _ = r.read_from(peer.as_raw_fd(), &mut |_, _| {}, &|| false);
+            s.flush().unwrap();
+        }
+        assert!(!src.is_paused(), "draining resumes the source");
+    }
+
+    #[test]
+    fn closing_fails_waiters_and_resumes_paused_links() {
+        let (s, _peer) = link(1 << 20);
+        let (src, _src_peer) = link(1 << 20);
+        while !src.is_paused() {
+            send(&s, 256 << 10, Mode::Relay(Some(&src))).unwrap();
+        }
+        let s2 = s.clone();
+        let waiter = std::thread::spawn(move || send(&s2, 10, Mode::Wait(None)));
+        std::thread::sleep(Duration::from_millis(50));
+        s.mark_closed();
+        assert!(matches!(waiter.join().unwrap(), Err(SendError::Closed(_))));
+        assert!(!src.is_paused());
+        assert_eq!(s.queued(), 0);
+    }
+}

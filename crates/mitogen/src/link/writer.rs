@@ -1,0 +1,397 @@
+//! The write side of a link: a bounded queue of frames, and who may wait
+//! for room in it.
+//!
+//! A thread with a message writes it straight to the descriptor with one
+//! `writev` when nothing is queued: that is what keeps a call's round trip
+//! near a bare socketpair's. What the kernel does not take is queued, and
+//! from then on the rest belongs to the broker, which finishes it on
+//! writable readiness. **No lock is ever held across a wait for the peer**:
+//! the output lock only covers a non-blocking `writev` and queue updates,
+//! so a slow or stopped peer never stalls the broker or another sender.
+//!
+//! The queue is bounded in bytes (`limit`). Who meets a full queue depends
+//! on who sends ([`Mode`]):
+//!
+//! - a user thread's own message waits (on a condition variable, not on
+//!   the peer) until the broker has drained the queue to half its limit,
+//!   or its deadline passes ([`SendError::TimedOut`]);
+//! - `try_send` is refused at once ([`SendError::Full`]);
+//! - traffic the router relays from another link, and messages the broker
+//!   itself originates, are never refused nor waited for: they are queued,
+//!   and the link they came from is **paused** (no longer read) until this
+//!   queue drains. Back-pressure thus travels hop by hop to the context
+//!   that produces the data, and an intermediate never buffers more than
+//!   one limit (plus one frame) per link on anyone's behalf.
+
+use super::Stream;
+use crate::frame::HEADER_LEN;
+use crate::sync::lock;
+use std::io::{self, IoSlice};
+use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// Default bound of a link's output queue, in bytes.
+pub const DEFAULT_MAX_QUEUED: usize = 16 << 20;
+
+/// iovecs given to one `writev` when flushing.
+const IOV_BATCH: usize = 64;
+
+/// A frame's payload, owned or a slice of a shared buffer (the fragments
+/// of one large message share it: nothing is copied to split it).
+#[derive(Clone)]
+pub(crate) enum Body {
+    /// A whole payload.
+    Owned(Vec<u8>),
+    /// `buf[start..end]`.
+    Shared(Arc<Vec<u8>>, usize, usize),
+}
+
+impl Body {
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            Body::Owned(v) => v,
+            Body::Shared(b, s, e) => &b[*s..*e],
+        }
+    }
+}
+
+struct Pending {
+    hdr: [u8; HEADER_LEN],
+    body: Body,
+    /// Bytes of `hdr` + `body` already written.
+    done: usize,
+}
+
+impl Pending {
+    fn total(&self) -> usize {
+        HEADER_LEN + self.body.as_slice().len()
+    }
+}
+
+/// The output queue, under the stream's output lock.
+#[derive(Default)]
+pub(crate) struct Out {
+    queue: std::collections::VecDeque<Pending>,
+    /// Bytes in `queue` not yet written.
+    queued: usize,
+    pub(crate) closed: bool,
+    /// Close the write side once the queue drains (graceful shutdown).
+    close_when_drained: bool,
+    /// The broker watches the descriptor for writability (only while the
+    /// queue has data: a registration left on would wake the broker each
+    /// time the peer reads, since Unix sockets signal write space on every
+    /// read).
+    write_armed: bool,
+    /// User threads waiting for room.
+    waiters: usize,
+    /// Links paused because their traffic filled this queue.
+    blocked: Vec<Weak<Stream>>,
+}
+
+/// How a sender meets a full queue.
+#[derive(Clone, Copy)]
+pub(crate) enum Mode<'a> {
+    /// Wait for room, at most this long (`None`: no limit).
+    Wait(Option<Duration>),
+    /// Refuse at once.
+    Try,
+    /// Never wait nor refuse; pause `source` (the link the message came
+    /// from) while this queue is over its limit.
+    Relay(Option<&'a Arc<Stream>>),
+}
+
+/// Why a frame was not queued.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// The link is closed or closing (the reason, for the user).
+    Closed(String),
+    /// The link failed while writing.
+    Io(io::Error),
+    /// `Mode::Try` and the queue is full.
+    Full,
+    /// `Mode::Wait` and the deadline passed with the queue still full.
+    TimedOut(Duration),
+}
+
+impl Stream {
+    /// Sends one frame: written straight away when the queue is empty,
+    /// queued otherwise; see the module doc for a full queue.
+    pub(crate) fn send_frame(
+        &self,
+        hdr: [u8; HEADER_LEN],
+        body: Body,
+        mode: Mode<'_>,
+    ) -> Result<(), SendError> {
+        let started = Instant::now();
+        let deadline = match mode {
+            Mode::Wait(Some(d)) => Some(started + d),
+            _ => None,
+        };
+        let mut out = lock(&self.out);
+        loop {
+            if out.closed || out.close_when_drained {
+                return Err(SendError::Closed(format!(
+                    "the link to {} is closed",
+                    self.name
+                )));
+            }
+            if out.queued < self.max_queued() {
+                break;
+            }
+            match mode {
+                Mode::Relay(_) => break,
+                Mode::Try => return Err(SendError::Full),
+                Mode::Wait(_) => {
+                    let slice = match deadline {
+                        Some(d) => {
+                            let left = d.saturating_duration_since(Instant::now());
+                            if left.is_zero() {
+                                return Err(SendError::TimedOut(started.elapsed()));
+                            }
+                            left
+                        }
+                        None => Duration::from_secs(1),
+                    };
+                    out.waiters += 1;
+                    out = self
+                        .space
+                        .wait_timeout(out, slice)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    out.waiters -= 1;
+                }
+            }
+        }
+        let slice = body.as_slice();
+        let total = HEADER_LEN + slice.len();
+        let mut done = 0;
+        if out.queue.is_empty() {
+            done = match write_nb(self.wfd(), &[&hdr, slice]) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.fail(&mut out);
+                    return Err(SendError::Io(e));
+                }
+            };
+            if done == total {
+                return Ok(());
+            }
+        }
+        out.queued += total - done;
+        out.queue.push_back(Pending { hdr, body, done });
+        if let Mode::Relay(Some(src)) = mode {
+            if out.queued >= self.max_queued() && src.id != self.id {
+                src.paused.store(true, Ordering::Release);
+                out.blocked.push(Arc::downgrade(src));
+            }
+        }
+        self.arm_write(&mut out, true);
+        Ok(())
+    }
+
+    /// Writes queued frames (broker thread, on writable readiness). Returns
+    /// an error when the peer is gone.
+    pub(crate) fn flush(&self) -> io::Result<()> {
+        let mut out = lock(&self.out);
+        let result = loop {
+            if out.queue.is_empty() {
+                break Ok(());
+            }
+            let n = {
+                let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(IOV_BATCH);
+                for p in out.queue.iter().take(IOV_BATCH / 2) {
+                    let body = p.body.as_slice();
+                    if p.done < HEADER_LEN {
+                        iov.push(IoSlice::new(&p.hdr[p.done..]));
+                        iov.push(IoSlice::new(body));
+                    } else {
+                        iov.push(IoSlice::new(&body[p.done - HEADER_LEN..]));
+                    }
+                }
+                writev(self.wfd(), &iov)
+            };
+            match n {
+                Ok(0) => break Ok(()),
+                Ok(mut n) => {
+                    out.queued -= n;
+                    while n > 0 {
+                        let Some(front) = out.queue.front_mut() else {
+                            break;
+                        };
+                        let left = front.total() - front.done;
+                        if n >= left {
+                            n -= left;
+                            out.queue.pop_front();
+                        } else {
+                            front.done += n;
+                            n = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) => {
+                    self.fail(&mut out);
+                    break Err(e);
+                }
+            }
+        };
+        let mut resume = Vec::new();
+        if out.queued <= self.max_queued() / 2 {
+            resume = std::mem::take(&mut out.blocked);
+            if out.waiters > 0 {
+                self.space.notify_all();
+            }
+        }
+        if out.queue.is_empty() {
+            self.arm_write(&mut out, false);
+            if out.close_when_drained && !out.closed {
+                out.closed = true;
+                self.close_write_side();
+            }
+        }
+        drop(out);
+        resume_all(resume);
+        result
+    }
+
+    /// Marks the output dead with its queue dropped, waking every waiter.
+    fn fail(&self, out: &mut Out) {
+        out.closed = true;
+        out.queue.clear();
+        out.queued = 0;
+        self.space.notify_all();
+    }
+
+    /// Marks the stream dead: nothing more is sent, the queue is dropped,
+    /// waiting senders fail and paused links resume.
+    pub(crate) fn mark_closed(&self) {
+        let resume = {
+            let mut out = lock(&self.out);
+            self.fail(&mut out);
+            std::mem::take(&mut out.blocked)
+        };
+        resume_all(resume);
+    }
+
+    /// Refuses further sends and signals end-of-stream to the peer once
+    /// queued data is written.
+    pub(crate) fn close_gracefully(&self) {
+        {
+            let mut out = lock(&self.out);
+            if out.closed {
+                return;
+            }
+            out.close_when_drained = true;
+            self.space.notify_all();
+        }
+        let _ = self.flush();
+    }
+
+    /// Bytes waiting to be written.
+    pub(crate) fn queued(&self) -> usize {
+        lock(&self.out).queued
+    }
+
+    /// Turns the broker's writability watch on or off; called with the
+    /// output lock held, so the watch always matches the queue.
+    fn arm_write(&self, out: &mut Out, on: bool) {
+        let token = self.write_token.load(Ordering::Acquire);
+        if out.write_armed == on || token == usize::MAX {
+            return;
+        }
+        let Some(b) = self.broker.get() else { return };
+        let interest = if on {
+            mio::Interest::WRITABLE
+        } else {
+            mio::Interest::PRIORITY
+        };
+        if b.reregister(self.wfd(), mio::Token(token), interest)
+            .is_ok()
+        {
+            out.write_armed = on;
+        }
+    }
+
+    /// Called by the broker once the write side is registered (unarmed):
+    /// arms it if data was queued before.
+    pub(crate) fn registered(&self) {
+        let mut out = lock(&self.out);
+        let pending = !out.queue.is_empty();
+        self.arm_write(&mut out, pending);
+    }
+
+    /// Writes `bytes` as they are, bypassing framing and the queue (test
+    /// hook: lets a test play a hostile peer). Waits for the peer to read,
+    /// within a bound.
+    pub(crate) fn write_raw(&self, bytes: &[u8]) -> io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut done = 0;
+        while done < bytes.len() {
+            done += write_nb(self.wfd(), &[&bytes[done..]])?;
+            if done < bytes.len() {
+                if Instant::now() > deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "peer stopped reading",
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn resume_all(links: Vec<Weak<Stream>>) {
+    for s in links.iter().filter_map(Weak::upgrade) {
+        s.resume();
+    }
+}
+
+/// One `writev`, retried on EINTR.
+fn writev(fd: RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+    loop {
+        // SAFETY: IoSlice is ABI-compatible with iovec; the slices outlive
+        // the call.
+        let n = unsafe {
+            libc::writev(
+                fd,
+                iov.as_ptr() as *const libc::iovec,
+                iov.len().min(libc::c_int::MAX as usize) as libc::c_int,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Writes as much of `bufs` as the descriptor takes without blocking.
+fn write_nb(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    let mut done = 0;
+    while done < total {
+        let mut skip = done;
+        let mut iov = Vec::with_capacity(bufs.len());
+        for b in bufs {
+            if skip >= b.len() {
+                skip -= b.len();
+                continue;
+            }
+            iov.push(IoSlice::new(&b[skip..]));
+            skip = 0;
+        }
+        match writev(fd, &iov) {
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
