@@ -54,6 +54,7 @@ mod bootstrap;
 mod broker;
 mod call;
 mod channel;
+mod child;
 mod connect;
 mod context;
 mod control;

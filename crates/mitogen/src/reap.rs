@@ -73,8 +73,7 @@ impl Reaper {
             }
             let age = c.since.elapsed();
             if age >= KILL_AFTER {
-                // SAFETY: signalling our own child.
-                unsafe { libc::kill(c.pid, libc::SIGKILL) };
+                let _ = crate::child::kill_pid(c.pid, libc::SIGKILL);
             } else if age >= TERM_AFTER && !c.termed {
                 c.termed = true;
                 tracing::warn!(
@@ -82,8 +81,7 @@ impl Reaper {
                     c.name,
                     c.pid
                 );
-                // SAFETY: signalling our own child.
-                unsafe { libc::kill(c.pid, libc::SIGTERM) };
+                let _ = crate::child::kill_pid(c.pid, libc::SIGTERM);
             }
             true
         });

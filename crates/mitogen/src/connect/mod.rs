@@ -269,9 +269,9 @@ pub(crate) fn finish_classified(
 
 /// Ends a transport whose bootstrap failed: SIGKILL and reap at once.
 pub(crate) fn kill_and_reap(pid: i32) {
-    // SAFETY: signalling and reaping our own child.
+    let _ = crate::child::kill_pid(pid, libc::SIGKILL);
+    // SAFETY: reaping our own child.
     unsafe {
-        libc::kill(pid, libc::SIGKILL);
         let mut st = 0;
         libc::waitpid(pid, &mut st, 0);
     }
