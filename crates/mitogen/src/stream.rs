@@ -60,7 +60,7 @@ pub(crate) struct Stream {
     pub(crate) broker: OnceLock<crate::broker::Broker>,
     pub(crate) write_token: AtomicUsize,
     /// Process to reap once the link closes.
-    pub(crate) pid: Option<i32>,
+    pub(crate) child: Option<crate::child::ChildProc>,
 }
 
 impl std::fmt::Debug for Stream {
@@ -86,7 +86,7 @@ impl Stream {
         rfd: OwnedFd,
         wfd: Option<OwnedFd>,
         max: usize,
-        pid: Option<i32>,
+        child: Option<crate::child::ChildProc>,
     ) -> io::Result<Stream> {
         let is_socket = wfd.is_none();
         let wfd = match wfd {
@@ -117,7 +117,7 @@ impl Stream {
             }),
             broker: OnceLock::new(),
             write_token: AtomicUsize::new(usize::MAX),
-            pid,
+            child,
         })
     }
 
