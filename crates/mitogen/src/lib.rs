@@ -76,6 +76,7 @@ mod sender;
 mod stream;
 #[doc(hidden)]
 pub mod testing;
+mod tmpfile;
 mod utils;
 
 pub use broker::{Broker, DEFAULT_SHUTDOWN_TIMEOUT};
