@@ -288,19 +288,24 @@ fn waitpid_one(pid: i32) -> io::Result<Option<ExitStatus>> {
     }
 }
 
+/// Starts `sh -c script` and returns its pid, for a test to adopt (the
+/// `Child` handle is dropped: the test reaps through [`ChildProc`]).
+#[cfg(test)]
+#[allow(clippy::zombie_processes)]
+pub(crate) fn spawn_sh(script: &str) -> i32 {
+    let c = std::process::Command::new("/bin/sh")
+        .args(["-c", script])
+        .spawn()
+        .expect("spawn sh");
+    c.id() as i32
+}
+
 #[cfg(test)]
 mod tests {
+    use super::spawn_sh as spawn;
     use super::*;
 
     const LONG: Duration = Duration::from_secs(10);
-
-    fn spawn(script: &str) -> i32 {
-        let c = std::process::Command::new("/bin/sh")
-            .args(["-c", script])
-            .spawn()
-            .expect("spawn sh");
-        c.id() as i32
-    }
 
     /// Both ways of tracking a child: with a pidfd, and as without one.
     fn both(pid_of: impl Fn() -> i32, check: impl Fn(ChildProc)) {

@@ -108,16 +108,9 @@ impl Reaper {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::child::spawn_sh as spawn;
     use std::os::unix::process::ExitStatusExt;
     use std::sync::Arc;
-
-    fn spawn(script: &str) -> i32 {
-        let c = std::process::Command::new("/bin/sh")
-            .args(["-c", script])
-            .spawn()
-            .expect("spawn sh");
-        c.id() as i32
-    }
 
     /// Runs passes until the list is empty (bounded), collecting exits.
     fn drain(r: &Reaper) -> Vec<ChildExit> {

@@ -541,11 +541,7 @@ mod tests {
     /// its pid again (by then it may be another process's).
     #[test]
     fn failed_transport_is_not_signalled_after_reaping() {
-        let child = std::process::Command::new("/bin/sh")
-            .args(["-c", "exit 3"])
-            .spawn()
-            .expect("spawn sh");
-        let child = ChildProc::adopt(child.id() as i32);
+        let child = ChildProc::adopt(crate::child::spawn_sh("exit 3"));
         let pid = child.pid();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let code = loop {
