@@ -366,19 +366,19 @@ mod tests {
 
     #[test]
     fn waiting_for_one_child_leaves_another_alone() {
-        both(
-            || spawn("exit 5"),
-            |other| {
-                // The other child has exited (a zombie) before the wait.
-                wait_zombie(other.pid());
-                let one = ChildProc::adopt(spawn("sleep 0.1; exit 3"));
-                let s = one.wait_timeout(LONG).expect("wait").expect("exited");
-                assert_eq!(s.code(), Some(3));
-                assert!(is_zombie(other.pid()), "the other child was reaped");
-                let s = other.try_wait().expect("still ours").expect("exited");
-                assert_eq!(s.code(), Some(5));
-            },
-        );
+        let pidfd: fn(i32) -> ChildProc = ChildProc::adopt;
+        let fallback: fn(i32) -> ChildProc = ChildProc::adopt_without_pidfd;
+        for adopt in [pidfd, fallback] {
+            let other = adopt(spawn("exit 5"));
+            // The other child has exited (a zombie) before the wait.
+            wait_zombie(other.pid());
+            let one = adopt(spawn("sleep 0.1; exit 3"));
+            let s = one.wait_timeout(LONG).expect("wait").expect("exited");
+            assert_eq!(s.code(), Some(3));
+            assert!(is_zombie(other.pid()), "the other child was reaped");
+            let s = other.try_wait().expect("still ours").expect("exited");
+            assert_eq!(s.code(), Some(5));
+        }
     }
 
     #[test]
