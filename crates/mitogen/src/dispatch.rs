@@ -225,15 +225,24 @@ impl Dispatcher {
 
     fn write_profile(&self) {
         let Some(p) = &self.profile else { return };
-        let path = format!("/tmp/mitogen.stats.{}.main.log", std::process::id());
         let mut rows: Vec<_> = p.iter().collect();
         rows.sort_by_key(|r| std::cmp::Reverse(r.1 .1));
         let mut text = String::from("calls\ttotal_us\tfunction\n");
         for (name, (n, d)) in rows {
             text.push_str(&format!("{n}\t{}\t{name}\n", d.as_micros()));
         }
-        if let Err(e) = std::fs::write(&path, text) {
-            tracing::warn!("mitogen: cannot write profile {path}: {e}");
+        // Created new, never through a link planted at the predictable
+        // name (this may be root): see crate::tmpfile.
+        let stem = format!("mitogen.stats.{}.main", std::process::id());
+        let written = crate::tmpfile::create(std::path::Path::new("/tmp"), &stem, "log").and_then(
+            |(mut f, path)| {
+                std::io::Write::write_all(&mut f, text.as_bytes())?;
+                Ok(path)
+            },
+        );
+        match written {
+            Ok(path) => tracing::debug!("mitogen: profile written to {}", path.display()),
+            Err(e) => tracing::warn!("mitogen: cannot write the profile /tmp/{stem}.log: {e}"),
         }
     }
 }

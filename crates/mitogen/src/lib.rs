@@ -55,6 +55,7 @@ mod broker;
 mod call;
 mod callbacks;
 mod channel;
+mod child;
 mod connect;
 mod context;
 mod control;
@@ -78,6 +79,7 @@ mod sender;
 mod sync;
 #[doc(hidden)]
 pub mod testing;
+mod tmpfile;
 mod utils;
 
 pub use broker::{Broker, DEFAULT_SHUTDOWN_TIMEOUT};

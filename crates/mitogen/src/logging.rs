@@ -99,7 +99,8 @@ fn log_core() -> Option<Arc<Core>> {
 }
 
 /// The subscriber of a child context: forwards events to the master and,
-/// with `debug`, also appends them to `/tmp/mitogen.<pid>.log`.
+/// with `debug`, also writes them to `/tmp/mitogen.<pid>.log` (created
+/// new, mode 0600; another name if that one is taken).
 pub(crate) struct ChildLogger {
     level: LevelFilter,
     file: Option<Mutex<std::fs::File>>,
@@ -134,16 +135,33 @@ impl ChildLogger {
     }
 }
 
+/// Creates this process's debug log, `/tmp/mitogen.<pid>.log`, or a fresh
+/// name beside it when that is taken (see [`crate::tmpfile`]: never
+/// through a planted link). Once per process: a second call (a repeated
+/// `enable_debug`) gets `None` instead of a second, unused file.
 fn debug_file() -> Option<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(format!("/tmp/mitogen.{}.log", std::process::id()))
-        .ok()
+    static OPENED_BY: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    // A fork inherits the pid that opened it, not the file: compare pids.
+    let me = std::process::id();
+    if OPENED_BY.swap(me, Ordering::Relaxed) == me {
+        return None;
+    }
+    let stem = format!("mitogen.{me}");
+    match crate::tmpfile::create(std::path::Path::new("/tmp"), &stem, "log") {
+        Ok((f, path)) => {
+            tracing::debug!("mitogen: debug log in {}", path.display());
+            Some(f)
+        }
+        Err(e) => {
+            tracing::warn!("mitogen: cannot create a debug log in /tmp: {e}");
+            None
+        }
+    }
 }
 
 /// `enable_debug` in this process: with no subscriber installed yet,
-/// install one writing debug records to `/tmp/mitogen.<pid>.log`.
+/// install one writing debug records to `/tmp/mitogen.<pid>.log` (or a
+/// fresh name beside it, see [`crate::tmpfile`]).
 pub(crate) fn enable_debug_file() {
     struct FileLogger(Mutex<std::fs::File>, AtomicU64);
     impl tracing::Subscriber for FileLogger {
@@ -161,6 +179,10 @@ pub(crate) fn enable_debug_file() {
         }
         fn enter(&self, _: &tracing::span::Id) {}
         fn exit(&self, _: &tracing::span::Id) {}
+    }
+    // With a subscriber already installed the file would stay empty.
+    if tracing::dispatcher::has_been_set() {
+        return;
     }
     if let Some(f) = debug_file() {
         let _ =

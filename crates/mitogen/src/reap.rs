@@ -6,10 +6,14 @@
 //! gets SIGTERM after [`TERM_AFTER`] and SIGKILL after [`KILL_AFTER`]; no
 //! zombie is left behind. The broker runs a pass every few milliseconds
 //! while the list is not empty, and a final bounded loop at exit.
+//!
+//! Signals and waits go through [`ChildProc`] (a pidfd where the kernel
+//! has one), so a child that is already reaped is never signalled and a
+//! wait never collects another child.
 
+use crate::child::ChildProc;
 use crate::events::{ChildExit, Signal};
 use crate::sync::lock;
-use std::os::unix::process::ExitStatusExt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -19,7 +23,7 @@ pub(crate) const TERM_AFTER: Duration = Duration::from_secs(1);
 pub(crate) const KILL_AFTER: Duration = Duration::from_secs(2);
 
 struct Child {
-    pid: i32,
+    proc: ChildProc,
     name: String,
     since: Instant,
     termed: bool,
@@ -32,10 +36,10 @@ pub(crate) struct Reaper {
 }
 
 impl Reaper {
-    /// Starts watching `pid` (whose link just closed).
-    pub(crate) fn add(&self, pid: i32, name: &str) {
+    /// Starts watching `proc` (whose link just closed).
+    pub(crate) fn add(&self, proc: ChildProc, name: &str) {
         lock(&self.children).push(Child {
-            pid,
+            proc,
             name: name.to_string(),
             since: Instant::now(),
             termed: false,
@@ -53,37 +57,33 @@ impl Reaper {
         let mut reaped = Vec::new();
         let mut list = lock(&self.children);
         list.retain_mut(|c| {
-            let mut status = 0;
-            // SAFETY: waitpid on a child pid we started; WNOHANG never blocks.
-            let got = unsafe { libc::waitpid(c.pid, &mut status, libc::WNOHANG) };
-            if got == c.pid || got < 0 {
-                tracing::debug!(
-                    "mitogen: reaped {} (pid {}), status {status}",
-                    c.name,
-                    c.pid
-                );
-                if got == c.pid {
+            let pid = c.proc.pid();
+            match c.proc.try_wait() {
+                Ok(Some(status)) => {
+                    tracing::debug!("mitogen: reaped {} (pid {pid}), {status}", c.name);
                     reaped.push(ChildExit {
-                        pid: c.pid,
+                        pid,
                         name: c.name.clone(),
-                        status: std::process::ExitStatus::from_raw(status),
+                        status,
                     });
+                    return false;
                 }
-                return false;
+                Err(e) => {
+                    tracing::debug!("mitogen: {} (pid {pid}) reaped elsewhere: {e}", c.name);
+                    return false;
+                }
+                Ok(None) => {}
             }
             let age = c.since.elapsed();
             if age >= KILL_AFTER {
-                // SAFETY: signalling our own child.
-                unsafe { libc::kill(c.pid, libc::SIGKILL) };
+                let _ = c.proc.signal(libc::SIGKILL);
             } else if age >= TERM_AFTER && !c.termed {
                 c.termed = true;
                 tracing::warn!(
-                    "mitogen: {} (pid {}) still alive after its link closed: SIGTERM",
-                    c.name,
-                    c.pid
+                    "mitogen: {} (pid {pid}) still alive after its link closed: SIGTERM",
+                    c.name
                 );
-                // SAFETY: signalling our own child.
-                unsafe { libc::kill(c.pid, libc::SIGTERM) };
+                let _ = c.proc.signal(libc::SIGTERM);
             }
             true
         });
@@ -102,5 +102,61 @@ impl Reaper {
         while self.pass(exited) && start.elapsed() < KILL_AFTER + Duration::from_secs(1) {
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::child::spawn_sh as spawn;
+    use std::os::unix::process::ExitStatusExt;
+    use std::sync::Arc;
+
+    /// Runs passes until the list is empty (bounded), collecting exits.
+    fn drain(r: &Reaper) -> Vec<ChildExit> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let exited = Signal::<ChildExit>::default();
+        let s2 = seen.clone();
+        let _sub = exited.subscribe(move |e: &ChildExit| lock(&s2).push(e.clone()));
+        r.finish(&exited);
+        assert!(r.is_empty(), "children left after finish");
+        let v = std::mem::take(&mut *lock(&seen));
+        v
+    }
+
+    /// A child the reaper collected is never signalled afterwards, through
+    /// the reaper's handle or another clone of it (the stream's).
+    #[test]
+    fn reaped_child_is_not_signalled_again() {
+        for proc in [
+            ChildProc::adopt(spawn("exit 4")),
+            ChildProc::adopt_without_pidfd(spawn("exit 4")),
+        ] {
+            let r = Reaper::default();
+            r.add(proc.clone(), "quick");
+            let exits = drain(&r);
+            assert_eq!(exits.len(), 1, "exit not announced");
+            assert_eq!(exits[0].status.code(), Some(4));
+            assert!(
+                proc.signal(libc::SIGKILL).is_err(),
+                "signalled a reaped pid"
+            );
+            assert_eq!(crate::child::signals_sent_to(proc.pid()), Vec::<i32>::new());
+        }
+    }
+
+    /// A child that ignores its closed link gets SIGTERM, and is reaped.
+    #[test]
+    fn lingering_child_is_terminated_and_reaped() {
+        let proc = ChildProc::adopt(spawn("exec sleep 30"));
+        let r = Reaper::default();
+        r.add(proc.clone(), "stuck");
+        let exits = drain(&r);
+        assert_eq!(exits.len(), 1, "exit not announced");
+        assert_eq!(exits[0].status.signal(), Some(libc::SIGTERM));
+        assert_eq!(
+            crate::child::signals_sent_to(proc.pid()),
+            vec![libc::SIGTERM]
+        );
     }
 }

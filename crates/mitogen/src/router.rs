@@ -945,8 +945,8 @@ impl Core {
 
     /// Puts the stream's process, if any, on the reaping list.
     fn reap_later(&self, s: &Stream) -> bool {
-        s.pid.is_some_and(|pid| {
-            self.reaper.add(pid, &s.name);
+        s.child.as_ref().is_some_and(|child| {
+            self.reaper.add(child.clone(), &s.name);
             true
         })
     }

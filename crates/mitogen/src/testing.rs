@@ -160,4 +160,44 @@ mod tests {
             }
         }
     }
+
+    /// Before: a message from the parent for an id this context has no
+    /// route to was dropped ("it would loop back"); its sender waited
+    /// forever. It is answered with a dead message, as everywhere else.
+    #[test]
+    fn a_message_from_the_parent_to_nowhere_is_answered() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let broker = crate::Broker::new().unwrap();
+        let core = Core::new(broker.handle(), false, 5, vec![0], None);
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let parent = Stream::new(
+            "parent".into(),
+            0,
+            true,
+            OwnedFd::from(ours),
+            None,
+            1 << 20,
+            None,
+        )
+        .unwrap();
+        let parent = Arc::new(parent);
+        core.attach(parent.clone(), FrameReader::new(1 << 20));
+        let mut m = Message::raw(b"hello".to_vec()).to(77, 5000);
+        (m.src_id, m.auth_id, m.reply_to) = (0, 0, 1234);
+        core.route_in(&parent, m);
+        let mut theirs = theirs;
+        theirs
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = theirs.read(&mut buf).expect("an answer within 5 s");
+        let h = Header::decode(&buf[..n], 1 << 20).unwrap().unwrap();
+        assert_eq!((h.dst_id, h.handle, h.encoding), (0, 1234, Encoding::Dead));
+        let why = String::from_utf8_lossy(&buf[32..n]).into_owned();
+        assert!(why.contains("no route"), "{why}");
+        let _ = theirs.as_raw_fd();
+        broker.shutdown();
+        broker.join();
+    }
 }

@@ -13,6 +13,7 @@
 
 pub(crate) mod stage;
 
+use crate::child::ChildProc;
 use crate::error::{Error, Result, StreamError};
 use crate::frame::{handle, Encoding, Header, HEADER_LEN, PROTOCOL_VERSION};
 use crate::link::FrameReader;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -161,7 +163,8 @@ pub(crate) struct Spawned {
     pub(crate) wfd: Option<OwnedFd>,
     /// The target's stderr, collected for error messages.
     pub(crate) stderr: Option<OwnedFd>,
-    pub(crate) pid: i32,
+    /// The transport process.
+    pub(crate) child: ChildProc,
 }
 
 impl Spawned {
@@ -406,7 +409,7 @@ impl Io<'_> {
         // SAFETY: reading into a stack buffer.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         if n == 0 {
-            let (status, code) = exit_status(self.sp.pid);
+            let (status, code) = exit_status(&self.sp.child);
             self.exit_code = code;
             // 126/127: the shell could not execute the command (a missing
             // or unusable agent_command, a binary for another machine);
@@ -519,26 +522,44 @@ impl Io<'_> {
 }
 
 /// Describes how the transport process ended (" with status N"), and its
-/// exit code.
-fn exit_status(pid: i32) -> (String, Option<i32>) {
-    let mut status = 0;
-    for _ in 0..20 {
-        // SAFETY: non-blocking waitpid on our own child; the status is
-        // looked at, and the child later reaped by the router if still there.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            if libc::WIFEXITED(status) {
-                let code = libc::WEXITSTATUS(status);
-                return (format!(" with status {code}"), Some(code));
-            }
-            if libc::WIFSIGNALED(status) {
-                return (format!(" on signal {}", libc::WTERMSIG(status)), None);
-            }
-        }
-        if r != 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+/// exit code. Waits briefly for it; a transport still running is left to
+/// the caller (which kills and reaps it through the same [`ChildProc`], so
+/// a pid reaped here is never signalled).
+fn exit_status(child: &ChildProc) -> (String, Option<i32>) {
+    match child.wait_timeout(Duration::from_millis(100)) {
+        Ok(Some(s)) => match (s.code(), s.signal()) {
+            (Some(code), _) => (format!(" with status {code}"), Some(code)),
+            (None, Some(sig)) => (format!(" on signal {sig}"), None),
+            _ => (String::new(), None),
+        },
+        _ => (String::new(), None),
     }
-    (String::new(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A transport that dies during the bootstrap is reaped while its
+    /// failure is described; the cleanup that follows must not signal
+    /// its pid again (by then it may be another process's).
+    #[test]
+    fn failed_transport_is_not_signalled_after_reaping() {
+        let child = ChildProc::adopt(crate::child::spawn_sh("exit 3"));
+        let pid = child.pid();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let code = loop {
+            let (_, code) = exit_status(&child);
+            if code.is_some() || std::time::Instant::now() > deadline {
+                break code;
+            }
+        };
+        assert_eq!(code, Some(3), "the transport's status was not read");
+        crate::connect::kill_and_reap(&child);
+        assert_eq!(
+            crate::child::signals_sent_to(pid),
+            Vec::<i32>::new(),
+            "a reaped pid was signalled"
+        );
+    }
 }

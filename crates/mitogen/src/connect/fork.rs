@@ -136,6 +136,7 @@ pub(crate) fn fork_here(
     }
     drop(fds_guard);
     drop(theirs);
+    let child = crate::child::ChildProc::adopt(pid);
     let name = opts
         .remote_name
         .clone()
@@ -149,7 +150,7 @@ pub(crate) fn fork_here(
         OwnedFd::from(ours),
         None,
         max,
-        Some(pid),
+        Some(child),
     )
     .map_err(|e| StreamError::new(format!("cannot set up the stream: {e}")))?;
     core.attach(Arc::new(stream), FrameReader::new(max));

@@ -75,7 +75,7 @@ pub(crate) fn connect_here(
         rfd: OwnedFd::from(ours),
         wfd: None,
         stderr: child.stderr.take().map(OwnedFd::from),
-        pid,
+        child: crate::child::ChildProc::adopt(pid),
     };
     let cfg = opts.config(core, id, &name, &agent);
     finish(core, sp, &agent, &cfg, opts.connect_timeout)

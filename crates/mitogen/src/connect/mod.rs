@@ -229,7 +229,7 @@ pub(crate) fn finish_classified(
     let booted = match bootstrap::run(&sp, agent, cfg, timeout, classify) {
         Ok(b) => b,
         Err(e) => {
-            kill_and_reap(sp.pid);
+            kill_and_reap(&sp.child);
             return Err(e);
         }
     };
@@ -243,7 +243,7 @@ pub(crate) fn finish_classified(
         rfd,
         wfd,
         stderr,
-        pid,
+        child,
     } = sp;
     let max = cfg.max_message_size as usize;
     let stream = Stream::new(
@@ -253,7 +253,7 @@ pub(crate) fn finish_classified(
         rfd,
         wfd,
         max,
-        Some(pid),
+        Some(child),
     )
     .map_err(|e| StreamError::new(format!("cannot set up the stream: {e}")))?;
     core.attach(Arc::new(stream), booted.reader);
@@ -269,12 +269,8 @@ pub(crate) fn finish_classified(
     Ok(Context::new(core.clone(), cfg.context_id, &cfg.name).with_upload(booted.uploaded))
 }
 
-/// Ends a transport whose bootstrap failed: SIGKILL and reap at once.
-pub(crate) fn kill_and_reap(pid: i32) {
-    // SAFETY: signalling and reaping our own child.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        let mut st = 0;
-        libc::waitpid(pid, &mut st, 0);
-    }
+/// Ends a transport whose bootstrap failed: SIGKILL (unless the bootstrap
+/// already reaped it) and reap, within a bound.
+pub(crate) fn kill_and_reap(child: &crate::child::ChildProc) {
+    child.kill_and_reap(Duration::from_secs(5));
 }

@@ -225,7 +225,7 @@ pub(crate) fn spawn(argv: &[String], pty: bool, stdin_tty: bool) -> Result<Spawn
         rfd,
         wfd: None,
         stderr,
-        pid: child.id() as i32,
+        child: crate::child::ChildProc::adopt(child.id() as i32),
     })
 }
 
@@ -248,7 +248,7 @@ pub(crate) fn connect_with(
     let transcript = match converse(&sp, d, deadline) {
         Ok(t) => t,
         Err(e) => {
-            super::kill_and_reap(sp.pid);
+            super::kill_and_reap(&sp.child);
             return Err(e);
         }
     };

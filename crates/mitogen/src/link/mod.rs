@@ -62,7 +62,7 @@ pub(crate) struct Stream {
     pub(crate) broker: OnceLock<crate::broker::Broker>,
     pub(crate) write_token: AtomicUsize,
     /// Process to reap once the link closes.
-    pub(crate) pid: Option<i32>,
+    pub(crate) child: Option<crate::child::ChildProc>,
 }
 
 impl std::fmt::Debug for Stream {
@@ -105,7 +105,7 @@ impl Stream {
         rfd: OwnedFd,
         wfd: Option<OwnedFd>,
         max: usize,
-        pid: Option<i32>,
+        child: Option<crate::child::ChildProc>,
     ) -> io::Result<Stream> {
         Stream::with_options(
             name,
@@ -114,7 +114,7 @@ impl Stream {
             rfd,
             wfd,
             LinkOptions::new(max),
-            pid,
+            child,
         )
     }
 
@@ -126,7 +126,7 @@ impl Stream {
         rfd: OwnedFd,
         wfd: Option<OwnedFd>,
         opts: LinkOptions,
-        pid: Option<i32>,
+        child: Option<crate::child::ChildProc>,
     ) -> io::Result<Stream> {
         let is_socket = wfd.is_none();
         let wfd = match wfd {
@@ -155,7 +155,7 @@ impl Stream {
             read_done: AtomicBool::new(false),
             broker: OnceLock::new(),
             write_token: AtomicUsize::new(usize::MAX),
-            pid,
+            child,
         })
     }
 

@@ -13,6 +13,7 @@ mod calls;
 mod chain;
 mod errors;
 mod events;
+mod flow;
 mod fork;
 mod hostile;
 mod identity;
@@ -38,6 +39,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(asyncs::tests());
     all.extend(trees::tests());
     all.extend(hostile::tests());
+    all.extend(flow::tests());
     all
 }
 

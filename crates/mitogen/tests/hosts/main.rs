@@ -16,6 +16,7 @@ mod fleet;
 mod secrets;
 mod shells;
 mod ssh;
+mod tmpfiles;
 
 fn tests() -> Vec<libtest_mimic::Trial> {
     let mut all = Vec::new();
@@ -26,6 +27,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(fleet::tests());
     all.extend(secrets::tests());
     all.extend(shells::tests());
+    all.extend(tmpfiles::tests());
     all
 }
 
