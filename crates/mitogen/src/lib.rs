@@ -52,6 +52,7 @@ extern crate self as mitogen;
 mod agent;
 mod bootstrap;
 mod broker;
+pub mod bulk;
 mod call;
 mod callbacks;
 mod channel;

@@ -129,7 +129,17 @@ impl Receiver {
         &self.latch
     }
 
-    /// `true` when no message is waiting.
+    /// The next message if one is queued, without waiting (dead messages
+    /// included, as [`Receiver::get_message`] gives them).
+    pub fn try_get(&self) -> Result<Option<Message>> {
+        Ok(self.latch.try_get()?)
+    }
+
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// `true` when no message is queued.
     pub fn empty(&self) -> bool {
         self.latch.empty()
     }

@@ -108,6 +108,12 @@ impl Sender {
         self.core.send_with(m, crate::link::Mode::Try)
     }
 
+    /// Sends a prepared message (its `reply_to` and encoding kept) to this
+    /// sender's handle.
+    pub fn send_message(&self, msg: Message) -> Result<()> {
+        self.core.send(msg.to(self.dst_id, self.handle))
+    }
+
     /// Sends bytes as they are (a raw frame: no serializer involved).
     pub fn send_bytes(&self, bytes: Vec<u8>) -> Result<()> {
         self.core

@@ -5,6 +5,7 @@
 //! bounds on time are generous and only catch stalls and hangs.
 
 use crate::util::{self, pid, trial, TestResult, TEST_LIMIT, WAIT};
+use mitogen::bulk::{BulkReceiver, BulkSender, BulkTarget};
 use mitogen::{ByteBuf, Context, Error, ExternalContext, Message, Receiver, Sender};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -46,6 +47,11 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
             "flow::large_payloads_through_an_intermediate",
             TEST_LIMIT,
             large_payloads_through_an_intermediate,
+        ),
+        trial(
+            "flow::bulk_stream_through_one_and_two_hops",
+            TEST_LIMIT,
+            bulk_stream_through_one_and_two_hops,
         ),
         trial(
             "flow::a_full_link_waits_then_times_out",
@@ -134,25 +140,26 @@ fn a_stopped_peer_does_not_stall_the_broker() -> TestResult {
     let b = router.local().remote_name("flow-sib").connect()?;
     let a_pid = a.call::<pid>(())?;
     let done = Arc::new(AtomicBool::new(false));
-    // A peer that keeps stopping: 40 ms stopped, 10 ms running.
+    // A peer that keeps stopping: 45 ms stopped, 5 ms running (it reads,
+    // slowly: a writer waiting on it always sees some progress).
     let stopper = {
         let done = done.clone();
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
                 sig(a_pid, libc::SIGSTOP);
-                std::thread::sleep(Duration::from_millis(40));
+                std::thread::sleep(Duration::from_millis(45));
                 sig(a_pid, libc::SIGCONT);
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(5));
             }
             sig(a_pid, libc::SIGCONT);
         })
     };
     let big = {
         let a = a.clone();
-        std::thread::spawn(move || a.call::<byte_len>((ByteBuf::from(vec![3u8; 96 << 20]),)))
+        std::thread::spawn(move || a.call::<byte_len>((ByteBuf::from(vec![3u8; 120 << 20]),)))
     };
     let sibling = b.call_async::<call_sibling>((a.clone(), 100_000))?;
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(50));
     let mut worst = Duration::ZERO;
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(3) && !big.is_finished() {
@@ -168,7 +175,7 @@ fn a_stopped_peer_does_not_stall_the_broker() -> TestResult {
         "the broker stalled for {worst:?} behind a stopped peer"
     );
     let got = big.join().map_err(|_| "the big call panicked")??;
-    ensure!(got == 96 << 20, "the big argument arrived as {got} bytes");
+    ensure!(got == 120 << 20, "the big argument arrived as {got} bytes");
     drop(sibling);
     ensure!(a.call::<add>((1, 2))? == 3, "a still answers");
     Ok(())
@@ -397,5 +404,56 @@ fn a_full_link_waits_then_times_out() -> TestResult {
     }
     sig(p, libc::SIGCONT);
     ensure!(ctx.call::<add>((1, 1))? == 2, "the link recovered");
+    Ok(())
+}
+
+/// Streams `n` bytes to `target` in 256 KiB writes; returns the most it
+/// ever had in flight.
+#[mitogen::remote]
+fn produce(router: &mitogen::Router, target: BulkTarget, n: u64) -> mitogen::Result<u64> {
+    let mut tx = BulkSender::connect(router, target)?;
+    let chunk = vec![9u8; 256 << 10];
+    let (mut left, mut most) = (n as usize, 0);
+    while left > 0 {
+        let k = left.min(chunk.len());
+        tx.write(&chunk[..k])?;
+        most = most.max(tx.in_flight());
+        left -= k;
+    }
+    tx.finish()?;
+    Ok(most)
+}
+
+/// The sender never has more than the window in flight, however slow the
+/// reader; the bytes arrive whole, through one hop and through two.
+fn bulk_stream_through_one_and_two_hops() -> TestResult {
+    let router = util::router()?;
+    let mid = router.local().remote_name("bulk-mid").connect()?;
+    let leaf = router.local().remote_name("bulk-leaf").via(&mid).connect()?;
+    let window = 4 << 20;
+    let n: u64 = 200 << 20;
+    for (name, ctx) in [("one hop", &mid), ("two hops", &leaf)] {
+        let mut rx = BulkReceiver::open(&router, window, Some(ctx));
+        let sending = ctx.call_async::<produce>((rx.target(), n))?;
+        let mut got = 0u64;
+        let mut slow = 0;
+        while let Some(chunk) = rx.read_chunk(Some(WAIT))? {
+            ensure!(chunk.iter().all(|&b| b == 9), "{name}: corrupt chunk");
+            got += chunk.len() as u64;
+            if slow < 20 {
+                // A slow reader at first: the sender must wait, not pile up.
+                std::thread::sleep(Duration::from_millis(20));
+                slow += 1;
+            }
+        }
+        let most = sending.get(Some(WAIT))?;
+        ensure!(got == n, "{name}: {got} of {n} bytes");
+        ensure!(
+            most <= window as u64,
+            "{name}: {most} bytes in flight for a window of {window}"
+        );
+    }
+    let mid_peak = mid.call::<peak_rss_kib>(())? / 1024;
+    ensure!(mid_peak < 100, "the intermediate peaked at {mid_peak} MiB");
     Ok(())
 }
