@@ -73,6 +73,8 @@ pub(crate) struct Core {
     owns_broker: bool,
     /// Called on the broker thread when the link to the parent is lost.
     pub(crate) on_parent_lost: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Connects under way, ended by the broker's shutdown.
+    pub(crate) connects: crate::connect::inflight::Connects,
 }
 
 impl std::fmt::Debug for Core {
@@ -274,6 +276,7 @@ impl Core {
             max_message_size: AtomicUsize::new(DEFAULT_MAX_MESSAGE_SIZE),
             owns_broker,
             on_parent_lost: Mutex::new(None),
+            connects: Default::default(),
         });
         crate::control::install(&core);
         broker.add_participant(core.clone());
