@@ -124,10 +124,17 @@ pub(crate) fn connect(
     let spec = ViaSpec { method, id, opts };
     let at = via.name();
     let pending = via.call_async::<connect_via>((spec,))?;
+    let who = format!("a context via {at}");
     let reply = loop {
         match pending.get(Some(SLICE)) {
-            Err(Error::Timeout(_)) => flight.check(&format!("a context via {at}"))?,
-            r => break r?,
+            Ok(r) => break r,
+            // Shutdown may also have closed the link first: say why.
+            Err(e) => {
+                flight.check(&who)?;
+                if !matches!(e, Error::Timeout(_)) {
+                    return Err(e);
+                }
+            }
         }
     };
     let (name, uploaded) = match reply {

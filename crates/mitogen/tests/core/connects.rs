@@ -24,6 +24,11 @@ pub fn tests() -> Vec<Trial> {
             shutdown_cancels_a_stalled_connect,
         ),
         trial(
+            "connects::shutdown_cancels_a_connect_via_an_intermediate",
+            TEST_LIMIT,
+            shutdown_cancels_a_connect_via_an_intermediate,
+        ),
+        trial(
             "connects::connect_after_shutdown_fails_at_once",
             TEST_LIMIT,
             connect_after_shutdown_fails_at_once,
@@ -185,6 +190,53 @@ fn shutdown_cancels_a_stalled_connect() -> TestResult {
         "pid {pid} not reaped (state {:?})",
         util::proc_state(pid)
     );
+    util::bounded("the broker's join", WAIT, move || broker.join())?;
+    Ok(())
+}
+
+/// The same through an intermediate: the caller's wait ends at once, and
+/// the intermediate, shut down in turn, ends its own connect and its
+/// stalled process.
+fn shutdown_cancels_a_connect_via_an_intermediate() -> TestResult {
+    let router = util::router()?;
+    warm_cache(&router)?;
+    let a = router.local().remote_name("via-a").connect()?;
+    let dir = TempDir::new("stall-via")?;
+    let pidfile = dir.path().join("pid");
+    let (tx, rx) = mpsc::channel();
+    let r2 = router.clone();
+    let cmd = stall_command(&pidfile, 40);
+    std::thread::spawn(move || {
+        let r = r2
+            .local()
+            .remote_name("stalled-b")
+            .agent_command(cmd)
+            .connect_timeout(Duration::from_secs(30))
+            .via(&a)
+            .connect();
+        let _ = tx.send((r, Instant::now()));
+    });
+    let pid = stalled_pid(&pidfile)?;
+    let broker = router.broker().clone();
+    let t = Instant::now();
+    broker.shutdown();
+    let got = rx.recv_timeout(Duration::from_secs(10));
+    let gone = util::wait_exited_or_kill(pid, Duration::from_secs(10), true);
+    let (r, at) = got.map_err(|_| "the connect did not return within 10 s of shutdown")?;
+    let took = at.saturating_duration_since(t);
+    ensure!(
+        took < Duration::from_secs(2),
+        "the connect returned {took:?} after shutdown"
+    );
+    match &r {
+        Err(Error::Stream(e)) => ensure!(
+            e.message().contains("shut down") && e.message().contains("via-a"),
+            "message {:?}",
+            e.message()
+        ),
+        other => return Err(format!("expected a StreamError, got {other:?}").into()),
+    }
+    gone?;
     util::bounded("the broker's join", WAIT, move || broker.join())?;
     Ok(())
 }
