@@ -189,7 +189,11 @@ pub struct BulkSender {
 impl BulkSender {
     /// Connects to the receiver `target` names.
     pub fn connect(router: &Router, target: BulkTarget) -> Result<BulkSender> {
-        let dst = Context::new(router.core().clone(), target.to.context_id(), "bulk receiver");
+        let dst = Context::new(
+            router.core().clone(),
+            target.to.context_id(),
+            "bulk receiver",
+        );
         let credits = Receiver::new(router, None, true, Some(&dst), None)?;
         let chunk = (target.window as usize / 4)
             .clamp(16 << 10, MAX_CHUNK)
@@ -259,9 +263,9 @@ impl BulkSender {
 impl Drop for BulkSender {
     fn drop(&mut self) {
         if !self.finished {
-            let _ = self
-                .to
-                .send_message(Message::dead("the bulk sender was dropped before finishing"));
+            let _ = self.to.send_message(Message::dead(
+                "the bulk sender was dropped before finishing",
+            ));
         }
     }
 }

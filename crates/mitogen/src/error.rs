@@ -277,6 +277,11 @@ impl TimeoutError {
     pub fn after(&self) -> Duration {
         self.after
     }
+
+    /// What was waited for: the end of the sentence "timed out after N …".
+    pub fn what(&self) -> &str {
+        &self.what
+    }
 }
 
 /// A message could not be delivered: a dead message, or a closed receiver.

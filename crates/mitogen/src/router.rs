@@ -111,6 +111,8 @@ pub(crate) struct Core {
     owns_broker: bool,
     /// Called on the broker thread when the link to the parent is lost.
     pub(crate) on_parent_lost: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Connects under way, ended by the broker's shutdown.
+    pub(crate) connects: crate::connect::inflight::Connects,
 }
 
 impl std::fmt::Debug for Core {
@@ -375,6 +377,7 @@ impl Core {
             callbacks: Arc::new(Callbacks::default()),
             owns_broker,
             on_parent_lost: Mutex::new(None),
+            connects: Default::default(),
         });
         crate::control::install(&core);
         broker.add_participant(core.clone());

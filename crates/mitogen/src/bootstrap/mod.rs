@@ -10,11 +10,16 @@
 //!
 //! Everything here runs on the connecting thread with blocking I/O bounded
 //! by the connect deadline; the broker only sees the stream once it is up.
+//! Every wait also polls the connect's cancellation descriptor
+//! (`connect::inflight`), so a broker's shutdown ends it at once. A
+//! deadline that passes is a [`TimeoutError`] naming the method and the
+//! target, like every other timeout of the runtime.
 
 pub(crate) mod stage;
 
 use crate::child::ChildProc;
-use crate::error::{Error, Result, StreamError};
+use crate::connect::inflight::Flight;
+use crate::error::{Error, Result, StreamError, TimeoutError};
 use crate::frame::{handle, Encoding, Header, HEADER_LEN, PROTOCOL_VERSION};
 use crate::link::FrameReader;
 use serde::{Deserialize, Serialize};
@@ -190,15 +195,17 @@ const HINT: &str =
 /// warning, `sudo: unknown user`).
 pub(crate) type Classify<'a> = &'a dyn Fn(&str, Option<i32>) -> Option<Error>;
 
-/// Runs the stage protocol and handshake on `sp`, sending `cfg`.
+/// Runs the stage protocol and handshake on `sp`, sending `cfg`, by the
+/// deadline of `flight`. `who` names the context and how it is reached in
+/// messages: `web1 (ssh to root@web1)`.
 pub(crate) fn run(
     sp: &Spawned,
     agent: &AgentBinary,
     cfg: &Config,
-    timeout: Duration,
+    flight: &Flight,
+    who: &str,
     classify: Option<Classify<'_>>,
 ) -> Result<Booted> {
-    let deadline = Instant::now() + timeout;
     for fd in [
         Some(sp.rfd.as_raw_fd()),
         sp.wfd.as_ref().map(|f| f.as_raw_fd()),
@@ -213,9 +220,8 @@ pub(crate) fn run(
         sp,
         out: Vec::new(),
         err: Vec::new(),
-        deadline,
-        timeout,
-        name: &cfg.name,
+        flight,
+        who,
         stderr_open: true,
         classify,
         exit_code: None,
@@ -297,9 +303,8 @@ struct Io<'a> {
     sp: &'a Spawned,
     out: Vec<u8>,
     err: Vec<u8>,
-    deadline: Instant,
-    timeout: Duration,
-    name: &'a str,
+    flight: &'a Flight,
+    who: &'a str,
     stderr_open: bool,
     classify: Option<Classify<'a>>,
     exit_code: Option<i32>,
@@ -318,18 +323,42 @@ impl Io<'_> {
         }
     }
 
-    fn fail(&mut self, why: &str) -> Error {
+    /// The method's own reading of its tool's output, before the stage ran.
+    fn classified(&mut self) -> Option<Error> {
         self.drain_stderr();
-        if let (Some(classify), false) = (self.classify, self.started) {
-            if let Some(e) = classify(&String::from_utf8_lossy(&self.err), self.exit_code) {
-                return e;
+        match (self.classify, self.started) {
+            (Some(classify), false) => {
+                classify(&String::from_utf8_lossy(&self.err), self.exit_code)
             }
+            _ => None,
+        }
+    }
+
+    fn fail(&mut self, why: &str) -> Error {
+        if let Some(e) = self.classified() {
+            return e;
         }
         StreamError::new(format!(
             "connecting {} failed: {why}{}",
-            self.name,
+            self.who,
             self.stderr_text()
         ))
+        .into()
+    }
+
+    /// The deadline passed while waiting for `what`.
+    fn timed_out(&mut self, what: &str) -> Error {
+        if let Some(e) = self.classified() {
+            return e;
+        }
+        TimeoutError::new(
+            format!(
+                "connecting {} while waiting for {what}; {HINT}{}",
+                self.who,
+                self.stderr_text()
+            ),
+            self.flight.timeout(),
+        )
         .into()
     }
 
@@ -359,22 +388,30 @@ impl Io<'_> {
         }
     }
 
-    /// Waits until `fd` is ready for `events` or the deadline passes,
-    /// collecting stderr meanwhile.
+    /// Waits until `fd` is ready for `events`, the deadline passes or
+    /// shutdown cancels the connect, collecting stderr meanwhile.
     fn wait(&mut self, fd: RawFd, events: libc::c_short, what: &str) -> Result<()> {
         loop {
-            let left = self.deadline.saturating_duration_since(Instant::now());
+            self.flight.check(self.who)?;
+            let left = self
+                .flight
+                .deadline()
+                .saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(self.fail(&format!(
-                    "connect timed out after {:?} waiting for {what}; {HINT}",
-                    self.timeout
-                )));
+                return Err(self.timed_out(what));
             }
-            let mut fds = vec![libc::pollfd {
-                fd,
-                events,
-                revents: 0,
-            }];
+            let mut fds = vec![
+                libc::pollfd {
+                    fd,
+                    events,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.flight.wake_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
             if let (Some(e), true) = (&self.sp.stderr, self.stderr_open) {
                 fds.push(libc::pollfd {
                     fd: e.as_raw_fd(),
@@ -392,7 +429,7 @@ impl Io<'_> {
                 }
                 return Err(self.fail(&format!("poll failed: {e}")));
             }
-            if fds.len() > 1 && fds[1].revents != 0 {
+            if fds.len() > 2 && fds[2].revents != 0 {
                 self.drain_stderr();
             }
             if fds[0].revents != 0 {
@@ -515,7 +552,7 @@ impl Io<'_> {
         tracing::debug!(
             "mitogen: sent the {}-byte agent to {}",
             agent.size,
-            self.name
+            self.who
         );
         Ok(())
     }

@@ -13,6 +13,7 @@
 //! gone) and clean up in `on_fork`. Prefer [`Router::local`] for
 //! long-lived contexts.
 
+use super::inflight::Flight;
 use super::{basic_options, Options};
 use crate::agent::OnStart;
 use crate::bootstrap::AgentBinary;
@@ -99,6 +100,7 @@ pub(crate) fn fork_here(
     on_fork: Option<Box<dyn FnOnce()>>,
     on_start: Option<OnStart>,
 ) -> Result<Context> {
+    let flight = Flight::begin(core, opts.connect_timeout)?;
     let (ours, theirs) = UnixStream::pair()
         .map_err(|e| StreamError::new(format!("cannot create a socketpair: {e}")))?;
     let agent = crate::bootstrap::known_current().unwrap_or_else(|| {
@@ -137,23 +139,36 @@ pub(crate) fn fork_here(
     drop(fds_guard);
     drop(theirs);
     let child = crate::child::ChildProc::adopt(pid);
+    flight.set_pid(pid);
     let name = opts
         .remote_name
         .clone()
         .unwrap_or_else(|| format!("fork.{pid}"));
     cfg.name = name.clone();
     let max = cfg.max_message_size as usize;
-    let stream = Stream::new(
+    let stream = match Stream::new(
         name.clone(),
         id,
         false,
         OwnedFd::from(ours),
         None,
         max,
-        Some(child),
-    )
-    .map_err(|e| StreamError::new(format!("cannot set up the stream: {e}")))?;
-    core.attach(Arc::new(stream), FrameReader::new(max));
+        Some(child.clone()),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            super::kill_and_reap(&child);
+            return Err(StreamError::new(format!("cannot set up the stream: {e}")).into());
+        }
+    };
+    // Attached only if shutdown has not begun (see `inflight`).
+    let who = format!("{name} (fork)");
+    if let Err(e) = flight.commit(&who, || {
+        core.attach(Arc::new(stream), FrameReader::new(max))
+    }) {
+        super::kill_and_reap(&child);
+        return Err(e);
+    }
     crate::control::announce_added(core, id, &name);
     Ok(Context::new(core.clone(), id, &name))
 }

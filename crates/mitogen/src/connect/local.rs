@@ -2,6 +2,7 @@
 //! through the same first stage as remote methods, so the cache and
 //! handshake are exercised by every local context.
 
+use super::inflight::Flight;
 use super::{common_options, finish, Options};
 use crate::bootstrap::{stage, Spawned};
 use crate::context::Context;
@@ -54,6 +55,7 @@ pub(crate) fn connect_here(
     name: Option<String>,
     opts: &Options,
 ) -> Result<Context> {
+    let flight = Flight::begin(core, opts.connect_timeout)?;
     let agent = opts.agent()?;
     let script = stage::script(&agent.sha, agent.size, &opts.agent_command);
     let (ours, theirs) = UnixStream::pair()
@@ -70,6 +72,7 @@ pub(crate) fn connect_here(
         .spawn()
         .map_err(|e| StreamError::new(format!("cannot start /bin/sh: {e}")))?;
     let pid = child.id() as i32;
+    flight.set_pid(pid);
     let name = name.unwrap_or_else(|| format!("local.{pid}"));
     let sp = Spawned {
         rfd: OwnedFd::from(ours),
@@ -78,5 +81,13 @@ pub(crate) fn connect_here(
         child: crate::child::ChildProc::adopt(pid),
     };
     let cfg = opts.config(core, id, &name, &agent);
-    finish(core, sp, &agent, &cfg, opts.connect_timeout)
+    finish(
+        core,
+        sp,
+        &agent,
+        &cfg,
+        &flight,
+        &format!("{name} (local)"),
+        None,
+    )
 }

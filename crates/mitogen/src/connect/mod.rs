@@ -8,6 +8,7 @@
 
 pub(crate) mod doas;
 pub(crate) mod fork;
+pub(crate) mod inflight;
 pub(crate) mod local;
 pub(crate) mod password;
 pub(crate) mod prompted;
@@ -22,6 +23,7 @@ use crate::context::Context;
 use crate::error::{Result, StreamError};
 use crate::link::Stream;
 use crate::router::Core;
+use inflight::Flight;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -206,27 +208,20 @@ pub(crate) fn check_user(method: &str, user: &str) -> Result<()> {
     Ok(())
 }
 
-/// Bootstraps a started transport and registers the new context.
+/// Bootstraps a started transport and registers the new context. `who`
+/// names it in messages (`web1 (ssh to root@web1)`); `classify` is a
+/// method's own reading of its tool's failures. The transport's process
+/// is killed and reaped on any failure, shutdown included.
 pub(crate) fn finish(
     core: &Arc<Core>,
     sp: Spawned,
     agent: &AgentBinary,
     cfg: &Config,
-    timeout: Duration,
-) -> Result<Context> {
-    finish_classified(core, sp, agent, cfg, timeout, None)
-}
-
-/// [`finish`], with a method's own reading of its tool's failures.
-pub(crate) fn finish_classified(
-    core: &Arc<Core>,
-    sp: Spawned,
-    agent: &AgentBinary,
-    cfg: &Config,
-    timeout: Duration,
+    flight: &Flight,
+    who: &str,
     classify: Option<bootstrap::Classify<'_>>,
 ) -> Result<Context> {
-    let booted = match bootstrap::run(&sp, agent, cfg, timeout, classify) {
+    let booted = match bootstrap::run(&sp, agent, cfg, flight, who, classify) {
         Ok(b) => b,
         Err(e) => {
             kill_and_reap(&sp.child);
@@ -246,17 +241,27 @@ pub(crate) fn finish_classified(
         child,
     } = sp;
     let max = cfg.max_message_size as usize;
-    let stream = Stream::new(
+    let stream = match Stream::new(
         cfg.name.clone(),
         cfg.context_id,
         false,
         rfd,
         wfd,
         max,
-        Some(child),
-    )
-    .map_err(|e| StreamError::new(format!("cannot set up the stream: {e}")))?;
-    core.attach(Arc::new(stream), booted.reader);
+        Some(child.clone()),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            kill_and_reap(&child);
+            return Err(StreamError::new(format!("cannot set up the stream: {e}")).into());
+        }
+    };
+    // Attached only if shutdown has not begun; else the stream is dropped.
+    let attached = flight.commit(who, || core.attach(Arc::new(stream), booted.reader));
+    if let Err(e) = attached {
+        kill_and_reap(&child);
+        return Err(e);
+    }
     if let Some(err) = stderr {
         let name = cfg.name.clone();
         core.broker.defer_loop(Box::new(move |lp| {

@@ -12,16 +12,19 @@
 //! password, a host key warning) into [`PasswordError`] or
 //! [`HostKeyError`]. The first byte on the protocol socket means the stage
 //! runs: from then on the ordinary bootstrap takes over, and the terminal's
-//! output becomes log lines. Everything is bounded by the connect deadline.
+//! output becomes log lines. Everything is bounded by the connect deadline
+//! (a [`TimeoutError`] naming the method and target when it passes), and
+//! ends at once when the broker shuts down (`inflight`).
 //!
 //! Without a password and without possible prompts (ssh in `BatchMode`)
 //! no PTY is allocated: PTYs are a scarce system resource.
 
+use super::inflight::Flight;
 use super::password::Password;
 use super::Options;
 use crate::bootstrap::{stage, Spawned};
 use crate::context::Context;
-use crate::error::{Error, HostKeyError, PasswordError, Result, StreamError};
+use crate::error::{Error, HostKeyError, PasswordError, Result, StreamError, TimeoutError};
 use crate::router::Core;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -143,19 +146,40 @@ impl Dialog {
     }
 
     /// What bootstrap reports when the transport failed before the stage
-    /// started: a known failure, or the tool's own last words.
+    /// started: a known failure, or the tool's own last words. ssh giving
+    /// up by its own `ConnectTimeout` (derived from the connect timeout,
+    /// `timeout`) is a timeout like this side's.
     pub(crate) fn classify(
         &self,
         transcript: &str,
         typed: bool,
         stderr: &str,
         exit: Option<i32>,
+        timeout: Duration,
     ) -> Option<Error> {
         let text = format!("{transcript}\n{stderr}");
         if let Some(e) = self.known_failure(&text, typed) {
             return Some(e);
         }
         let code = exit?;
+        let l = lower(text.as_bytes());
+        if self.host_keys
+            && (find(&l, "connection timed out").is_some()
+                || find(&l, "timed out during banner exchange").is_some())
+        {
+            return Some(
+                TimeoutError::new(
+                    format!(
+                        "connecting {} to {}: ssh gave up (status {code}): {}",
+                        self.method,
+                        self.target,
+                        self.tail(&text)
+                    ),
+                    timeout,
+                )
+                .into(),
+            );
+        }
         Some(
             StreamError::new(format!(
                 "{} to {} failed: it exited with status {code} before starting the agent: {}",
@@ -240,12 +264,13 @@ pub(crate) fn connect_with(
     d: &Dialog,
     build: impl FnOnce(&str) -> Vec<String>,
 ) -> Result<Context> {
+    let flight = Flight::begin(core, opts.connect_timeout)?;
     let agent = opts.agent()?;
     let script = stage::script(&agent.sha, agent.size, &opts.agent_command);
     let argv = build(&script);
-    let deadline = Instant::now() + opts.connect_timeout;
     let sp = spawn(&argv, d.pty, d.stdin_tty)?;
-    let transcript = match converse(&sp, d, deadline) {
+    flight.set_pid(sp.child.pid());
+    let transcript = match converse(&sp, d, &flight) {
         Ok(t) => t,
         Err(e) => {
             super::kill_and_reap(&sp.child);
@@ -255,10 +280,16 @@ pub(crate) fn connect_with(
     let name = opts.remote_name.clone().unwrap_or(default_name);
     let cfg = opts.config(core, id, &name, &agent);
     let classify = |stderr: &str, exit: Option<i32>| {
-        d.classify(&transcript.text, transcript.typed, stderr, exit)
+        d.classify(
+            &transcript.text,
+            transcript.typed,
+            stderr,
+            exit,
+            flight.timeout(),
+        )
     };
-    let left = deadline.saturating_duration_since(Instant::now());
-    super::finish_classified(core, sp, &agent, &cfg, left, Some(&classify))
+    let who = format!("{name} ({} to {})", d.method, d.target);
+    super::finish(core, sp, &agent, &cfg, &flight, &who, Some(&classify))
 }
 
 /// A new PTY (master, slave) with echo off and close-on-exec on the
@@ -297,35 +328,38 @@ const TYPE_DELAY: Duration = Duration::from_millis(20);
 const RETYPE_AFTER: Duration = Duration::from_millis(1500);
 
 /// Answers the transport's terminal until the stage starts (its first
-/// byte on the protocol socket), the transport fails, or `deadline`.
-pub(crate) fn converse(sp: &Spawned, d: &Dialog, deadline: Instant) -> Result<Transcript> {
+/// byte on the protocol socket), the transport fails, the deadline of
+/// `flight` passes or shutdown cancels it.
+pub(crate) fn converse(sp: &Spawned, d: &Dialog, flight: &Flight) -> Result<Transcript> {
     let Some(master) = sp.stderr.as_ref() else {
         return Ok(Transcript::default());
     };
+    let deadline = flight.deadline();
+    let who = format!("{} to {}", d.method, d.target);
     let mfd = master.as_raw_fd();
     let mut raw: Vec<u8> = Vec::new();
     let mut scanned = 0usize;
     let mut typed = 0u32;
     let mut master_open = true;
-    let started = Instant::now();
     let mut retype_at: Option<Instant> = None;
     loop {
         if let (Some(at), Some(pw)) = (retype_at, &d.password) {
             if Instant::now() >= at {
                 retype_at = None;
-                write_all(mfd, &pw.line(), deadline)?;
+                write_all(mfd, &pw.line(), flight, &who)?;
             }
         }
+        flight.check(&who)?;
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             let text = String::from_utf8_lossy(&raw).into_owned();
-            return Err(StreamError::new(format!(
-                "{} to {}: connect timed out after {:?} before the agent started (last output: {:?})",
-                d.method,
-                d.target,
-                started.elapsed(),
-                d.tail(&text)
-            ))
+            return Err(TimeoutError::new(
+                format!(
+                    "connecting {who} before the agent started (last output: {:?})",
+                    d.tail(&text)
+                ),
+                flight.timeout(),
+            )
             .into());
         }
         let mut fds = [
@@ -339,10 +373,15 @@ pub(crate) fn converse(sp: &Spawned, d: &Dialog, deadline: Instant) -> Result<Tr
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: flight.wake_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         let ms = left.as_millis().clamp(1, 100) as i32;
-        // SAFETY: a valid array of two pollfd.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        // SAFETY: a valid array of three pollfd.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -407,7 +446,7 @@ pub(crate) fn converse(sp: &Spawned, d: &Dialog, deadline: Instant) -> Result<Tr
                     (Some(p), false) => p,
                 };
                 std::thread::sleep(TYPE_DELAY);
-                write_all(mfd, &pw.line(), deadline)?;
+                write_all(mfd, &pw.line(), flight, &who)?;
                 retype_at = Some(Instant::now() + RETYPE_AFTER);
                 typed += 1;
                 scanned = raw.len();
@@ -425,10 +464,15 @@ pub(crate) fn converse(sp: &Spawned, d: &Dialog, deadline: Instant) -> Result<Tr
     }
 }
 
-fn write_all(fd: i32, mut data: &[u8], deadline: Instant) -> Result<()> {
+fn write_all(fd: i32, mut data: &[u8], flight: &Flight, who: &str) -> Result<()> {
     while !data.is_empty() {
-        if Instant::now() > deadline {
-            return Err(StreamError::new("timed out typing into the terminal").into());
+        flight.check(who)?;
+        if Instant::now() > flight.deadline() {
+            return Err(TimeoutError::new(
+                format!("connecting {who}, typing the password into its terminal"),
+                flight.timeout(),
+            )
+            .into());
         }
         // SAFETY: writing from a live slice.
         let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
@@ -446,4 +490,44 @@ fn write_all(fd: i32, mut data: &[u8], deadline: Instant) -> Result<()> {
         data = &data[n as usize..];
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ssh_dialog() -> Dialog {
+        Dialog {
+            method: "ssh",
+            target: "root@10.0.0.9".into(),
+            pty: false,
+            password: None,
+            prompts: vec!["password:".into()],
+            incorrect: vec![],
+            auth_failed: vec!["permission denied (".into()],
+            host_keys: true,
+            stdin_tty: false,
+        }
+    }
+
+    #[test]
+    fn ssh_giving_up_on_its_connect_timeout_is_a_timeout() {
+        let d = ssh_dialog();
+        let t = Duration::from_secs(2);
+        let out = "ssh: connect to host 10.0.0.9 port 22: Connection timed out\n";
+        match d.classify("", false, out, Some(255), t) {
+            Some(Error::Timeout(e)) => {
+                assert_eq!(e.after(), t);
+                assert!(e.to_string().contains("ssh to root@10.0.0.9"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Still running: not classified; refused: a plain StreamError.
+        assert!(d.classify("", false, out, None, t).is_none());
+        let refused = "ssh: connect to host 10.0.0.9 port 22: Connection refused\n";
+        assert!(matches!(
+            d.classify("", false, refused, Some(255), t),
+            Some(Error::Stream(_))
+        ));
+    }
 }

@@ -5,14 +5,18 @@
 //! A method's own parameters travel in the call ([`Method`]), passwords
 //! included (as call payload, which is never logged). The intermediate's
 //! typed failures (a refused password, a host key) come back as the same
-//! [`Error`] variants, so `via` changes nothing for the caller's `match`.
+//! [`Error`] variants (a timeout too), so `via` changes nothing for the
+//! caller's `match`. The caller waits for the answer in short slices,
+//! checking its own connect's cancellation: its broker's shutdown ends the
+//! wait at once (the intermediate's own shutdown ends its connect).
 
+use super::inflight::Flight;
 use super::prompted::PromptSpec;
 use super::ssh::SshSpec;
 use super::sudo::SudoSpec;
 use super::Options;
 use crate::context::Context;
-use crate::error::{Error, HostKeyError, PasswordError, Result, StreamError};
+use crate::error::{Error, HostKeyError, PasswordError, Result, StreamError, TimeoutError};
 use crate::router::{Core, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -60,9 +64,19 @@ pub(crate) struct ViaSpec {
 /// of failure survives the trip.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ViaReply {
-    Up { name: String, uploaded: u64 },
+    Up {
+        name: String,
+        uploaded: u64,
+    },
     Password(String),
-    HostKey { message: String, changed: bool },
+    HostKey {
+        message: String,
+        changed: bool,
+    },
+    Timeout {
+        what: String,
+        after: std::time::Duration,
+    },
     Stream(String),
     Other(String),
 }
@@ -80,10 +94,18 @@ pub(crate) fn connect_via(router: &Router, spec: ViaSpec) -> ViaReply {
             message: e.message().to_string(),
             changed: e.changed(),
         },
+        Err(Error::Timeout(e)) => ViaReply::Timeout {
+            what: e.what().to_string(),
+            after: e.after(),
+        },
         Err(Error::Stream(e)) => ViaReply::Stream(e.message().to_string()),
         Err(e) => ViaReply::Other(e.to_string()),
     }
 }
+
+/// How often a caller waiting for an intermediate looks at its own
+/// connect's cancellation.
+const SLICE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Asks `via` to start a context and returns it.
 pub(crate) fn connect(
@@ -92,6 +114,7 @@ pub(crate) fn connect(
     method: Method,
     opts: &Options,
 ) -> Result<Context> {
+    let flight = Flight::begin(core, opts.connect_timeout)?;
     let id = match core.stream_for(via.context_id()) {
         Some(branch) if core.id == crate::identity::MASTER_ID => core.allocate_id_behind(&branch),
         _ => core.allocate_id()?,
@@ -100,16 +123,35 @@ pub(crate) fn connect(
     opts.via = None;
     let spec = ViaSpec { method, id, opts };
     let at = via.name();
-    let (name, uploaded) = match via.call::<connect_via>((spec,))? {
+    let pending = via.call_async::<connect_via>((spec,))?;
+    let who = format!("a context via {at}");
+    let reply = loop {
+        match pending.get(Some(SLICE)) {
+            Ok(r) => break r,
+            // Shutdown may also have closed the link first: say why.
+            Err(e) => {
+                flight.check(&who)?;
+                if !matches!(e, Error::Timeout(_)) {
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let (name, uploaded) = match reply {
         ViaReply::Up { name, uploaded } => (name, uploaded),
         ViaReply::Password(m) => return Err(PasswordError::new(format!("via {at}: {m}")).into()),
         ViaReply::HostKey { message, changed } => {
             return Err(HostKeyError::new(format!("via {at}: {message}"), changed).into())
         }
+        ViaReply::Timeout { what, after } => {
+            return Err(TimeoutError::new(format!("{what} (via {at})"), after).into())
+        }
         ViaReply::Stream(m) => return Err(StreamError::new(format!("via {at}: {m}")).into()),
         ViaReply::Other(m) => return Err(StreamError::new(format!("via {at}: {m}")).into()),
     };
     let full = format!("{}.{name}", via.name());
-    core.set_name(id, &full);
+    // Once shutdown has begun the new context is not handed out: it goes
+    // with its intermediate's link.
+    flight.commit(&full, || core.set_name(id, &full))?;
     Ok(Context::new(core.clone(), id, &full).with_upload(uploaded))
 }

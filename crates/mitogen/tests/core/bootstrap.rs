@@ -189,7 +189,10 @@ fn agent_binary_connect_timeout() -> TestResult {
         .connect();
     let took = t.elapsed();
     let result = (|| -> TestResult {
-        let m = stream_message(r, "agent_binary(sleeper)")?;
+        let m = match r {
+            Err(Error::Timeout(e)) => e.to_string(),
+            other => return Err(format!("expected Error::Timeout, got {other:?}").into()),
+        };
         ensure!(m.contains("timed out"), "message {m:?}");
         ensure!(took < Duration::from_secs(10), "took {took:?}");
         ensure!(

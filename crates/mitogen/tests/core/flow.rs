@@ -429,7 +429,11 @@ fn produce(router: &mitogen::Router, target: BulkTarget, n: u64) -> mitogen::Res
 fn bulk_stream_through_one_and_two_hops() -> TestResult {
     let router = util::router()?;
     let mid = router.local().remote_name("bulk-mid").connect()?;
-    let leaf = router.local().remote_name("bulk-leaf").via(&mid).connect()?;
+    let leaf = router
+        .local()
+        .remote_name("bulk-leaf")
+        .via(&mid)
+        .connect()?;
     let window = 4 << 20;
     let n: u64 = 200 << 20;
     for (name, ctx) in [("one hop", &mid), ("two hops", &leaf)] {

@@ -11,6 +11,7 @@ mod asyncs;
 mod bootstrap;
 mod calls;
 mod chain;
+mod connects;
 mod errors;
 mod events;
 mod flow;
@@ -28,6 +29,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(calls::tests());
     all.extend(errors::tests());
     all.extend(lifetimes::tests());
+    all.extend(connects::tests());
     all.extend(fork::tests());
     all.extend(bootstrap::tests());
     all.extend(identity::tests());

@@ -231,7 +231,10 @@ fn su_prompt_parameters() -> TestResult {
         "took {:?}",
         start.elapsed()
     );
-    ensure!(e.to_string().contains("timed out"), "not a timeout: {e}");
+    ensure!(
+        matches!(&e, Error::Timeout(_)) && e.to_string().contains("su to bob"),
+        "not a timeout of su to bob: {e:?}"
+    );
     // su from root needs no password.
     let root = ssh_key(&r, &t.host1, "root").connect()?;
     let dan = r.su().username("dan").via(&root).connect()?;

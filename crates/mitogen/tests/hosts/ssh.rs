@@ -1,7 +1,7 @@
 //! `Router::ssh`: authentication, host keys, parameters, dead links.
 
 use crate::util::*;
-use libtest_mimic::Trial;
+use libtest_mimic::{Failed, Trial};
 use mitogen::{Error, HostKeyCheck};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,16 @@ pub fn tests() -> Vec<Trial> {
             "ssh::unreachable_connect_timeout",
             TEST_LIMIT,
             unreachable_connect_timeout,
+        ),
+        trial(
+            "ssh::silent_server_times_out",
+            TEST_LIMIT,
+            silent_server_times_out,
+        ),
+        trial(
+            "ssh::shutdown_during_connect_to_silent_server",
+            TEST_LIMIT,
+            shutdown_during_connect_to_silent_server,
         ),
         trial("ssh::connection_refused", TEST_LIMIT, connection_refused),
         trial("ssh::no_password_given", TEST_LIMIT, no_password_given),
@@ -472,7 +482,8 @@ fn unreachable_connect_timeout() -> TestResult {
             .connect(),
     )?;
     let took = start.elapsed();
-    ensure!(matches!(e, Error::Stream(_)), "not a StreamError: {e:?}");
+    // Whichever gives up first, ssh (its ConnectTimeout) or this side.
+    ensure!(matches!(e, Error::Timeout(_)), "not a TimeoutError: {e:?}");
     ensure!(took < Duration::from_secs(10), "took {took:?}");
     let m = e.to_string();
     ensure!(
@@ -480,6 +491,121 @@ fn unreachable_connect_timeout() -> TestResult {
         "message does not name the host: {m}"
     );
     Ok(())
+}
+
+/// A server that accepts TCP connections and never says a word: a frozen
+/// sshd, without freezing one of the test bed's (other tests use them).
+/// The kernel completes the handshake for connections left in the backlog.
+fn silent_server() -> Result<(std::net::TcpListener, u16), Failed> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    let port = l
+        .local_addr()
+        .map_err(|e| format!("local_addr: {e}"))?
+        .port();
+    Ok((l, port))
+}
+
+/// ssh to a server that never answers ends at the connect timeout with
+/// `Error::Timeout`, naming the method and the target.
+fn silent_server_times_out() -> TestResult {
+    let _t = tb()?;
+    let r = router()?;
+    let (_server, port) = silent_server()?;
+    let start = Instant::now();
+    let e = expect_err(
+        "silent server",
+        ssh_key(&r, "127.0.0.1", "root")
+            .port(port)
+            .connect_timeout(Duration::from_secs(1))
+            .connect(),
+    )?;
+    let took = start.elapsed();
+    ensure!(matches!(e, Error::Timeout(_)), "not a timeout: {e:?}");
+    let m = e.to_string();
+    ensure!(
+        m.contains(&format!("ssh to root@127.0.0.1:{port}")),
+        "the message does not name the method and target: {m}"
+    );
+    ensure!(took < Duration::from_secs(10), "took {took:?}");
+    Ok(())
+}
+
+/// `Broker::shutdown` while ssh waits for a server that never answers:
+/// the connect fails at once, not after its 30 s timeout, and ssh is
+/// killed and reaped.
+fn shutdown_during_connect_to_silent_server() -> TestResult {
+    let _t = tb()?;
+    let r = router()?;
+    let (server, port) = silent_server()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r2 = r.clone();
+    std::thread::spawn(move || {
+        let res = ssh_key(&r2, "127.0.0.1", "root")
+            .port(port)
+            .connect_timeout(Duration::from_secs(30))
+            .connect();
+        let _ = tx.send((res, Instant::now()));
+    });
+    // ssh has reached the server: the connect is under way.
+    server
+        .set_nonblocking(true)
+        .map_err(|e| format!("set_nonblocking: {e}"))?;
+    let mut conn = None;
+    let reached = wait_for(Duration::from_secs(20), || {
+        conn = server.accept().ok();
+        conn.is_some()
+    });
+    ensure!(reached, "ssh never connected to the silent server");
+    let ssh_pid = ssh_to_port(port).ok_or("no ssh child process found")?;
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    r.broker().shutdown();
+    let (res, at) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|_| "the connect did not return within 10 s of shutdown")?;
+    let took = at.saturating_duration_since(start);
+    ensure!(
+        took < Duration::from_secs(2),
+        "returned {took:?} after shutdown"
+    );
+    match &res {
+        Err(Error::Stream(e)) => ensure!(
+            e.message().contains("shut down"),
+            "message {:?}",
+            e.message()
+        ),
+        other => return Err(format!("expected a StreamError, got {other:?}").into()),
+    }
+    // ssh was our child: killed and reaped, so the server sees its end
+    // (after the client's version line, which ssh sends first).
+    let (mut c, _) = conn.ok_or("no connection")?;
+    c.set_nonblocking(false)
+        .and_then(|()| c.set_read_timeout(Some(Duration::from_secs(5))))
+        .map_err(|e| format!("socket options: {e}"))?;
+    let mut got = Vec::new();
+    let n = std::io::Read::read_to_end(&mut c, &mut got);
+    ensure!(
+        n.is_ok() || matches!(&n, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "ssh still holds its connection: {n:?} after {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let st = std::fs::read_to_string(format!("/proc/{ssh_pid}/stat"));
+    ensure!(st.is_err(), "ssh (pid {ssh_pid}) not reaped: {st:?}");
+    Ok(())
+}
+
+/// The child of this process running `ssh … -p PORT …`.
+fn ssh_to_port(port: u16) -> Option<u32> {
+    let me = std::process::id().to_string();
+    let arg = format!("\0-p\0{port}\0");
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let ppid = stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd);
+        (ppid == me && cmd.starts_with("ssh\0") && cmd.contains(&arg)).then_some(pid)
+    })
 }
 
 fn connection_refused() -> TestResult {
