@@ -1,0 +1,181 @@
+//! Delivery to this context's handlers: the handler registry, fragments
+//! put together, dead messages to those whose respondent was lost. A sink
+//! never runs under a router lock, and a panic in one is contained.
+
+use crate::error::reasons;
+use crate::message::Message;
+use crate::reassembly::Assembled;
+use crate::sync::lock;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::*;
+
+/// Runs a sink, containing a panic: a bug behind one handle must not
+/// unwind through the thread reading a link.
+pub(super) fn run_sink(handle: u32, sink: &Sink, msg: Message) {
+    let run = std::panic::AssertUnwindSafe(|| sink(msg));
+    if let Err(p) = std::panic::catch_unwind(run) {
+        let e = crate::error::CallError::from_panic(&format!("handler {handle}"), &*p);
+        tracing::error!("mitogen: {e}");
+    }
+}
+
+impl Core {
+    pub(crate) fn add_handler(
+        self: &Arc<Self>,
+        sink: Sink,
+        persist: bool,
+        respondent: Option<u32>,
+        policy: Option<Policy>,
+    ) -> u32 {
+        let h = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.add_handler_at(h, sink, persist, respondent, policy);
+        self.check_respondent(respondent);
+        h
+    }
+
+    /// Registers `sink` at handle `h` unless `h` is taken; `false` if so.
+    pub(crate) fn add_handler_new(
+        self: &Arc<Self>,
+        h: u32,
+        sink: Sink,
+        persist: bool,
+        respondent: Option<u32>,
+        policy: Option<Policy>,
+    ) -> bool {
+        {
+            let mut map = lock(&self.handlers);
+            if map.contains_key(&h) {
+                return false;
+            }
+            map.insert(
+                h,
+                Arc::new(Handler {
+                    sink,
+                    persist,
+                    respondent,
+                    policy,
+                }),
+            );
+        }
+        self.check_respondent(respondent);
+        true
+    }
+
+    /// A respondent that is already gone gets its dead message at once.
+    pub(super) fn check_respondent(self: &Arc<Self>, respondent: Option<u32>) {
+        if let Some(r) = respondent {
+            if r != self.id && self.stream_for(r).is_none() {
+                self.fire_dead(&[r], &format!("{} is not connected", self.context_name(r)));
+            }
+        }
+    }
+
+    pub(crate) fn add_handler_at(
+        &self,
+        h: u32,
+        sink: Sink,
+        persist: bool,
+        respondent: Option<u32>,
+        policy: Option<Policy>,
+    ) {
+        let handler = Arc::new(Handler {
+            sink,
+            persist,
+            respondent,
+            policy,
+        });
+        lock(&self.handlers).insert(h, handler);
+    }
+
+    pub(crate) fn del_handler(&self, h: u32) {
+        lock(&self.handlers).remove(&h);
+    }
+
+    /// Adds a fragment addressed here; delivers the message it completes.
+    pub(super) fn reassemble(self: &Arc<Self>, msg: Message) {
+        let max = self.max_payload.load(Ordering::Relaxed);
+        let got = lock(&self.reassembly).add(msg, max);
+        match got {
+            Assembled::Done(m) => self.deliver(m),
+            Assembled::Partial | Assembled::Dropped => {}
+            Assembled::Aborted(m) => self.deliver(m),
+            Assembled::TooLarge(m) => {
+                let why = format!("message exceeds max_payload_size {max} of {}", self.name);
+                tracing::warn!("mitogen: dropped {m:?}: {why}");
+                self.bounce(&m, &why);
+            }
+        }
+    }
+
+    pub(super) fn deliver(self: &Arc<Self>, mut msg: Message) {
+        let handler = {
+            let mut map = lock(&self.handlers);
+            match map.get(&msg.handle) {
+                Some(h) if h.persist => Some(h.clone()),
+                Some(_) => map.remove(&msg.handle),
+                None => None,
+            }
+        };
+        let Some(h) = handler else {
+            self.bounce(
+                &msg,
+                &format!("{} {} in {}", reasons::NO_HANDLE, msg.handle, self.name),
+            );
+            return;
+        };
+        if let Some(policy) = &h.policy {
+            if !msg.is_dead() && !policy(&msg) {
+                tracing::warn!("mitogen: policy refused {msg:?}");
+                if !h.persist {
+                    lock(&self.handlers).insert(msg.handle, h.clone());
+                }
+                self.bounce(&msg, reasons::REFUSED);
+                return;
+            }
+        }
+        msg.core = Some(self.clone());
+        let handle = msg.handle;
+        run_sink(handle, &h.sink, msg);
+    }
+
+    /// Delivers a dead message to every handler whose respondent is in
+    /// `lost`.
+    pub(crate) fn fire_dead(self: &Arc<Self>, lost: &[u32], reason: &str) {
+        if lost.is_empty() {
+            return;
+        }
+        lock(&self.reassembly).forget(lost);
+        let hit: Vec<(u32, Arc<Handler>)> = {
+            let mut map = lock(&self.handlers);
+            let keys: Vec<u32> = map
+                .iter()
+                .filter(|(_, h)| h.respondent.is_some_and(|r| lost.contains(&r)))
+                .map(|(k, _)| *k)
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| {
+                    let h = map.get(&k)?.clone();
+                    if !h.persist {
+                        map.remove(&k);
+                    }
+                    Some((k, h))
+                })
+                .collect()
+        };
+        for (k, h) in hit {
+            self.deliver_dead(k, &h, reason);
+        }
+    }
+
+    /// Hands `h` (registered at handle `k`) a dead message, as if from its
+    /// respondent.
+    pub(super) fn deliver_dead(self: &Arc<Self>, k: u32, h: &Handler, reason: &str) {
+        let mut m = Message::dead(reason).to(self.id, k);
+        m.src_id = h.respondent.unwrap_or(self.id);
+        m.core = Some(self.clone());
+        run_sink(k, &h.sink, m);
+    }
+}

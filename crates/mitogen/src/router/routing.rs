@@ -1,0 +1,243 @@
+//! Where a message goes: to a handler here, down a link, to the parent,
+//! or back to its sender as a dead message; split into fragments when it
+//! is larger than a frame, and sent the way its origin allows (a user
+//! thread waits for room, relayed traffic pauses its source link).
+
+use crate::error::{reasons, ChannelError, Error, Result};
+use crate::error::{StreamError, TimeoutError};
+use crate::frame::{FRAGMENT, LAST};
+use crate::link::{Body, Mode, SendError, Stream};
+use crate::message::Message;
+use crate::reassembly::FRAGMENT_SIZE;
+use crate::sync::lock;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::*;
+
+/// `true` when `e` says the link is closed or broken (its sender is told
+/// with a dead message), not full.
+pub(super) fn err_is_closed(e: &Error) -> bool {
+    match e {
+        Error::Stream(s) => s.kind() != Some(std::io::ErrorKind::WouldBlock),
+        _ => false,
+    }
+}
+
+impl Core {
+    pub(crate) fn context_name(&self, id: u32) -> String {
+        match lock(&self.names).get(&id) {
+            Some(n) => format!("context {n:?} (id {id})"),
+            None => format!("context id {id}"),
+        }
+    }
+
+    pub(crate) fn set_name(&self, id: u32, name: &str) {
+        lock(&self.names).insert(id, name.to_string());
+    }
+
+    /// The stream leading towards `id`: a route, or else the parent.
+    pub(crate) fn stream_for(&self, id: u32) -> Option<Arc<Stream>> {
+        if let Some(s) = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            return Some(s.clone());
+        }
+        self.parent
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// `true` while `id` is reachable.
+    pub(crate) fn is_connected(&self, id: u32) -> bool {
+        id == self.id || self.stream_for(id).is_some()
+    }
+
+    pub(crate) fn add_route(&self, id: u32, stream: &Arc<Stream>) {
+        self.routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, stream.clone());
+    }
+
+    /// Sends a message originating here. From a user thread, waits for
+    /// room in a full link (at most the send timeout).
+    pub(crate) fn send(self: &Arc<Self>, msg: Message) -> Result<()> {
+        let mode = if crate::broker::on_a_broker_thread() || crate::direct::routing_here() {
+            Mode::Relay(None)
+        } else {
+            Mode::Wait(self.send_timeout())
+        };
+        self.send_with(msg, mode)
+    }
+
+    /// Sends a message originating here, meeting a full link as `mode`
+    /// says.
+    pub(crate) fn send_with(self: &Arc<Self>, mut msg: Message, mode: Mode<'_>) -> Result<()> {
+        msg.src_id = self.id;
+        msg.auth_id = self.id;
+        msg.frag = (0, 0);
+        self.route_as(msg, None, mode)
+    }
+
+    /// Routes `msg`, which arrived on `from` (`None`: originated here).
+    /// Errors are also reported to the sender's reply handle, if any.
+    pub(crate) fn route(self: &Arc<Self>, msg: Message, from: Option<&Arc<Stream>>) -> Result<()> {
+        self.route_as(msg, from, Mode::Relay(from))
+    }
+
+    pub(super) fn route_as(
+        self: &Arc<Self>,
+        msg: Message,
+        from: Option<&Arc<Stream>>,
+        mode: Mode<'_>,
+    ) -> Result<()> {
+        if msg.dst_id == self.id {
+            if msg.frag.0 & FRAGMENT != 0 {
+                self.reassemble(msg);
+            } else {
+                self.deliver(msg);
+            }
+            return Ok(());
+        }
+        let max = self.max_payload.load(Ordering::Relaxed);
+        if msg.data.len() > max {
+            let why = format!(
+                "message of {} bytes exceeds max_payload_size {max}",
+                msg.data.len()
+            );
+            self.bounce(&msg, &why);
+            return Err(ChannelError::new(why).into());
+        }
+        let stream = match self.stream_for(msg.dst_id) {
+            // From the parent, for an id with no route here: sending it
+            // back up would loop. Say so, as for any unroutable message.
+            Some(s) if from.is_some_and(|f| f.id == s.id) => None,
+            other => other,
+        };
+        let Some(stream) = stream else {
+            let why = format!("{}: {}", reasons::NO_ROUTE, self.context_name(msg.dst_id));
+            self.bounce(&msg, &why);
+            return Err(ChannelError::new(why).into());
+        };
+        if let Some(f) = from {
+            if self.unidirectional.load(Ordering::Relaxed) && !f.is_parent && !stream.is_parent {
+                let why = format!(
+                    "{}: unidirectional routing forbids sibling traffic",
+                    reasons::REFUSED
+                );
+                self.bounce(&msg, &why);
+                return Ok(());
+            }
+            if !stream.is_parent {
+                stream.note_egress(msg.src_id);
+            }
+        }
+        self.transmit(&stream, msg, mode)
+    }
+
+    /// Writes `msg` to `stream`, split into fragments when larger than a
+    /// frame may be.
+    pub(super) fn transmit(
+        self: &Arc<Self>,
+        stream: &Stream,
+        msg: Message,
+        mode: Mode<'_>,
+    ) -> Result<()> {
+        let limit = FRAGMENT_SIZE.min(self.max_message_size()).max(1);
+        let mut h = msg.header();
+        let reply = (msg.src_id, msg.reply_to, msg.is_dead());
+        let sent = if msg.data.len() <= limit || msg.frag.0 != 0 {
+            stream.send_frame(h.encode(), Body::Owned(msg.data), mode)
+        } else {
+            let id = loop {
+                let id = self.next_frag_id.fetch_add(1, Ordering::Relaxed);
+                if id != 0 {
+                    break id;
+                }
+            };
+            let len = msg.data.len();
+            let buf = Arc::new(msg.data);
+            let mut start = 0;
+            let mut mode = mode;
+            let mut sent = Ok(());
+            while start < len && sent.is_ok() {
+                let end = (start + limit).min(len);
+                h.flags = FRAGMENT | if end == len { LAST } else { 0 };
+                h.frag_id = id;
+                h.length = (end - start) as u32;
+                sent = stream.send_frame(h.encode(), Body::Shared(buf.clone(), start, end), mode);
+                if sent.is_err() && start > 0 {
+                    // Tell the destination the rest will not come, so it
+                    // frees what it holds (and its waiter learns).
+                    h.flags = FRAGMENT | LAST;
+                    h.length = 0;
+                    h.encoding = crate::frame::Encoding::Dead;
+                    let _ =
+                        stream.send_frame(h.encode(), Body::Owned(Vec::new()), Mode::Relay(None));
+                }
+                if let Mode::Try = mode {
+                    // Once the first fragment is in, the rest must follow.
+                    mode = Mode::Wait(self.send_timeout());
+                }
+                start = end;
+            }
+            sent
+        };
+        let err: Error = match sent {
+            Ok(()) => return Ok(()),
+            Err(SendError::Closed(why)) => StreamError::new(why).into(),
+            Err(SendError::Io(e)) => {
+                StreamError::io(format!("writing to {} failed: {e}", stream.name), e).into()
+            }
+            Err(SendError::Full) => StreamError::with_kind(
+                format!(
+                    "the link to {} is full ({} bytes queued)",
+                    stream.name,
+                    stream.queued()
+                ),
+                std::io::ErrorKind::WouldBlock,
+            )
+            .into(),
+            Err(SendError::TimedOut(after)) => TimeoutError::new(
+                format!(
+                    "room in the link to {} (its peer stopped reading)",
+                    stream.name
+                ),
+                after,
+            )
+            .into(),
+        };
+        if matches!(err, Error::Stream(_)) && err_is_closed(&err) {
+            self.answer_dead(reply, &err.to_string());
+        }
+        Err(err)
+    }
+
+    /// Answers `msg` with a dead message, unless it asked for no reply or
+    /// is itself dead (dead messages are never answered: no ping-pong).
+    pub(crate) fn bounce(self: &Arc<Self>, msg: &Message, reason: &str) {
+        self.answer_dead((msg.src_id, msg.reply_to, msg.is_dead()), reason);
+    }
+
+    /// [`Core::bounce`] from a message's `(src_id, reply_to, is_dead)`.
+    pub(super) fn answer_dead(
+        self: &Arc<Self>,
+        (src, reply_to, dead): (u32, u32, bool),
+        reason: &str,
+    ) {
+        if reply_to == 0 || dead {
+            tracing::debug!("mitogen: dropped a message from {src}: {reason}");
+            return;
+        }
+        let mut m = Message::dead(reason).to(src, reply_to);
+        m.src_id = self.id;
+        m.auth_id = self.id;
+        let _ = self.route_as(m, None, Mode::Relay(None));
+    }
+}
