@@ -371,7 +371,10 @@ mod tests {
         for i in 0..4 {
             let b = barrier.clone();
             // Only returns when all four run at the same time.
-            p.submit(job(&out, i, move || drop(b.wait()))).unwrap();
+            p.submit(job(&out, i, move || {
+                b.wait();
+            }))
+            .unwrap();
         }
         let mut tags: Vec<u32> = (0..4)
             .map(|_| out.get(Some(LIMIT)).unwrap().unwrap())
