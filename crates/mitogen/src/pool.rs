@@ -35,10 +35,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// Default most threads of a context's worker pool.
+/// Default most threads of a context's worker pool, which runs
+/// `#[mitogen::remote(concurrent)]` functions (`pool_size` on a connect
+/// builder sets it for the new context).
 pub const DEFAULT_POOL_THREADS: usize = 16;
 
-/// Default most jobs waiting for a thread of a context's worker pool.
+/// Default most concurrent calls waiting for a thread of a context's
+/// worker pool; one more is refused with a [`crate::CallError`] of type
+/// `mitogen::PoolFull`.
 pub const DEFAULT_POOL_QUEUED: usize = 1024;
 
 /// How long a worker thread waits for a job before it ends.
@@ -177,8 +181,8 @@ impl Pool {
             Some(CallError::new(
                 "mitogen::PoolFull",
                 format!(
-                    "{} is full: {} calls running and {} queued; call refused \
-                     (see pool_size() on the connect builder)",
+                    "{} is full ({} running, {} queued): call refused; \
+                     pool_size() on the connect builder sets its bounds",
                     self.shared.name,
                     st.busy,
                     st.queue.len()
