@@ -10,6 +10,7 @@ BARS = {
     "fork_start_first_call": ("<= 1 ms", False),
     "call_rtt": ("<= 2x raw socketpair", False),
     "pipelined_calls": (">= 500k/s", True),
+    "calls_while_busy": ("", True),
     "bulk_to_child": (">= 80% of raw pipe", True),
     "bulk_from_child": (">= 80% of raw pipe", True),
     "broker_latency_stalled_peer": ("< 500 ms", False),
@@ -79,6 +80,9 @@ def main(path):
                 extra = "  p99 rs %.0f / py %s / raw %s" % (
                     rs["p99"], "%.0f" % py["p99"] if py and "p99" in py else "-",
                     "%.0f" % ref["p99"] if ref and "p99" in ref else "-")
+            if "ratio" in rs:
+                extra += "  idle %.3g %s, ratio %.2f (no Python equivalent)" % (
+                    rs["idle"], unit, rs["ratio"])
             if sc.startswith("ssh_start") and refv:
                 extra += "  rs - bare ssh true = %+.1f ms" % (v - refv)
             pys = fmt(pv)

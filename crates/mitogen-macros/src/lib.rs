@@ -16,15 +16,42 @@ use syn::{parse_macro_input, spanned::Spanned, FnArg, ItemFn, ReturnType, Type};
 /// Exposes a free function to parent contexts. See `mitogen::remote`.
 #[proc_macro_attribute]
 pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
-    if !attr.is_empty() {
-        let e = syn::Error::new(Span::call_site(), "#[mitogen::remote] takes no arguments");
-        return e.to_compile_error().into();
-    }
+    let concurrent = match remote_args(attr.into()) {
+        Ok(c) => c,
+        Err(e) => return e.to_compile_error().into(),
+    };
     let f = parse_macro_input!(item as ItemFn);
-    match expand_remote(&f) {
+    match expand_remote(&f, concurrent) {
         Ok(t) => t.into(),
         Err(e) => e.to_compile_error().into(),
     }
+}
+
+/// Parses the arguments of `#[remote(...)]`: nothing, or `concurrent`.
+/// Returns whether the function runs on the child's worker pool.
+fn remote_args(attr: TokenStream2) -> syn::Result<bool> {
+    use syn::parse::Parser;
+    let args =
+        syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated.parse2(attr)?;
+    let mut concurrent = false;
+    for arg in &args {
+        match arg {
+            syn::Meta::Path(p) if p.is_ident("concurrent") => {
+                if concurrent {
+                    return Err(syn::Error::new(p.span(), "`concurrent` given twice"));
+                }
+                concurrent = true;
+            }
+            other => {
+                return Err(syn::Error::new(
+                    other.span(),
+                    "unknown argument to #[mitogen::remote]: the only one is `concurrent` \
+                     (run on the child's worker pool instead of its main thread)",
+                ))
+            }
+        }
+    }
+    Ok(concurrent)
 }
 
 /// What an injected parameter receives.
@@ -53,7 +80,7 @@ fn returns_result(ty: &Type) -> bool {
     }
 }
 
-fn expand_remote(f: &ItemFn) -> syn::Result<TokenStream2> {
+fn expand_remote(f: &ItemFn, concurrent: bool) -> syn::Result<TokenStream2> {
     let sig = &f.sig;
     if !sig.generics.params.is_empty() {
         return Err(syn::Error::new(
@@ -122,6 +149,7 @@ fn expand_remote(f: &ItemFn) -> syn::Result<TokenStream2> {
             static __ENTRY: ::mitogen::__private::Entry = ::mitogen::__private::Entry {
                 name: ::core::concat!(::core::module_path!(), "::", #name_str),
                 invoke: __invoke,
+                concurrent: #concurrent,
             };
 
             fn __invoke(

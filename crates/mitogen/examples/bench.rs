@@ -6,6 +6,11 @@
 //! scenarios (`hop_rtt`, `start_flat` and `start_tree` name whole groups);
 //! `--child-cpu N` runs the call_rtt/pipelined/bulk child on CPU N.
 //!
+//! `calls_while_busy` (no Python equivalent: Python Mitogen runs every
+//! call on the child's main thread) is the rate of ordinary calls while a
+//! `#[mitogen::remote(concurrent)]` call waits on the child's pool for the
+//! whole measurement, beside the rate without it (`idle`, `ratio`).
+//!
 //! How cost grows: `hop_rtt_{1,3,5,10}` time a no-op call to the node at
 //! that depth of one chain of 10 contexts, each started via the previous
 //! (plus `per_hop_us`); `start_flat_N` starts N contexts from the master and
@@ -32,6 +37,78 @@ fn sink(data: ByteBuf) -> u64 {
 #[mitogen::remote]
 fn source(n: u64) -> ByteBuf {
     ByteBuf::from(vec![0x5au8; n as usize])
+}
+
+/// Set by `release`, waited for by `hold` (the calls_while_busy scenario).
+static RELEASED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+static RELEASE: std::sync::Condvar = std::sync::Condvar::new();
+
+/// A long concurrent call: waits until `release` (at most `limit_ms`);
+/// `true` if released.
+#[mitogen::remote(concurrent)]
+fn hold(limit_ms: u64) -> bool {
+    let end = Instant::now() + Duration::from_millis(limit_ms);
+    let mut released = RELEASED.lock().unwrap_or_else(|e| e.into_inner());
+    while !*released {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        released = RELEASE
+            .wait_timeout(released, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    *released = false;
+    true
+}
+
+#[mitogen::remote]
+fn release() {
+    *RELEASED.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    RELEASE.notify_all();
+}
+
+/// Sequential no-op calls per second.
+fn call_rate(ctx: &Context, n: usize) -> mitogen::Result<f64> {
+    let t = Instant::now();
+    for _ in 0..n {
+        ctx.call::<noop>(())?;
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Ordinary calls per second while a concurrent call runs for the whole
+/// measurement, beside the rate with nothing else running. The two are
+/// measured in alternating rounds (medians reported), so that drift in the
+/// machine's load does not land on one side only.
+fn calls_while_busy(ctx: &Context, n: usize) -> mitogen::Result<()> {
+    const ROUNDS: usize = 5;
+    let per = (n / ROUNDS).max(1);
+    call_rate(ctx, per)?;
+    let (mut idle, mut busy) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        idle.push(call_rate(ctx, per)?);
+        let long = ctx.call_async::<hold>((120_000,))?;
+        busy.push(call_rate(ctx, per)?);
+        assert!(!long.ready(), "the long call ended during the measurement");
+        ctx.call::<release>(())?;
+        assert!(
+            long.get(Some(Duration::from_secs(60)))?,
+            "hold was not released"
+        );
+    }
+    let (idle, busy) = (median(&mut idle), median(&mut busy));
+    emit(
+        "calls_while_busy",
+        busy,
+        "calls/s",
+        &format!(
+            ", \"idle\": {idle:.3}, \"ratio\": {:.3}, \"n\": {n}, \"note\": \"a concurrent call waits meanwhile\"",
+            busy / idle
+        ),
+    );
+    Ok(())
 }
 
 /// The child's inbox for the stream-to-child scenarios.
@@ -393,6 +470,10 @@ fn main(router: Router) -> mitogen::Result<()> {
             "calls/s",
             "",
         );
+    }
+
+    if want("calls_while_busy") {
+        calls_while_busy(&ctx, n_rtt * 5)?;
     }
 
     if want("bulk") {

@@ -189,7 +189,7 @@ pub(crate) fn serve(
     // The call handler must exist before the first frame is read: the
     // parent may send a call right behind the handshake.
     let router = Router::from_core(core.clone());
-    let dispatcher = Dispatcher::new(router.clone(), cfg.profiling);
+    let dispatcher = Dispatcher::new(router.clone(), cfg.profiling, cfg.pool);
     let stream =
         Stream::new("parent".into(), parent_id, true, rfd, wfd, max, None).map_err(io("stream"))?;
     core.attach(Arc::new(stream), FrameReader::new(max));

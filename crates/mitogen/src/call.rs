@@ -47,11 +47,15 @@ pub struct Entry {
     pub name: &'static str,
     /// Decodes the arguments, runs the function, encodes the result.
     pub invoke: fn(&CallEnv<'_>, &[u8]) -> Result<Vec<u8>, CallError>,
+    /// `#[mitogen::remote(concurrent)]`: runs on the context's worker pool
+    /// (`pool.rs`) instead of in arrival order on its main thread.
+    pub concurrent: bool,
 }
 
 impl std::fmt::Debug for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Entry({})", self.name)
+        let how = if self.concurrent { ", concurrent" } else { "" };
+        write!(f, "Entry({}{how})", self.name)
     }
 }
 

@@ -5,6 +5,23 @@
 //! that the caller is a parent); the main thread decodes, runs and answers
 //! them, writing the reply straight to the parent's socket. A panic in a
 //! function is caught and answered as a [`CallError`]; the loop goes on.
+//!
+//! A function marked `#[mitogen::remote(concurrent)]` is not run there:
+//! the main thread hands it to the context's worker pool (`pool.rs`) and
+//! goes on with the next call, so a long transfer or command does not hold
+//! up the calls behind it. It is answered the same way, from the pool's
+//! thread (panics included); a call the pool cannot take (full, or the
+//! context shutting down) is answered with the pool's [`CallError`].
+//! Ordinary calls keep their order among themselves; concurrent ones have
+//! none, with each other or with ordinary calls.
+//!
+//! Chains ([`crate::CallChain`]): a concurrent call ignores the chain's
+//! order, but honours its failure. If the chain has failed when the call
+//! arrives, or when a pool thread is about to run it, it fails with the
+//! chain's first failure without running; if it fails itself, the chain
+//! is failed for every call that arrives after that. Calls already under
+//! way when it fails are not affected: a program that needs "B only if A
+//! succeeded" waits for A's result, or keeps both ordinary.
 
 use crate::broker::{Loop, Participant};
 use crate::call::{decode_call, lookup, CallEnv};
@@ -13,9 +30,10 @@ use crate::error::CallError;
 use crate::frame::handle;
 use crate::latch::Latch;
 use crate::message::Message;
+use crate::pool::{Job, Pool, PoolSize, DEFAULT_IDLE_TIMEOUT};
 use crate::router::{Policy, Router};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Name under which [`crate::CallChain::reset`] asks a context to forget a
@@ -57,31 +75,47 @@ impl ExternalContext {
     }
 }
 
-/// Stops the dispatch loop when the broker shuts down.
-struct StopOnShutdown(Latch<Message>);
+/// Stops the dispatch loop and the worker pool when the broker shuts
+/// down. The pool is stopped here, on the broker thread, before the
+/// parent's stream is closed: the queued calls' failures still reach
+/// their callers.
+struct StopOnShutdown {
+    queue: Latch<Message>,
+    pool: Pool,
+}
 
 impl Participant for StopOnShutdown {
     fn on_shutdown(self: Arc<Self>, _: &mut Loop) {
-        self.0.close();
+        self.queue.close();
+        self.pool.stop();
     }
     fn keep_alive(&self) -> bool {
         false
     }
     fn on_exit(self: Arc<Self>, _: &mut Loop) {
-        self.0.close();
+        self.queue.close();
+        self.pool.stop();
     }
 }
 
 /// Serves calls until the parent disconnects or a shutdown is requested.
 pub(crate) struct Dispatcher {
-    econtext: ExternalContext,
+    shared: Arc<Shared>,
     queue: Latch<Message>,
-    failed_chains: HashMap<String, CallError>,
-    profile: Option<HashMap<String, (u64, Duration)>>,
+    pool: Pool,
+}
+
+/// What the main thread and the pool's threads share.
+struct Shared {
+    econtext: ExternalContext,
+    /// First failure of each pipelined chain, until it is forgotten.
+    failed_chains: Mutex<HashMap<String, CallError>>,
+    /// Calls and time per function, when profiling.
+    profile: Option<Mutex<HashMap<String, (u64, Duration)>>>,
 }
 
 impl Dispatcher {
-    pub(crate) fn new(router: Router, profiling: bool) -> Dispatcher {
+    pub(crate) fn new(router: Router, profiling: bool, pool: PoolSize) -> Dispatcher {
         let core = router.core().clone();
         let parent_id = core.parent_ids.first().copied().unwrap_or(0);
         let parent = Context::new(core.clone(), parent_id, "parent");
@@ -98,8 +132,15 @@ impl Dispatcher {
             None,
             Some(policy),
         );
-        core.broker
-            .add_participant(Arc::new(StopOnShutdown(queue.clone())));
+        let pool = Pool::new(
+            format!("the worker pool of context {}", core.id),
+            pool,
+            DEFAULT_IDLE_TIMEOUT,
+        );
+        core.broker.add_participant(Arc::new(StopOnShutdown {
+            queue: queue.clone(),
+            pool: pool.clone(),
+        }));
         let q = queue.clone();
         let b = core.broker.clone();
         *crate::sync::lock(&core.on_parent_lost) = Some(Box::new(move || {
@@ -107,20 +148,23 @@ impl Dispatcher {
             b.shutdown();
         }));
         Dispatcher {
-            econtext: ExternalContext { router, parent },
+            shared: Arc::new(Shared {
+                econtext: ExternalContext { router, parent },
+                failed_chains: Mutex::new(HashMap::new()),
+                profile: profiling.then(|| Mutex::new(HashMap::new())),
+            }),
             queue,
-            failed_chains: HashMap::new(),
-            profile: profiling.then(HashMap::new),
+            pool,
         }
     }
 
     pub(crate) fn econtext(&self) -> &ExternalContext {
-        &self.econtext
+        &self.shared.econtext
     }
 
     /// Runs calls until the queue closes.
-    pub(crate) fn run(mut self) {
-        let core = self.econtext.router.core().clone();
+    pub(crate) fn run(self) {
+        let core = self.shared.econtext.router.core().clone();
         loop {
             let msg = match self.queue.try_get() {
                 Err(_) => break,
@@ -143,27 +187,78 @@ impl Dispatcher {
             };
             self.handle(msg);
         }
-        self.write_profile();
+        self.pool.stop();
+        self.shared.write_profile();
     }
 
-    fn handle(&mut self, msg: Message) {
+    /// Runs an ordinary call here; hands a concurrent one to the pool.
+    fn handle(&self, msg: Message) {
         let started = Instant::now();
+        let parts = match decode_call(&msg.data) {
+            Ok(p) => p,
+            Err(e) => return self.shared.finish(&msg, "?", None, Err(e), started),
+        };
+        if !lookup(&parts.name).is_some_and(|e| e.concurrent) {
+            let r = self
+                .shared
+                .run_one(parts.chain.as_deref(), &parts.name, parts.args);
+            return self
+                .shared
+                .finish(&msg, &parts.name, parts.chain, r, started);
+        }
+        // A chain that has already failed stays failed without queueing.
+        if let Some(e) = self.shared.chain_failure(parts.chain.as_deref()) {
+            return self
+                .shared
+                .finish(&msg, &parts.name, parts.chain, Err(e), started);
+        }
+        let args_at = msg.data.len() - parts.args.len();
+        let (name, chain) = (Arc::<str>::from(parts.name), parts.chain);
+        let msg = Arc::new(msg);
+        let (s, m, n, c) = (
+            self.shared.clone(),
+            msg.clone(),
+            name.clone(),
+            chain.clone(),
+        );
+        let run = move || {
+            let r = s.run_one(c.as_deref(), &n, &m.data[args_at..]);
+            s.finish(&m, &n, c, r, started);
+        };
+        let s = self.shared.clone();
+        let fail = move |e| s.finish(&msg, &name, chain, Err(e), started);
+        // Refused (full, stopped): `fail` has answered the caller.
+        let _ = self.pool.submit(Job::new(run, fail));
+    }
+}
+
+impl Shared {
+    /// The recorded failure of `chain`, if any.
+    fn chain_failure(&self, chain: Option<&str>) -> Option<CallError> {
+        let chain = chain?;
+        crate::sync::lock(&self.failed_chains).get(chain).cloned()
+    }
+
+    /// Records a chain's failure, profiles, and answers the caller.
+    fn finish(
+        &self,
+        msg: &Message,
+        name: &str,
+        chain: Option<String>,
+        result: Result<Vec<u8>, CallError>,
+        started: Instant,
+    ) {
         // A failed call in a chain is not logged: the chain reports it to
         // the caller's next waiting call.
-        let mut in_chain = false;
-        let (name, result) = match decode_call(&msg.data) {
-            Err(e) => (String::from("?"), Err(e)),
-            Ok(parts) => {
-                in_chain = parts.chain.is_some();
-                let r = self.run_one(parts.chain.as_deref(), &parts.name, parts.args);
-                if let (Err(e), Some(chain)) = (&r, parts.chain) {
-                    self.failed_chains.entry(chain).or_insert_with(|| e.clone());
-                }
-                (parts.name, r)
-            }
-        };
-        if let Some(p) = &mut self.profile {
-            let e = p.entry(name.clone()).or_default();
+        let in_chain = chain.is_some();
+        if let (Err(e), Some(chain)) = (&result, chain) {
+            crate::sync::lock(&self.failed_chains)
+                .entry(chain)
+                .or_insert_with(|| e.clone());
+        }
+        if let Some(p) = &self.profile {
+            let mut p = crate::sync::lock(p);
+            let e = p.entry(name.to_string()).or_default();
             e.0 += 1;
             e.1 += started.elapsed();
         }
@@ -190,18 +285,13 @@ impl Dispatcher {
         }
     }
 
-    fn run_one(
-        &mut self,
-        chain: Option<&str>,
-        name: &str,
-        args: &[u8],
-    ) -> Result<Vec<u8>, CallError> {
-        if let Some(e) = chain.and_then(|c| self.failed_chains.get(c)) {
-            return Err(e.clone());
+    fn run_one(&self, chain: Option<&str>, name: &str, args: &[u8]) -> Result<Vec<u8>, CallError> {
+        if let Some(e) = self.chain_failure(chain) {
+            return Err(e);
         }
         if name == FORGET_CHAIN {
             let (id,): (String,) = crate::call::decode_args(name, args)?;
-            self.failed_chains.remove(&id);
+            crate::sync::lock(&self.failed_chains).remove(&id);
             return crate::call::encode_output(&());
         }
         let Some(entry) = lookup(name) else {
@@ -225,6 +315,7 @@ impl Dispatcher {
 
     fn write_profile(&self) {
         let Some(p) = &self.profile else { return };
+        let p = crate::sync::lock(p);
         let mut rows: Vec<_> = p.iter().collect();
         rows.sort_by_key(|r| std::cmp::Reverse(r.1 .1));
         let mut text = String::from("calls\ttotal_us\tfunction\n");

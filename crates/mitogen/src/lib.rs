@@ -70,6 +70,7 @@ mod latch;
 mod link;
 mod logging;
 mod message;
+mod pool;
 mod process;
 mod reap;
 mod reassembly;
@@ -103,6 +104,7 @@ pub use events::{ChildExit, Disconnect, Subscription};
 pub use identity::{context_id, is_master, parent_id, parent_ids, MASTER_ID, VERSION};
 pub use latch::{Latch, LatchFuture};
 pub use message::Message;
+pub use pool::{DEFAULT_POOL_QUEUED, DEFAULT_POOL_THREADS};
 pub use receiver::Receiver;
 pub use router::{Policy, Router};
 pub use select::{Event, Select, Selectable, SourceId};
@@ -140,6 +142,49 @@ pub use utils::{cast, log_to_file, run_with_router, Value};
 /// - A panic becomes a [`CallError`] of type `"panic"`; the context goes on
 ///   serving.
 /// - Generic and `async` functions cannot be remote.
+///
+/// # Concurrent functions
+///
+/// A context runs calls one at a time, in the order they arrive, on its
+/// main thread. A function marked `#[mitogen::remote(concurrent)]` runs on
+/// the context's worker pool instead, beside the main thread and other
+/// concurrent calls, so a long transfer or command does not hold up the
+/// calls behind it:
+///
+/// ```no_run
+/// #[mitogen::remote(concurrent)]
+/// fn run_backup(dir: String) -> std::io::Result<u64> {
+///     // ... minutes of work ...
+/// #   let _ = dir; Ok(0)
+/// }
+///
+/// #[mitogen::remote]
+/// fn load() -> f64 { 0.5 }
+///
+/// # fn demo(ctx: &mitogen::Context) -> mitogen::Result<()> {
+/// let backup = ctx.call_async::<run_backup>(("/srv".into(),))?;
+/// let l = ctx.call::<load>(())?; // answered while the backup runs
+/// let bytes = backup.get(None)?;
+/// # Ok(()) }
+/// ```
+///
+/// Concurrent calls have no order, among themselves or with ordinary
+/// calls (which keep theirs). The pool has at most
+/// [`DEFAULT_POOL_THREADS`] threads and [`DEFAULT_POOL_QUEUED`] calls
+/// waiting for one, unless the connect builder's `pool_size` says
+/// otherwise; a call beyond that fails at once with a [`CallError`] of
+/// type `mitogen::PoolFull`, and calls still queued when the context shuts
+/// down fail with `mitogen::PoolStopped`. In a pipelined [`CallChain`], a
+/// concurrent call does not wait for the calls before it, but does not run
+/// once the chain has failed, and its own failure fails the chain's later
+/// calls.
+///
+/// `concurrent` is the only argument; anything else does not compile:
+///
+/// ```compile_fail
+/// #[mitogen::remote(parallel)]
+/// fn f() {}
+/// ```
 pub use mitogen_macros::remote;
 
 /// Makes `main` the entry point of the master and of every child context.

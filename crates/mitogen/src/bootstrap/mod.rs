@@ -60,6 +60,9 @@ pub(crate) struct Config {
     pub(crate) max_queued: u64,
     pub(crate) binary_sha: String,
     pub(crate) binary_size: u64,
+    /// Size of the worker pool for concurrent calls.
+    #[serde(default)]
+    pub(crate) pool: crate::pool::PoolSize,
 }
 
 /// An executable to run as the agent, named by its SHA-256.

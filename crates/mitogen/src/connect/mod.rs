@@ -44,6 +44,8 @@ pub(crate) struct Options {
     pub(crate) unidirectional: Option<bool>,
     pub(crate) profiling: Option<bool>,
     pub(crate) connect_timeout: Duration,
+    #[serde(default)]
+    pub(crate) pool: crate::pool::PoolSize,
     #[serde(skip)]
     pub(crate) via: Option<Context>,
 }
@@ -58,6 +60,7 @@ impl Default for Options {
             unidirectional: None,
             profiling: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            pool: crate::pool::PoolSize::default(),
             via: None,
         }
     }
@@ -91,6 +94,18 @@ macro_rules! basic_options {
             /// Profiling in the new context (default: the router's).
             pub fn profiling(mut self, on: bool) -> Self {
                 self.opts.profiling = Some(on);
+                self
+            }
+
+            /// Size of the new context's worker pool, which runs
+            /// `#[mitogen::remote(concurrent)]` functions: at most
+            /// `max_threads` at once (at least 1), and `max_queued` more
+            /// waiting for a thread; a call beyond that is refused with a
+            /// [`crate::CallError`] saying the pool is full. Default
+            /// [`crate::DEFAULT_POOL_THREADS`] and
+            /// [`crate::DEFAULT_POOL_QUEUED`].
+            pub fn pool_size(mut self, max_threads: usize, max_queued: usize) -> Self {
+                self.opts.pool = crate::pool::PoolSize::new(max_threads, max_queued);
                 self
             }
 
@@ -174,6 +189,7 @@ impl Options {
             max_queued: core.max_queued() as u64,
             binary_sha: agent.sha.clone(),
             binary_size: agent.size,
+            pool: self.pool,
         }
     }
 

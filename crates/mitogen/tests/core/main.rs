@@ -11,6 +11,7 @@ mod asyncs;
 mod bootstrap;
 mod calls;
 mod chain;
+mod concurrent;
 mod connects;
 mod errors;
 mod events;
@@ -34,6 +35,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(bootstrap::tests());
     all.extend(identity::tests());
     all.extend(chain::tests());
+    all.extend(concurrent::tests());
     all.extend(logs::tests());
     all.extend(senders::tests());
     all.extend(messaging::tests());
