@@ -103,10 +103,12 @@ pub use error::{
 pub use events::{ChildExit, Disconnect, Subscription};
 pub use identity::{context_id, is_master, parent_id, parent_ids, MASTER_ID, VERSION};
 pub use latch::{Latch, LatchFuture};
+pub use link::DEFAULT_MAX_QUEUED;
 pub use message::Message;
 pub use pool::{DEFAULT_POOL_QUEUED, DEFAULT_POOL_THREADS};
+pub use reassembly::DEFAULT_MAX_PAYLOAD;
 pub use receiver::Receiver;
-pub use router::{Policy, Router};
+pub use router::{Policy, Router, DEFAULT_SEND_TIMEOUT};
 pub use select::{Event, Select, Selectable, SourceId};
 pub use sender::Sender;
 /// Bytes that serialize as one MessagePack `bin` (not an array of

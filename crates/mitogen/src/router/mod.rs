@@ -38,7 +38,7 @@ pub type Policy = Arc<dyn Fn(&Message) -> bool + Send + Sync>;
 pub(crate) type Sink = Box<dyn Fn(Message) + Send + Sync>;
 
 /// How long a user thread waits for room in a full link before its send
-/// fails with a [`TimeoutError`]: the peer made no progress for that long.
+/// fails with a [`crate::TimeoutError`]: the peer made no progress for that long.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Handler {
@@ -252,7 +252,7 @@ impl Router {
 
     /// Largest message, argument or result (split into frames of at most
     /// [`Router::max_message_size`] on the way), that this context sends
-    /// or accepts; default [`DEFAULT_MAX_PAYLOAD`] (4 GiB). It also bounds
+    /// or accepts; default [`crate::DEFAULT_MAX_PAYLOAD`] (4 GiB). It also bounds
     /// what one peer may have partly sent here at any time.
     pub fn max_payload_size(&self) -> usize {
         self.owner.core.max_payload.load(Ordering::Relaxed)
@@ -281,8 +281,8 @@ impl Router {
     }
 
     /// How long a send waits for room in a full link before failing with
-    /// a [`TimeoutError`] (`None`: as long as the link lives); default
-    /// [`DEFAULT_SEND_TIMEOUT`]. Each wait counts from when it began, so a
+    /// a [`crate::TimeoutError`] (`None`: as long as the link lives); default
+    /// [`crate::DEFAULT_SEND_TIMEOUT`]. Each wait counts from when it began, so a
     /// slow but moving peer never trips it.
     pub fn send_timeout(&self) -> Option<Duration> {
         self.owner.core.send_timeout()
