@@ -77,27 +77,11 @@ impl std::fmt::Debug for Stream {
     }
 }
 
-/// What a new link needs besides its descriptors.
-pub(crate) struct LinkOptions {
-    /// Largest frame payload accepted from the peer.
-    pub(crate) max_frame: usize,
-    /// Bound of the output queue in bytes.
-    pub(crate) max_queued: usize,
-}
-
-impl LinkOptions {
-    pub(crate) fn new(max_frame: usize) -> LinkOptions {
-        LinkOptions {
-            max_frame,
-            max_queued: DEFAULT_MAX_QUEUED,
-        }
-    }
-}
-
 impl Stream {
     /// Wraps `rfd` (and `wfd`, when writes go elsewhere) as a stream to
     /// context `remote_id`, reading frames of at most `max` bytes. Both are
-    /// made non-blocking.
+    /// made non-blocking. The output queue's bound is set when the router
+    /// attaches the link ([`Stream::set_max_queued`]).
     pub(crate) fn new(
         name: String,
         remote_id: u32,
@@ -105,27 +89,6 @@ impl Stream {
         rfd: OwnedFd,
         wfd: Option<OwnedFd>,
         max: usize,
-        child: Option<crate::child::ChildProc>,
-    ) -> io::Result<Stream> {
-        Stream::with_options(
-            name,
-            remote_id,
-            is_parent,
-            rfd,
-            wfd,
-            LinkOptions::new(max),
-            child,
-        )
-    }
-
-    /// [`Stream::new`] with every option.
-    pub(crate) fn with_options(
-        name: String,
-        remote_id: u32,
-        is_parent: bool,
-        rfd: OwnedFd,
-        wfd: Option<OwnedFd>,
-        opts: LinkOptions,
         child: Option<crate::child::ChildProc>,
     ) -> io::Result<Stream> {
         let is_socket = wfd.is_none();
@@ -147,10 +110,10 @@ impl Stream {
             is_socket,
             out: Mutex::new(Out::default()),
             space: Condvar::new(),
-            max_queued: AtomicUsize::new(opts.max_queued.max(1)),
+            max_queued: AtomicUsize::new(DEFAULT_MAX_QUEUED),
             paused: AtomicBool::new(false),
             egress: Mutex::new(HashSet::new()),
-            reader: Mutex::new(FrameReader::new(opts.max_frame)),
+            reader: Mutex::new(FrameReader::new(max)),
             read_token: AtomicUsize::new(usize::MAX),
             read_done: AtomicBool::new(false),
             broker: OnceLock::new(),
@@ -250,11 +213,8 @@ mod tests {
 
     fn link(max_queued: usize) -> (Arc<Stream>, OwnedFd) {
         let (a, b) = UnixStream::pair().unwrap();
-        let opts = LinkOptions {
-            max_frame: 1 << 30,
-            max_queued,
-        };
-        let s = Stream::with_options("t".into(), 1, false, a.into(), None, opts, None).unwrap();
+        let s = Stream::new("t".into(), 1, false, a.into(), None, 1 << 30, None).unwrap();
+        s.set_max_queued(max_queued);
         let b = OwnedFd::from(b);
         crate::process::set_nonblocking(b.as_raw_fd()).unwrap();
         (Arc::new(s), b)

@@ -213,7 +213,7 @@ impl Core {
             )
             .into(),
         };
-        if matches!(err, Error::Stream(_)) && err_is_closed(&err) {
+        if err_is_closed(&err) {
             self.answer_dead(reply, &err.to_string());
         }
         Err(err)

@@ -127,10 +127,6 @@ fn sig(pid: u32, sig: i32) {
     unsafe { libc::kill(pid as i32, sig) };
 }
 
-fn peak_rss_here() -> u64 {
-    peak_rss_kib()
-}
-
 /// Before: the sender of a large frame kept the link's output lock while
 /// it wrote at the peer's pace, so the broker, routing a sibling's calls
 /// to that peer, waited on it: `defer_sync` took seconds.
@@ -195,7 +191,7 @@ fn a_flood_at_a_stopped_sibling_is_bounded() -> TestResult {
     let sprayed = src.call_async::<spray>((dst.clone(), 400, 1 << 20))?;
     std::thread::sleep(Duration::from_secs(3));
     let mid_peak = mid.call::<peak_rss_kib>(())?;
-    let master_peak = peak_rss_here();
+    let master_peak = peak_rss_kib();
     sig(dst_pid, libc::SIGCONT);
     let sent = sprayed.get(Some(WAIT))?;
     ensure!(sent == 400, "only {sent} of 400 messages were sent");
