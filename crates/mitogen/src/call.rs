@@ -69,6 +69,11 @@ fn registry() -> &'static HashMap<&'static str, &'static Entry> {
 }
 
 /// Finds a remote function by name.
+/// Name under which [`crate::CallChain::reset`] asks a context to forget a
+/// chain's failure (answered by the dispatcher itself, not a registered
+/// function).
+pub(crate) const FORGET_CHAIN: &str = "mitogen::forget_chain";
+
 pub(crate) fn lookup(name: &str) -> Option<&'static Entry> {
     registry().get(name).copied()
 }

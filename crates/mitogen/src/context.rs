@@ -264,14 +264,10 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
         if self.latch.empty() {
             crate::broker::refuse_wait_on_broker("a call's result")?;
             // Read the reply ourselves rather than be woken by the broker.
-            if let Some(s) = self.core.stream_for(self.target) {
+            if let Some(s) = self.core.table.stream_for(self.target) {
                 let l = &self.latch;
-                crate::direct::read_until(
-                    &self.core,
-                    &s,
-                    &|| !l.empty() || l.is_closed(),
-                    deadline,
-                );
+                self.core
+                    .read_until(&s, &|| !l.empty() || l.is_closed(), deadline);
             }
         }
         let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
@@ -393,7 +389,7 @@ impl CallChain {
         match saved {
             Some(id) => self
                 .context
-                .send_call(None, crate::dispatch::FORGET_CHAIN, &(id,), 0),
+                .send_call(None, crate::call::FORGET_CHAIN, &(id,), 0),
             None => Ok(()),
         }
     }

@@ -36,10 +36,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Name under which [`crate::CallChain::reset`] asks a context to forget a
-/// chain's failure.
-pub(crate) const FORGET_CHAIN: &str = "mitogen::forget_chain";
-
 /// The running context, as seen from code running inside it: the seed's
 /// `ExternalContext`. Remote functions receive it by declaring an
 /// `&ExternalContext` parameter.
@@ -171,10 +167,10 @@ impl Dispatcher {
                 Ok(Some(m)) => m,
                 Ok(None) => {
                     // Idle: wait for the next call by reading the parent
-                    // link ourselves (see direct.rs); fall back to the queue.
+                    // link ourselves (see link/direct.rs); fall back to the queue.
                     let q = &self.queue;
-                    let read = core.parent_stream().is_some_and(|s| {
-                        crate::direct::read_until(&core, &s, &|| !q.empty() || q.is_closed(), None)
+                    let read = core.table.parent_stream().is_some_and(|s| {
+                        core.read_until(&s, &|| !q.empty() || q.is_closed(), None)
                     });
                     if read {
                         continue;
@@ -289,7 +285,7 @@ impl Shared {
         if let Some(e) = self.chain_failure(chain) {
             return Err(e);
         }
-        if name == FORGET_CHAIN {
+        if name == crate::call::FORGET_CHAIN {
             let (id,): (String,) = crate::call::decode_args(name, args)?;
             crate::sync::lock(&self.failed_chains).remove(&id);
             return crate::call::encode_output(&());
@@ -306,7 +302,7 @@ impl Shared {
         };
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // Handles among the arguments bind to this context's router.
-            crate::sender::decoding_for(self.econtext.router.core(), || (entry.invoke)(&env, args))
+            crate::router::decoding_for(self.econtext.router.core(), || (entry.invoke)(&env, args))
         })) {
             Ok(r) => r,
             Err(p) => Err(CallError::from_panic(name, &*p)),

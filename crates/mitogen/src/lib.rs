@@ -59,8 +59,6 @@ mod channel;
 mod child;
 mod connect;
 mod context;
-mod control;
-mod direct;
 mod dispatch;
 mod error;
 mod events;

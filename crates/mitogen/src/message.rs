@@ -3,18 +3,33 @@
 
 use crate::error::{CallError, ChannelError, Error, Result, StreamError};
 use crate::frame::{Encoding, Header};
-use crate::router::Core;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt;
 use std::sync::Arc;
 
+/// Where a received message came in: the router that handed it to a
+/// handler, as the message sees it.
+///
+/// A message is a plain value through the wire, link and router layers;
+/// only when the router hands it to a handler does it stamp it with its
+/// origin, so that [`Message::reply`] can answer and the handles inside its
+/// payload ([`crate::Sender`], [`crate::Context`]) bind to that router.
+/// Defined here and implemented by the router, so this module knows
+/// nothing above it.
+pub(crate) trait Origin: Send + Sync {
+    /// Sends `msg` through the router the message arrived at.
+    fn send(self: Arc<Self>, msg: Message) -> Result<()>;
+    /// Runs `f` with handles decoded on this thread bound to that router.
+    fn decoding(self: Arc<Self>, f: &mut dyn FnMut());
+}
+
 /// A routed message: the seed's `Message`.
 ///
 /// `data` holds the payload as it travelled; [`Message::decode`] reads a
 /// MessagePack payload into any serde type, [`Message::bytes`] gives raw
-/// bytes. A message received through a [`crate::Router`] remembers that
-/// router, so [`Message::reply`] can answer it.
+/// bytes. A message received through a [`crate::Router`] remembers where
+/// it came in, so [`Message::reply`] can answer it.
 ///
 /// ```
 /// use mitogen::{Message, Receiver};
@@ -57,7 +72,8 @@ pub struct Message {
     pub encoding: Encoding,
     /// The payload.
     pub data: Vec<u8>,
-    pub(crate) core: Option<Arc<Core>>,
+    /// Set when a router hands the message to a handler.
+    pub(crate) origin: Option<Arc<dyn Origin>>,
     /// Fragment flags and id while this is one frame of a larger message
     /// in transit (see `frame.rs`); `(0, 0)` for a whole message.
     pub(crate) frag: (u8, u32),
@@ -107,7 +123,7 @@ impl Message {
             reply_to: 0,
             encoding,
             data,
-            core: None,
+            origin: None,
             frag: (0, 0),
         }
     }
@@ -176,10 +192,14 @@ impl Message {
     /// [`ChannelError`] with its reason; a remote failure [`CallError`].
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         self.check()?;
-        match (self.encoding, &self.core) {
+        match (self.encoding, &self.origin) {
             // Handles inside (Sender, Context) bind to the receiving router.
-            (Encoding::MsgPack, Some(core)) => {
-                crate::sender::decoding_for(core, || from_msgpack(&self.data))
+            (Encoding::MsgPack, Some(origin)) => {
+                let mut out = None;
+                origin
+                    .clone()
+                    .decoding(&mut || out = Some(from_msgpack(&self.data)));
+                out.expect("Origin::decoding runs its closure")
             }
             (Encoding::MsgPack, None) => from_msgpack(&self.data),
             (_, _) => Err(CallError::new(
@@ -197,7 +217,7 @@ impl Message {
 
     /// Answers this message with a prepared message.
     pub fn reply_message(&self, msg: Message) -> Result<()> {
-        let core = self.core.as_ref().ok_or_else(|| {
+        let origin = self.origin.as_ref().ok_or_else(|| {
             StreamError::new(
                 "this message was not received through a router; it cannot be replied to",
             )
@@ -205,7 +225,7 @@ impl Message {
         if self.reply_to == 0 {
             return Err(ChannelError::new("the message asked for no reply").into());
         }
-        core.send(msg.to(self.src_id, self.reply_to))
+        origin.clone().send(msg.to(self.src_id, self.reply_to))
     }
 
     pub(crate) fn header(&self) -> Header {
@@ -231,7 +251,7 @@ impl Message {
             reply_to: h.reply_to,
             encoding: h.encoding,
             data,
-            core: None,
+            origin: None,
             frag: (h.flags, h.frag_id),
         }
     }

@@ -54,10 +54,8 @@ pub(crate) struct Config {
     pub(crate) log_level: u8,
     pub(crate) profiling: bool,
     pub(crate) unidirectional: bool,
-    pub(crate) max_message_size: u64,
-    /// The parent's `max_payload_size` and `max_queued`, inherited.
-    pub(crate) max_payload: u64,
-    pub(crate) max_queued: u64,
+    /// The parent's flow limits, inherited.
+    pub(crate) limits: crate::router::FlowLimits,
     pub(crate) binary_sha: String,
     pub(crate) binary_size: u64,
     /// Size of the worker pool for concurrent calls.
@@ -278,7 +276,7 @@ pub(crate) fn run(
             hello.binary, agent.sha
         )));
     }
-    let mut reader = FrameReader::new(cfg.max_message_size as usize);
+    let mut reader = FrameReader::new(cfg.limits.max_message_size as usize);
     reader.push(&io.out[HEADER_LEN + header.length as usize..]);
     // Our config frame.
     let payload = crate::message::to_msgpack(cfg)?;

@@ -55,7 +55,7 @@ pub(crate) fn connect_here(
     name: Option<String>,
     opts: &Options,
 ) -> Result<Context> {
-    let flight = Flight::begin(core, opts.connect_timeout)?;
+    let flight = Flight::begin(&core.broker, &core.connects, opts.connect_timeout)?;
     let agent = opts.agent()?;
     let script = stage::script(&agent.sha, agent.size, &opts.agent_command);
     let (ours, theirs) = UnixStream::pair()

@@ -184,9 +184,7 @@ impl Options {
             unidirectional: self
                 .unidirectional
                 .unwrap_or(core.unidirectional.load(Ordering::Relaxed)),
-            max_message_size: core.max_message_size() as u64,
-            max_payload: core.max_payload() as u64,
-            max_queued: core.max_queued() as u64,
+            limits: core.limits.snapshot(),
             binary_sha: agent.sha.clone(),
             binary_size: agent.size,
             pool: self.pool,
@@ -256,7 +254,7 @@ pub(crate) fn finish(
         stderr,
         child,
     } = sp;
-    let max = cfg.max_message_size as usize;
+    let max = cfg.limits.max_message_size as usize;
     let stream = match Stream::new(
         cfg.name.clone(),
         cfg.context_id,
@@ -286,7 +284,7 @@ pub(crate) fn finish(
             })
         }));
     }
-    crate::control::announce_added(core, cfg.context_id, &cfg.name);
+    crate::router::control::announce_added(core, cfg.context_id, &cfg.name);
     Ok(Context::new(core.clone(), cfg.context_id, &cfg.name).with_upload(booted.uploaded))
 }
 

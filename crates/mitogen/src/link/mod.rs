@@ -9,6 +9,7 @@
 //! input. A link can be *paused*: it is not read while a link its traffic
 //! goes to is over its queue limit (flow control, see `writer.rs`).
 
+pub(crate) mod direct;
 mod reader;
 mod writer;
 

@@ -5,43 +5,22 @@
 
 use crate::broker::Loop;
 use crate::events::Disconnect;
-use crate::link::{FrameReader, ReadState, Stream};
+use crate::link::{direct, FrameReader, ReadState, Stream};
 use crate::message::Message;
 use crate::sync::lock;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-
-/// Why a read pass ended a stream, for logs and dead messages.
-pub(crate) fn outcome_reason(
-    s: &Stream,
-    outcome: std::result::Result<ReadState, crate::link::ReadError>,
-) -> String {
-    match outcome {
-        Ok(ReadState::Eof) | Ok(ReadState::Open) => "the peer closed the link".to_string(),
-        Err(e) => {
-            tracing::error!("mitogen: disconnecting {}: {e}", s.name);
-            e.to_string()
-        }
-    }
-}
 
 impl Core {
     /// Takes ownership of a connected stream: routes, broker registration.
     /// `reader` may hold bytes read past the handshake.
     pub(crate) fn attach(self: &Arc<Self>, stream: Arc<Stream>, reader: FrameReader) {
         *lock(&stream.reader) = reader;
-        stream.set_max_queued(self.max_queued.load(Ordering::Relaxed));
-        if stream.is_parent {
-            *self.parent.write().unwrap_or_else(|e| e.into_inner()) = Some(stream.clone());
-        } else {
-            self.add_route(stream.remote_id, &stream);
-            self.set_name(stream.remote_id, &stream.name);
-        }
-        lock(&self.streams).insert(stream.id, stream.clone());
+        stream.set_max_queued(self.limits.max_queued());
+        self.table.insert(&stream);
         let core = self.clone();
         self.broker
             .defer_loop(Box::new(move |lp| core.register_stream(lp, stream)));
@@ -67,11 +46,12 @@ impl Core {
             rfd,
             Interest::READABLE,
             Box::new(move |lp, _| {
-                match crate::direct::try_read_pass(&core, &s) {
+                let route = &mut |h, body| core.route_in(&s, Message::from_frame(h, body));
+                match direct::try_read_pass(&s, route) {
                     // A waiting thread is reading; it hands back when done.
                     None | Some(Ok(ReadState::Open)) => true,
                     Some(outcome) => {
-                        core.close_stream(lp, &s, &outcome_reason(&s, outcome));
+                        core.close_stream(lp, &s, &direct::end_reason(&s, outcome));
                         false
                     }
                 }
@@ -82,11 +62,32 @@ impl Core {
             .store(rtoken.0, std::sync::atomic::Ordering::Release);
     }
 
+    /// Reads `s` on this thread, routing what arrives, until `done()` or
+    /// `deadline` (see `link/direct.rs`). Returns `false` when it read
+    /// nothing: the caller blocks on its latch instead.
+    pub(crate) fn read_until(
+        self: &Arc<Self>,
+        s: &Arc<Stream>,
+        done: &dyn Fn() -> bool,
+        deadline: Option<std::time::Instant>,
+    ) -> bool {
+        let route = &mut |h, body| self.route_in(s, Message::from_frame(h, body));
+        let pass = direct::read_until(s, route, done, deadline);
+        if let Some(outcome) = pass.ended {
+            // The broker owns disconnects: hand it the end it cannot see.
+            let why = direct::end_reason(s, outcome);
+            let (c, st) = (self.clone(), s.clone());
+            self.broker
+                .defer_loop(Box::new(move |lp| c.close_stream(lp, &st, &why)));
+        }
+        pass.ran
+    }
+
     /// Ends a stream whose reading failed or ended: stops watching both
     /// descriptors (dropping their sources), then the disconnect work.
     /// Safe to call twice: only the first call does anything.
     pub(crate) fn close_stream(self: &Arc<Self>, lp: &mut Loop, s: &Arc<Stream>, why: &str) {
-        if lock(&self.streams).get(&s.id).is_none() {
+        if !self.table.holds(s) {
             return;
         }
         for (fd, token) in [(s.rfd(), &s.read_token), (s.wfd(), &s.write_token)] {
@@ -101,12 +102,7 @@ impl Core {
     /// Security checks on a message from a stream, then routing.
     pub(crate) fn route_in(self: &Arc<Self>, s: &Arc<Stream>, msg: Message) {
         if !s.is_parent {
-            let back = self
-                .routes
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&msg.src_id)
-                .map(|r| r.id);
+            let back = self.table.route(msg.src_id).map(|r| r.id);
             if back != Some(s.id) {
                 tracing::warn!(
                     "mitogen: dropped {msg:?} from {}: src_id does not route back through it",
@@ -126,35 +122,19 @@ impl Core {
     /// the parent, reap the process.
     pub(super) fn on_disconnect(self: &Arc<Self>, lp: &mut Loop, s: &Arc<Stream>, why: &str) {
         s.mark_closed();
-        lock(&self.streams).remove(&s.id);
-        let mut lost = Vec::new();
-        self.routes
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|id, r| {
-                let keep = r.id != s.id;
-                if !keep {
-                    lost.push(*id);
-                }
-                keep
-            });
-        let lost_parent = s.is_parent && {
-            let mut p = self.parent.write().unwrap_or_else(|e| e.into_inner());
-            let was = p.as_ref().is_some_and(|p| p.id == s.id);
-            if was {
-                *p = None;
-            }
-            was
-        };
+        let (mut lost, lost_parent) = self.table.remove(s);
         tracing::debug!("mitogen: {} disconnected ({why}); lost {lost:?}", s.name);
-        let reason = format!("{} disconnected: {why}", self.context_name(s.remote_id));
+        let reason = format!(
+            "{} disconnected: {why}",
+            self.table.context_name(s.remote_id)
+        );
         if !lost.contains(&s.remote_id) && !s.is_parent {
             lost.push(s.remote_id);
         }
         self.fire_dead(&lost, &reason);
         if !lost_parent {
-            crate::control::announce_lost(self, &lost);
-            crate::control::announce_lost_down(self, &lost, &reason, Some(s.id));
+            super::control::announce_lost(self, &lost);
+            super::control::announce_lost_down(self, &lost, &reason, Some(s.id));
         }
         self.events.stream_lost.fire(&Disconnect {
             context_id: s.remote_id,
@@ -177,10 +157,7 @@ impl Core {
 
     /// Forgets routes to `ids` announced lost by a child, failing waiters.
     pub(crate) fn forget(self: &Arc<Self>, ids: &[u32], reason: &str) {
-        self.routes
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|id, _| !ids.contains(id));
+        self.table.forget_routes(ids);
         self.fire_dead(ids, reason);
         self.announce_disconnects(ids, reason);
     }
@@ -188,9 +165,9 @@ impl Core {
     /// Fires the context-disconnect event for each of `ids`.
     pub(super) fn announce_disconnects(&self, ids: &[u32], reason: &str) {
         for &id in ids {
-            let name = lock(&self.names)
-                .get(&id)
-                .cloned()
+            let name = self
+                .table
+                .name_of(id)
                 .unwrap_or_else(|| format!("context {id}"));
             self.events.context_lost.fire(&Disconnect {
                 context_id: id,

@@ -10,26 +10,28 @@
 //! while a router lock is held.
 
 use crate::broker::{Broker, Loop, Participant};
-use crate::callbacks::{Callbacks, UserSink};
 use crate::error::Result;
 use crate::events::RouterEvents;
-use crate::frame::{handle, DEFAULT_MAX_MESSAGE_SIZE};
-use crate::link::{Stream, DEFAULT_MAX_QUEUED};
 use crate::message::Message;
 use crate::reap::Reaper;
-use crate::reassembly::{Reassembly, DEFAULT_MAX_PAYLOAD};
-use crate::sync::lock;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub(crate) mod control;
+mod decoding;
 mod deliver;
+mod limits;
 mod links;
 mod routing;
+mod table;
 
-pub(crate) use links::outcome_reason;
+pub(crate) use decoding::{decoding_core, decoding_for};
+use deliver::Inbox;
+pub(crate) use limits::FlowLimits;
+use limits::Limits;
+use table::Table;
 
 /// Decides whether a handler accepts a message; refused messages are
 /// answered with a dead message saying "refused by policy".
@@ -41,45 +43,24 @@ pub(crate) type Sink = Box<dyn Fn(Message) + Send + Sync>;
 /// fails with a [`crate::TimeoutError`]: the peer made no progress for that long.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
-struct Handler {
-    sink: Sink,
-    persist: bool,
-    respondent: Option<u32>,
-    policy: Option<Policy>,
-}
-
 /// Router state shared by every handle, the broker and the streams.
 pub(crate) struct Core {
     pub(crate) broker: Broker,
     pub(crate) id: u32,
     pub(crate) parent_ids: Vec<u32>,
     pub(crate) name: String,
-    handlers: Mutex<HashMap<u32, Arc<Handler>>>,
-    next_handle: AtomicU32,
-    routes: RwLock<HashMap<u32, Arc<Stream>>>,
-    parent: RwLock<Option<Arc<Stream>>>,
-    streams: Mutex<HashMap<u64, Arc<Stream>>>,
-    names: Mutex<HashMap<u32, String>>,
-    next_context_id: AtomicU32,
+    /// What is addressed here: handlers, partial messages, callbacks.
+    inbox: Inbox,
+    /// Which link leads where.
+    pub(crate) table: Table,
     reaper: Reaper,
     pub(crate) events: RouterEvents,
-    /// Master only: id → the stream (branch) it was allocated behind.
-    allocated: Mutex<HashMap<u32, u64>>,
     pub(crate) debug: AtomicBool,
     pub(crate) profiling: AtomicBool,
     pub(crate) unidirectional: AtomicBool,
-    max_message_size: AtomicUsize,
-    /// Bound of one message put together from fragments.
-    max_payload: AtomicUsize,
-    /// Bound of each link's output queue.
-    max_queued: AtomicUsize,
-    /// How long a user thread waits for room in a full link (ms; 0: no
-    /// limit).
-    send_timeout_ms: AtomicU64,
+    /// Frame, message and queue bounds; inherited by children.
+    pub(crate) limits: Limits,
     next_frag_id: AtomicU32,
-    reassembly: Mutex<Reassembly>,
-    /// Where user handler callbacks run.
-    callbacks: Arc<Callbacks>,
     owns_broker: bool,
     /// Called on the broker thread when the link to the parent is lost.
     pub(crate) on_parent_lost: Mutex<Option<Box<dyn FnOnce() + Send>>>,
@@ -183,14 +164,9 @@ impl Router {
         respondent: Option<u32>,
         policy: Option<Policy>,
     ) -> u32 {
-        let core = &self.owner.core;
-        let h = core.next_handle.fetch_add(1, Ordering::Relaxed);
-        let user: UserSink = Arc::new(sink);
-        let callbacks = core.callbacks.clone();
-        let sink: Sink = Box::new(move |m| callbacks.run(h, user.clone(), m));
-        core.add_handler_at(h, sink, persist, respondent, policy);
-        core.check_respondent(respondent);
-        h
+        self.owner
+            .core
+            .add_user_handler(Arc::new(sink), persist, respondent, policy)
     }
 
     /// Removes a handler; later messages to it get a dead reply.
@@ -214,7 +190,7 @@ impl Router {
     /// `/tmp/mitogen.<pid>.log`, and this one too.
     pub fn enable_debug(&self) {
         self.owner.core.debug.store(true, Ordering::Relaxed);
-        crate::logging::enable_debug_file();
+        crate::logging::record::enable_debug_file();
     }
 
     /// Whether new contexts are started with profiling on.
@@ -240,14 +216,14 @@ impl Router {
 
     /// Largest payload accepted on receive and on route.
     pub fn max_message_size(&self) -> usize {
-        self.owner.core.max_message_size()
+        self.owner.core.limits.max_message_size()
     }
 
     /// Changes the limit for streams created from now on, and for routing.
     /// It bounds one frame; larger messages travel as several frames (see
     /// [`Router::set_max_payload_size`]).
     pub fn set_max_message_size(&self, n: usize) {
-        self.owner.core.max_message_size.store(n, Ordering::Relaxed);
+        self.owner.core.limits.set_max_message_size(n);
     }
 
     /// Largest message, argument or result (split into frames of at most
@@ -255,12 +231,12 @@ impl Router {
     /// or accepts; default [`crate::DEFAULT_MAX_PAYLOAD`] (4 GiB). It also bounds
     /// what one peer may have partly sent here at any time.
     pub fn max_payload_size(&self) -> usize {
-        self.owner.core.max_payload.load(Ordering::Relaxed)
+        self.owner.core.limits.max_payload()
     }
 
     /// Changes [`Router::max_payload_size`].
     pub fn set_max_payload_size(&self, n: usize) {
-        self.owner.core.max_payload.store(n, Ordering::Relaxed);
+        self.owner.core.limits.set_max_payload(n);
     }
 
     /// Bound of each link's output queue, in bytes; default
@@ -269,15 +245,12 @@ impl Router {
     /// relayed from another link pauses that link instead, so no context
     /// buffers without bound on another's behalf.
     pub fn max_queued(&self) -> usize {
-        self.owner.core.max_queued.load(Ordering::Relaxed)
+        self.owner.core.limits.max_queued()
     }
 
     /// Changes [`Router::max_queued`] for links attached from now on.
     pub fn set_max_queued(&self, n: usize) {
-        self.owner
-            .core
-            .max_queued
-            .store(n.max(1), Ordering::Relaxed);
+        self.owner.core.limits.set_max_queued(n);
     }
 
     /// How long a send waits for room in a full link before failing with
@@ -285,13 +258,12 @@ impl Router {
     /// [`crate::DEFAULT_SEND_TIMEOUT`]. Each wait counts from when it began, so a
     /// slow but moving peer never trips it.
     pub fn send_timeout(&self) -> Option<Duration> {
-        self.owner.core.send_timeout()
+        self.owner.core.limits.send_timeout()
     }
 
     /// Changes [`Router::send_timeout`].
     pub fn set_send_timeout(&self, t: Option<Duration>) {
-        let ms = t.map_or(0, |t| (t.as_millis() as u64).max(1));
-        self.owner.core.send_timeout_ms.store(ms, Ordering::Relaxed);
+        self.owner.core.limits.set_send_timeout(t);
     }
 
     /// This context, as a [`crate::Context`] (to address its own handles, e.g.
@@ -327,136 +299,49 @@ impl Core {
                     format!("context {id}")
                 }
             }),
-            handlers: Mutex::new(HashMap::new()),
-            next_handle: AtomicU32::new(handle::FIRST_DYNAMIC),
-            routes: RwLock::new(HashMap::new()),
-            parent: RwLock::new(None),
-            streams: Mutex::new(HashMap::new()),
-            names: Mutex::new(HashMap::new()),
-            next_context_id: AtomicU32::new(1),
+            inbox: Inbox::default(),
+            table: Table::default(),
             reaper: Reaper::default(),
             events: RouterEvents::default(),
-            allocated: Mutex::new(HashMap::new()),
             debug: AtomicBool::new(false),
             profiling: AtomicBool::new(false),
             unidirectional: AtomicBool::new(false),
-            max_message_size: AtomicUsize::new(DEFAULT_MAX_MESSAGE_SIZE),
-            max_payload: AtomicUsize::new(DEFAULT_MAX_PAYLOAD),
-            max_queued: AtomicUsize::new(DEFAULT_MAX_QUEUED),
-            send_timeout_ms: AtomicU64::new(DEFAULT_SEND_TIMEOUT.as_millis() as u64),
+            limits: Limits::default(),
             next_frag_id: AtomicU32::new(1),
-            reassembly: Mutex::new(Reassembly::default()),
-            callbacks: Arc::new(Callbacks::default()),
             owns_broker,
             on_parent_lost: Mutex::new(None),
             connects: Default::default(),
         });
-        crate::control::install(&core);
+        control::install(&core);
         broker.add_participant(core.clone());
         core
     }
 
-    pub(crate) fn max_message_size(&self) -> usize {
-        self.max_message_size.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_max_message_size(&self, n: usize) {
-        self.max_message_size.store(n, Ordering::Relaxed);
-    }
-
-    pub(crate) fn max_payload(&self) -> usize {
-        self.max_payload.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn max_queued(&self) -> usize {
-        self.max_queued.load(Ordering::Relaxed)
-    }
-
-    /// Sets `max_payload_size` and `max_queued` (a child inherits its
-    /// parent's).
-    pub(crate) fn set_flow_limits(&self, max_payload: usize, max_queued: usize) {
-        self.max_payload.store(max_payload, Ordering::Relaxed);
-        self.max_queued.store(max_queued.max(1), Ordering::Relaxed);
-    }
-
-    pub(crate) fn send_timeout(&self) -> Option<Duration> {
-        match self.send_timeout_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(Duration::from_millis(ms)),
-        }
-    }
-
     pub(crate) fn allocate_id(self: &Arc<Self>) -> Result<u32> {
         if self.id == crate::identity::MASTER_ID {
-            return Ok(self.next_context_id.fetch_add(1, Ordering::Relaxed));
+            return Ok(self.table.allocate());
         }
-        crate::control::request_id(self)
-    }
-
-    /// In the master: a fresh id for a context that will appear behind
-    /// `branch` (the stream towards the context starting it). Only that
-    /// branch may later announce a route to it (`ADD_ROUTE`).
-    pub(crate) fn allocate_id_behind(self: &Arc<Self>, branch: &Stream) -> u32 {
-        let id = self.next_context_id.fetch_add(1, Ordering::Relaxed);
-        lock(&self.allocated).insert(id, branch.id);
-        id
-    }
-
-    /// In the master: was `id` handed out for a context behind `branch`?
-    pub(crate) fn allocated_behind(&self, id: u32, branch: &Stream) -> bool {
-        lock(&self.allocated).get(&id) == Some(&branch.id)
-    }
-
-    /// The link to the parent, in a child.
-    pub(crate) fn parent_stream(&self) -> Option<Arc<Stream>> {
-        self.parent
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Streams to children.
-    pub(crate) fn child_streams(&self) -> Vec<Arc<Stream>> {
-        lock(&self.streams)
-            .values()
-            .filter(|s| !s.is_parent)
-            .cloned()
-            .collect()
+        control::request_id(self)
     }
 }
 
 impl Participant for Core {
     fn on_shutdown(self: Arc<Self>, _lp: &mut Loop) {
-        for s in self.child_streams() {
+        for s in self.table.child_streams() {
             s.close_gracefully();
         }
     }
 
     fn keep_alive(&self) -> bool {
-        !self.child_streams().is_empty() || !self.reaper.is_empty()
+        !self.table.child_streams().is_empty() || !self.reaper.is_empty()
     }
 
     fn on_exit(self: Arc<Self>, _lp: &mut Loop) {
-        for s in lock(&self.streams).drain().map(|(_, s)| s) {
+        for s in self.table.clear() {
             s.mark_closed();
             self.reap_later(&s);
         }
-        self.routes
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-        *self.parent.write().unwrap_or_else(|e| e.into_inner()) = None;
-        // Fail everything still waiting — pending calls, and receivers
-        // with or without a respondent: no one hangs on a dead broker.
-        let waiting: Vec<(u32, Arc<Handler>)> = lock(&self.handlers)
-            .iter()
-            .filter(|(k, _)| **k >= handle::FIRST_DYNAMIC)
-            .map(|(k, h)| (*k, h.clone()))
-            .collect();
-        for (k, h) in waiting {
-            self.deliver_dead(k, &h, "the broker shut down");
-        }
-        self.callbacks.stop();
+        self.close_inbox("the broker shut down");
         self.reaper.finish(&self.events.child_exit);
     }
 }

@@ -20,6 +20,7 @@ mod fork;
 mod hostile;
 mod identity;
 mod lifetimes;
+mod limits;
 mod logs;
 mod messaging;
 mod senders;
@@ -44,6 +45,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(trees::tests());
     all.extend(hostile::tests());
     all.extend(flow::tests());
+    all.extend(limits::tests());
     all
 }
 
