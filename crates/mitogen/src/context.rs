@@ -142,7 +142,9 @@ impl Context {
     /// [`RemoteFn::NAME`] spells it) with `args` (the tuple of its
     /// parameters, or a [`crate::Value`] array), for programs that choose
     /// what to call at run time. Nothing is checked at compile time: a
-    /// wrong name, argument shape or result type is a [`crate::CallError`].
+    /// wrong name or argument shape is a [`crate::CallError`] (the remote
+    /// side refused it), a result that is not an `R` a
+    /// [`crate::CodecError`].
     /// With `R` = [`crate::Value`], any result decodes.
     pub fn call_by_name<R: serde::de::DeserializeOwned>(
         &self,

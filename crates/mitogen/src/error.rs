@@ -44,6 +44,11 @@ pub enum Error {
     /// changed.
     #[error(transparent)]
     HostKey(#[from] HostKeyError),
+    /// A value could not be encoded here, or a payload received here could
+    /// not be decoded into the type asked for. Nothing remote failed (that
+    /// is [`Error::Call`]).
+    #[error(transparent)]
+    Codec(#[from] CodecError),
 }
 
 /// A remote function returned an error, panicked, or was not callable.
@@ -253,6 +258,55 @@ impl HostKeyError {
     /// `false` when no key was recorded (under `enforce`).
     pub fn changed(&self) -> bool {
         self.changed
+    }
+}
+
+/// Which way a [`CodecError`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodecOp {
+    /// A value to send could not be serialized.
+    Encode,
+    /// A payload could not be read as the type asked for.
+    Decode,
+}
+
+/// A value could not be encoded into a message, or a message's payload
+/// could not be decoded into the type asked for — in this process.
+///
+/// Keeps the serializer's error as its [`std::error::Error::source`].
+/// Compare [`CallError`]: the remote side failed (including when *it*
+/// could not encode its result or decode the arguments it was sent).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {} {type_name}: {source}", match .op { CodecOp::Encode => "encode", CodecOp::Decode => "decode into" })]
+pub struct CodecError {
+    op: CodecOp,
+    type_name: &'static str,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl CodecError {
+    /// An encode or decode of `type_name` that failed with `source`.
+    pub fn new(
+        op: CodecOp,
+        type_name: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> CodecError {
+        CodecError {
+            op,
+            type_name,
+            source: source.into(),
+        }
+    }
+
+    /// Whether encoding or decoding failed.
+    pub fn op(&self) -> CodecOp {
+        self.op
+    }
+
+    /// The Rust type that was being encoded or decoded into.
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
     }
 }
 

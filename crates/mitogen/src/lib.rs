@@ -62,7 +62,7 @@ mod context;
 mod dispatch;
 mod error;
 mod events;
-pub mod frame;
+mod frame;
 mod identity;
 mod latch;
 mod link;
@@ -78,6 +78,7 @@ mod select;
 mod sender;
 mod sync;
 #[doc(hidden)]
+#[cfg(feature = "testing")]
 pub mod testing;
 mod tmpfile;
 mod utils;
@@ -95,10 +96,11 @@ pub use connect::DEFAULT_CONNECT_TIMEOUT;
 pub use context::{CallChain, Context, PendingCall};
 pub use dispatch::ExternalContext;
 pub use error::{
-    CallError, ChannelError, Error, HostKeyError, LatchError, PasswordError, Result, SelectError,
-    StreamError, TimeoutError,
+    CallError, ChannelError, CodecError, CodecOp, Error, HostKeyError, LatchError, PasswordError,
+    Result, SelectError, StreamError, TimeoutError,
 };
 pub use events::{ChildExit, Disconnect, Subscription};
+pub use frame::{Encoding, DEFAULT_MAX_MESSAGE_SIZE};
 pub use identity::{context_id, is_master, parent_id, parent_ids, MASTER_ID, VERSION};
 pub use latch::{Latch, LatchFuture};
 pub use link::DEFAULT_MAX_QUEUED;

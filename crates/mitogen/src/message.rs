@@ -1,7 +1,7 @@
 //! [`Message`]: one frame's routing fields plus its payload, as user code
 //! sees it.
 
-use crate::error::{CallError, ChannelError, Error, Result, StreamError};
+use crate::error::{CallError, ChannelError, CodecError, CodecOp, Error, Result, StreamError};
 use crate::frame::{Encoding, Header};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -104,13 +104,13 @@ pub(crate) fn to_msgpack<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 pub(crate) fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Result<()> {
     value
         .serialize(&mut rmp_serde::Serializer::new(buf).with_struct_map())
-        .map_err(|e| Error::Call(CallError::new("mitogen::EncodeError", e.to_string())))
+        .map_err(|e| CodecError::new(CodecOp::Encode, std::any::type_name::<T>(), e).into())
 }
 
 /// Reads a MessagePack payload into `T`.
 pub(crate) fn from_msgpack<T: DeserializeOwned>(data: &[u8]) -> Result<T> {
     rmp_serde::from_slice(data)
-        .map_err(|e| Error::Call(CallError::new("mitogen::DecodeError", e.to_string())))
+        .map_err(|e| CodecError::new(CodecOp::Decode, std::any::type_name::<T>(), e).into())
 }
 
 impl Message {
@@ -202,9 +202,10 @@ impl Message {
                 out.expect("Origin::decoding runs its closure")
             }
             (Encoding::MsgPack, None) => from_msgpack(&self.data),
-            (_, _) => Err(CallError::new(
-                "mitogen::DecodeError",
-                format!("cannot decode a {:?} payload as a value", self.encoding),
+            (_, _) => Err(CodecError::new(
+                CodecOp::Decode,
+                std::any::type_name::<T>(),
+                format!("a {:?} payload is not a serialized value", self.encoding),
             )
             .into()),
         }

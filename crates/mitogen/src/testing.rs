@@ -1,8 +1,18 @@
-//! Hooks for the project's own tests and fuzzers; not a stable API.
+//! Hooks for the project's own tests and fuzzers; not a stable API, and
+//! only built with the `testing` cargo feature.
 //!
 //! They let a test play a hostile context (writing arbitrary bytes where
 //! frames are expected) and let a fuzzer drive the frame decoder and the
-//! router's intake without processes.
+//! router's intake without processes. [`wire`] exposes the frame format,
+//! which is otherwise private: users never build frames.
+
+/// The frame format: header, magic, limits and reserved handles.
+pub mod wire {
+    pub use crate::frame::{
+        handle, Encoding, FrameError, Header, DEFAULT_MAX_MESSAGE_SIZE, FRAGMENT, HEADER_LEN, LAST,
+        MAGIC, PROTOCOL_VERSION,
+    };
+}
 
 use crate::frame::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::link::{FrameReader, Stream};

@@ -325,6 +325,7 @@ impl Stream {
     /// Writes `bytes` as they are, bypassing framing and the queue (test
     /// hook: lets a test play a hostile peer). Waits for the peer to read,
     /// within a bound.
+    #[cfg(feature = "testing")]
     pub(crate) fn write_raw(&self, bytes: &[u8]) -> io::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut done = 0;

@@ -40,6 +40,11 @@ pub fn tests() -> Vec<Trial> {
             TEST_LIMIT,
             child_calls_master_fails,
         ),
+        trial(
+            "errors::reply_of_the_wrong_type",
+            TEST_LIMIT,
+            reply_of_the_wrong_type,
+        ),
         // Former library bugs (hangs, a doubled message), kept as regression tests.
         trial(
             "errors::regression::unserializable_argument_fails_call",
@@ -394,14 +399,7 @@ fn unserializable_argument_no_reply() -> TestResult {
     let router = util::router()?;
     let ctx = router.local().connect()?;
     let r = ctx.call_no_reply::<take_unserializable>((Unserializable,));
-    match &r {
-        Err(Error::Call(e)) => ensure!(
-            e.message().contains("refusing to serialize"),
-            "message {:?}",
-            e.message()
-        ),
-        other => return Err(format!("expected Error::Call, got {other:?}").into()),
-    }
+    local_encode_failure(&r)?;
     ensure!(ctx.call::<add>((1, 2))? == 3, "next call");
     Ok(())
 }
@@ -458,14 +456,48 @@ fn unserializable_argument_fails_call() -> TestResult {
     let r = ctx
         .call_async::<take_unserializable>((Unserializable,))
         .and_then(|p| p.get(Some(Duration::from_secs(5))));
-    match &r {
-        Err(Error::Call(e)) => ensure!(
-            e.message().contains("refusing to serialize"),
-            "message {:?}",
-            e.message()
-        ),
-        other => return Err(format!("expected Error::Call, got {other:?}").into()),
-    }
+    local_encode_failure(&r)?;
+    Ok(())
+}
+
+/// An argument that cannot be encoded fails here, as a [`CodecError`]
+/// keeping the serializer's error as its source — not as a `CallError`,
+/// which would say the remote side failed.
+fn local_encode_failure<T: std::fmt::Debug>(r: &mitogen::Result<T>) -> TestResult {
+    let Err(Error::Codec(e)) = r else {
+        return Err(format!("expected Error::Codec, got {r:?}").into());
+    };
+    ensure!(e.op() == mitogen::CodecOp::Encode, "op {:?}", e.op());
+    ensure!(
+        e.type_name().contains("Unserializable"),
+        "type {}",
+        e.type_name()
+    );
+    let source = std::error::Error::source(e).map(|s| s.to_string());
+    ensure!(
+        source
+            .as_deref()
+            .is_some_and(|s| s.contains("refusing to serialize")),
+        "source {source:?}"
+    );
+    Ok(())
+}
+
+/// A result that does not decode into the type the caller asked for is a
+/// local [`CodecError`] naming that type; the context is fine.
+fn reply_of_the_wrong_type() -> TestResult {
+    use mitogen::RemoteFn;
+    let router = util::router()?;
+    let ctx = router.local().connect()?;
+    // `call_master` returns a String.
+    let got = ctx.call_by_name::<u64>(<call_master as RemoteFn>::NAME, &());
+    let Err(Error::Codec(e)) = &got else {
+        return Err(format!("expected Error::Codec, got {got:?}").into());
+    };
+    ensure!(e.op() == mitogen::CodecOp::Decode, "op {:?}", e.op());
+    ensure!(e.type_name() == "u64", "type {}", e.type_name());
+    ensure!(std::error::Error::source(e).is_some(), "no source kept");
+    ensure!(ctx.call::<add>((1, 2))? == 3, "next call");
     Ok(())
 }
 
