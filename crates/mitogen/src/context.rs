@@ -262,6 +262,10 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
     /// Waits up to `timeout` (`None`: until the context answers or
     /// disconnects) and returns the result.
     pub fn get(&self, timeout: Option<Duration>) -> Result<T> {
+        if let Ok(Some(msg)) = self.latch.try_get() {
+            // Already here: no clock, no wait.
+            return msg.decode();
+        }
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         if self.latch.empty() {
             crate::broker::refuse_wait_on_broker("a call's result")?;

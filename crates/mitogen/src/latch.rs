@@ -194,8 +194,9 @@ impl<T> Latch<T> {
 
     /// Waits for an item up to `timeout` (`None`: forever).
     pub fn get(&self, timeout: Option<Duration>) -> Result<T, Error> {
-        let deadline = timeout.map(|t| Instant::now() + t);
         let mut s = self.lock();
+        // Read the clock only once there is a wait.
+        let mut deadline: Option<Option<Instant>> = None;
         loop {
             if s.closed {
                 return Err(LatchError.into());
@@ -203,6 +204,7 @@ impl<T> Latch<T> {
             if let Some(item) = s.queue.pop_front() {
                 return Ok(item);
             }
+            let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
             let wait = match deadline {
                 None => None,
                 Some(d) => {

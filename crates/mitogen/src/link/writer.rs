@@ -124,11 +124,8 @@ impl Stream {
         body: Body,
         mode: Mode<'_>,
     ) -> Result<(), SendError> {
-        let started = Instant::now();
-        let deadline = match mode {
-            Mode::Wait(Some(d)) => Some(started + d),
-            _ => None,
-        };
+        // Read the clock only once there is a wait: most sends find room.
+        let mut started: Option<Instant> = None;
         let mut out = lock(&self.out);
         loop {
             if out.closed || out.close_when_drained {
@@ -143,12 +140,14 @@ impl Stream {
             match mode {
                 Mode::Relay(_) => break,
                 Mode::Try => return Err(SendError::Full),
-                Mode::Wait(_) => {
-                    let slice = match deadline {
+                Mode::Wait(limit) => {
+                    let now = Instant::now();
+                    let began = *started.get_or_insert(now);
+                    let slice = match limit {
                         Some(d) => {
-                            let left = d.saturating_duration_since(Instant::now());
+                            let left = (began + d).saturating_duration_since(now);
                             if left.is_zero() {
-                                return Err(SendError::TimedOut(started.elapsed()));
+                                return Err(SendError::TimedOut(now - began));
                             }
                             left
                         }
