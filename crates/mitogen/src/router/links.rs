@@ -19,7 +19,7 @@ impl Core {
     /// `reader` may hold bytes read past the handshake.
     pub(crate) fn attach(self: &Arc<Self>, stream: Arc<Stream>, reader: FrameReader) {
         *lock(&stream.reader) = reader;
-        stream.set_max_queued(self.limits.max_queued());
+        stream.set_flow(self.limits.max_queued(), self.limits.send_timeout());
         self.table.insert(&stream);
         let core = self.clone();
         self.broker

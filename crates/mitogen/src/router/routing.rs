@@ -173,6 +173,16 @@ impl Core {
                 std::io::ErrorKind::WouldBlock,
             )
             .into(),
+            Err(SendError::Stalled(after)) => {
+                // Relayed: whoever sent it learns, the link it came on
+                // goes on.
+                let why = format!(
+                    "the link to {} made no progress for {after:?}: message refused",
+                    stream.name
+                );
+                self.answer_dead(reply, &why);
+                return Err(ChannelError::new(why).into());
+            }
             Err(SendError::TimedOut(after)) => TimeoutError::new(
                 format!(
                     "room in the link to {} (its peer stopped reading)",

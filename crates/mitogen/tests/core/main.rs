@@ -24,6 +24,7 @@ mod limits;
 mod logs;
 mod messaging;
 mod senders;
+mod stalls;
 mod trees;
 
 fn tests() -> Vec<libtest_mimic::Trial> {
@@ -46,6 +47,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(hostile::tests());
     all.extend(flow::tests());
     all.extend(limits::tests());
+    all.extend(stalls::tests());
     all
 }
 
