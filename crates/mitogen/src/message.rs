@@ -181,9 +181,16 @@ impl Message {
     fn check(&self) -> Result<()> {
         match self.encoding {
             Encoding::Dead => Err(ChannelError::new(String::from_utf8_lossy(&self.data)).into()),
-            Encoding::CallError => Err(from_msgpack::<CallError>(&self.data)
-                .map(Error::Call)
-                .unwrap_or_else(|e| e)),
+            // The remote side failed either way: an error that does not
+            // decode is still its failure, not a local one.
+            Encoding::CallError => Err(Error::Call(
+                from_msgpack::<CallError>(&self.data).unwrap_or_else(|e| {
+                    CallError::new(
+                        "mitogen::DecodeError",
+                        format!("the remote side failed, and its error is unreadable: {e}"),
+                    )
+                }),
+            )),
             _ => Ok(()),
         }
     }

@@ -10,15 +10,16 @@
 //!
 //! Everything here runs on the connecting thread with blocking I/O bounded
 //! by the connect deadline; the broker only sees the stream once it is up.
-//! Every wait also polls the connect's cancellation descriptor
-//! (`connect::inflight`), so a broker's shutdown ends it at once. A
+//! Every wait also polls the connect's cancellation descriptor (a
+//! [`Bounds`], which `connect::inflight` provides: this module knows
+//! nothing of `connect`, the arrow points one way), so a broker's shutdown
+//! ends it at once. A
 //! deadline that passes is a [`TimeoutError`] naming the method and the
 //! target, like every other timeout of the runtime.
 
 pub(crate) mod stage;
 
 use crate::child::ChildProc;
-use crate::connect::inflight::Flight;
 use crate::error::{Error, Result, StreamError, TimeoutError};
 use crate::frame::{handle, Encoding, Header, HEADER_LEN, PROTOCOL_VERSION};
 use crate::link::FrameReader;
@@ -30,6 +31,19 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+/// The limits a bootstrap runs within: a deadline, and a cancellation
+/// that a broker's shutdown triggers (implemented by `connect`'s flights).
+pub(crate) trait Bounds {
+    /// Fails once the connect has been cancelled; `who` names it.
+    fn check(&self, who: &str) -> Result<()>;
+    /// When the connect gives up.
+    fn deadline(&self) -> Instant;
+    /// The whole budget, for messages.
+    fn timeout(&self) -> Duration;
+    /// Readable once cancelled: polled beside the transport's descriptors.
+    fn wake_fd(&self) -> RawFd;
+}
 
 /// First frame an agent writes.
 #[derive(Debug, Serialize, Deserialize)]
@@ -203,7 +217,7 @@ pub(crate) fn run(
     sp: &Spawned,
     agent: &AgentBinary,
     cfg: &Config,
-    flight: &Flight,
+    flight: &dyn Bounds,
     who: &str,
     classify: Option<Classify<'_>>,
 ) -> Result<Booted> {
@@ -304,7 +318,7 @@ struct Io<'a> {
     sp: &'a Spawned,
     out: Vec<u8>,
     err: Vec<u8>,
-    flight: &'a Flight,
+    flight: &'a dyn Bounds,
     who: &'a str,
     stderr_open: bool,
     classify: Option<Classify<'a>>,
@@ -593,7 +607,7 @@ mod tests {
             }
         };
         assert_eq!(code, Some(3), "the transport's status was not read");
-        crate::connect::kill_and_reap(&child);
+        child.kill_and_reap(Duration::from_secs(5));
         assert_eq!(
             crate::child::signals_sent_to(pid),
             Vec::<i32>::new(),

@@ -13,18 +13,35 @@
 //! gone) and clean up in `on_fork`. Prefer [`Router::local`] for
 //! long-lived contexts.
 
-use super::inflight::Flight;
-use super::{basic_options, Options};
 use crate::agent::OnStart;
 use crate::bootstrap::AgentBinary;
+use crate::connect::finish::kill_and_reap;
+use crate::connect::inflight::Flight;
+use crate::connect::method::Method;
+use crate::connect::options::basic_options;
+use crate::connect::sys;
+use crate::connect::Options;
 use crate::context::Context;
 use crate::dispatch::ExternalContext;
 use crate::error::{Result, StreamError};
 use crate::link::{FrameReader, Stream};
 use crate::router::{Core, Router};
+use serde::{Deserialize, Serialize};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+
+/// `fork()` has no parameters that can travel (its hooks cannot).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(crate) struct ForkSpec;
+
+impl Method for ForkSpec {
+    const TAG: &'static str = "fork";
+
+    fn connect_here(&self, core: &Arc<Core>, id: u32, opts: &Options) -> Result<Context> {
+        fork_here(core, id, opts, None, None)
+    }
+}
 
 /// Builder returned by [`Router::fork`].
 #[must_use = "call .connect() to start the context"]
@@ -85,7 +102,7 @@ impl<'r> ForkBuilder<'r> {
                 )
                 .into());
             }
-            return super::via::connect(&core, via, super::via::Method::Fork, &self.opts);
+            return crate::connect::via::connect(&core, via, ForkSpec::TAG, &ForkSpec, &self.opts);
         }
         let id = core.allocate_id()?;
         fork_here(&core, id, &self.opts, self.on_fork, self.on_start)
@@ -116,21 +133,21 @@ pub(crate) fn fork_here(
     let close_in_child: Vec<i32> = fds_guard.clone();
     // SAFETY: fork() duplicates this process; the child below only uses
     // memory it owns, descriptors, and freshly built runtime objects.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        drop(fds_guard);
-        return Err(
-            StreamError::new(format!("fork failed: {}", std::io::Error::last_os_error())).into(),
-        );
-    }
+    let pid = match unsafe { sys::fork() } {
+        Ok(pid) => pid,
+        Err(e) => {
+            drop(fds_guard);
+            return Err(StreamError::new(format!("fork failed: {e}")).into());
+        }
+    };
     if pid == 0 {
         drop(fds_guard);
         let keep = theirs.as_raw_fd();
         for fd in close_in_child {
             if fd != keep {
-                // SAFETY: closing runtime descriptors inherited from the
-                // parent; nothing in the child uses them.
-                unsafe { libc::close(fd) };
+                // Runtime descriptors inherited from the parent; nothing in
+                // the child uses them.
+                sys::close(fd);
             }
         }
         drop(ours);
@@ -157,7 +174,7 @@ pub(crate) fn fork_here(
     ) {
         Ok(s) => s,
         Err(e) => {
-            super::kill_and_reap(&child);
+            kill_and_reap(&child);
             return Err(StreamError::new(format!("cannot set up the stream: {e}")).into());
         }
     };
@@ -166,7 +183,7 @@ pub(crate) fn fork_here(
     if let Err(e) = flight.commit(&who, || {
         core.attach(Arc::new(stream), FrameReader::new(max))
     }) {
-        super::kill_and_reap(&child);
+        kill_and_reap(&child);
         return Err(e);
     }
     crate::router::control::announce_added(core, id, &name);
@@ -189,6 +206,5 @@ fn child_main(
     use std::io::Write;
     let _ = std::io::stdout().flush();
     // _exit: the parent's atexit handlers and buffers are not ours to run.
-    // SAFETY: terminating this process.
-    unsafe { libc::_exit(if r.is_ok() { 0 } else { 1 }) }
+    sys::exit_now(if r.is_ok() { 0 } else { 1 })
 }

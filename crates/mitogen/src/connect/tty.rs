@@ -19,17 +19,17 @@
 //! Without a password and without possible prompts (ssh in `BatchMode`)
 //! no PTY is allocated: PTYs are a scarce system resource.
 
-use super::inflight::Flight;
-use super::password::Password;
-use super::Options;
 use crate::bootstrap::{stage, Spawned};
+use crate::connect::finish::{finish, kill_and_reap};
+use crate::connect::inflight::Flight;
+use crate::connect::password::Password;
+use crate::connect::spawn::{spawn, How};
+use crate::connect::sys;
+use crate::connect::Options;
 use crate::context::Context;
 use crate::error::{Error, HostKeyError, PasswordError, Result, StreamError, TimeoutError};
 use crate::router::Core;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -192,67 +192,6 @@ impl Dialog {
     }
 }
 
-/// Starts `argv` with stdin/stdout on a socketpair, and stderr plus the
-/// controlling terminal on a new PTY when `pty` (else stderr on a pipe).
-pub(crate) fn spawn(argv: &[String], pty: bool, stdin_tty: bool) -> Result<Spawned> {
-    let Some((prog, args)) = argv.split_first() else {
-        return Err(StreamError::new("empty transport command").into());
-    };
-    let err = |what: &str, e: std::io::Error| -> Error {
-        StreamError::new(format!("cannot start {prog}: {what}: {e}")).into()
-    };
-    let (ours, theirs) = UnixStream::pair().map_err(|e| err("socketpair", e))?;
-    let theirs_out = theirs.try_clone().map_err(|e| err("dup", e))?;
-    let mut cmd = Command::new(prog);
-    cmd.args(args)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::from(OwnedFd::from(theirs)))
-        .stdout(Stdio::from(OwnedFd::from(theirs_out)));
-    let master = if pty {
-        let (master, slave) = open_pty().map_err(|e| err("cannot allocate a PTY", e))?;
-        if stdin_tty {
-            let s = slave.try_clone().map_err(|e| err("dup", e))?;
-            cmd.stdin(Stdio::from(s));
-        }
-        cmd.stderr(Stdio::from(slave));
-        // SAFETY: only async-signal-safe calls (setsid, ioctl) between
-        // fork and exec; nothing allocates.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // fd 2 is the PTY's slave side by now: make it the
-                // controlling terminal, so /dev/tty is this PTY.
-                if libc::ioctl(2, libc::TIOCSCTTY as _, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        Some(master)
-    } else {
-        cmd.stderr(Stdio::piped());
-        None
-    };
-    let mut child = cmd.spawn().map_err(|e| err("exec", e))?;
-    let stderr = match master {
-        Some(m) => Some(m),
-        None => child.stderr.take().map(OwnedFd::from),
-    };
-    if let Some(fd) = &stderr {
-        let _ = crate::process::set_nonblocking(fd.as_raw_fd());
-    }
-    let rfd = OwnedFd::from(ours);
-    let _ = crate::process::set_nonblocking(rfd.as_raw_fd());
-    Ok(Spawned {
-        rfd,
-        wfd: None,
-        stderr,
-        child: crate::child::ChildProc::adopt(child.id() as i32),
-    })
-}
-
 /// Starts a context through a transport: `build` turns the first stage's
 /// script into the transport's argv; the dialog answers its terminal.
 /// The context is named `opts.remote_name`, else `default_name`.
@@ -268,12 +207,20 @@ pub(crate) fn connect_with(
     let agent = opts.agent()?;
     let script = stage::script(&agent.sha, agent.size, &opts.agent_command);
     let argv = build(&script);
-    let sp = spawn(&argv, d.pty, d.stdin_tty)?;
+    let sp = spawn(
+        &argv,
+        How {
+            pty: d.pty,
+            stdin_tty: d.stdin_tty,
+            c_locale: true,
+            pre_exec: None,
+        },
+    )?;
     flight.set_pid(sp.child.pid());
     let transcript = match converse(&sp, d, &flight) {
         Ok(t) => t,
         Err(e) => {
-            super::kill_and_reap(&sp.child);
+            kill_and_reap(&sp.child);
             return Err(e);
         }
     };
@@ -289,21 +236,7 @@ pub(crate) fn connect_with(
         )
     };
     let who = format!("{name} ({} to {})", d.method, d.target);
-    super::finish(core, sp, &agent, &cfg, &flight, &who, Some(&classify))
-}
-
-/// A new PTY (master, slave) with echo off and close-on-exec on the
-/// master.
-fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
-    let p = nix::pty::openpty(None, None).map_err(std::io::Error::from)?;
-    let mut t = tcgetattr(&p.slave).map_err(std::io::Error::from)?;
-    t.local_flags
-        .remove(LocalFlags::ECHO | LocalFlags::ECHONL | LocalFlags::ECHOE | LocalFlags::ECHOK);
-    tcsetattr(&p.slave, SetArg::TCSANOW, &t).map_err(std::io::Error::from)?;
-    // SAFETY: fcntl with integer arguments on a descriptor we own.
-    unsafe { libc::fcntl(p.master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-    Ok((p.master, p.slave))
+    finish(core, sp, &agent, &cfg, &flight, &who, Some(&classify))
 }
 
 /// What the terminal showed before the stage started.
@@ -380,37 +313,29 @@ pub(crate) fn converse(sp: &Spawned, d: &Dialog, flight: &Flight) -> Result<Tran
             },
         ];
         let ms = left.as_millis().clamp(1, 100) as i32;
-        // SAFETY: a valid array of three pollfd.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(StreamError::new(format!("poll failed: {e}")).into());
-        }
+        sys::poll(&mut fds, ms)
+            .map_err(|e| Error::from(StreamError::new(format!("poll failed: {e}"))))?;
         if fds[1].revents != 0 {
             let mut buf = [0u8; 4096];
             for _ in 0..64 {
-                // SAFETY: reading into a stack buffer.
-                let r = unsafe { libc::read(mfd, buf.as_mut_ptr().cast(), buf.len()) };
-                if r > 0 {
-                    raw.extend_from_slice(&buf[..r as usize]);
-                    retype_at = None;
-                    continue;
-                }
-                if r == 0 {
-                    master_open = false;
-                    break;
-                }
-                match std::io::Error::last_os_error().kind() {
-                    std::io::ErrorKind::WouldBlock => break,
-                    std::io::ErrorKind::Interrupted => continue,
-                    // EIO: every process holding the terminal is gone.
-                    _ => {
+                match sys::read(mfd, &mut buf) {
+                    Ok(0) => {
                         master_open = false;
                         break;
                     }
+                    Ok(r) => {
+                        raw.extend_from_slice(&buf[..r]);
+                        retype_at = None;
+                    }
+                    Err(e) => match e.kind() {
+                        std::io::ErrorKind::WouldBlock => break,
+                        std::io::ErrorKind::Interrupted => continue,
+                        // EIO: every process holding the terminal is gone.
+                        _ => {
+                            master_open = false;
+                            break;
+                        }
+                    },
                 }
             }
             if raw.len() > MAX_TRANSCRIPT {
@@ -474,20 +399,17 @@ fn write_all(fd: i32, mut data: &[u8], flight: &Flight, who: &str) -> Result<()>
             )
             .into());
         }
-        // SAFETY: writing from a live slice.
-        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            match e.kind() {
+        match sys::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(e) => match e.kind() {
                 std::io::ErrorKind::Interrupted => continue,
                 std::io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_millis(1));
                     continue;
                 }
                 _ => return Err(StreamError::new(format!("cannot type the password: {e}")).into()),
-            }
+            },
         }
-        data = &data[n as usize..];
     }
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! runs the connection itself, with its own copy of the agent, and
 //! announces the new route up the tree before it answers.
 //!
-//! A method's own parameters travel in the call ([`Method`]), passwords
+//! A method's own parameters travel in the call (its tag and its spec,
+//! see `method.rs`), passwords
 //! included (as call payload, which is never logged). The intermediate's
 //! typed failures (a refused password, a host key) come back as the same
 //! [`Error`] variants (a timeout too), so `via` changes nothing for the
@@ -10,54 +11,27 @@
 //! checking its own connect's cancellation: its broker's shutdown ends the
 //! wait at once (the intermediate's own shutdown ends its connect).
 
-use super::inflight::Flight;
-use super::prompted::PromptSpec;
-use super::ssh::SshSpec;
-use super::sudo::SudoSpec;
-use super::Options;
+use crate::connect::inflight::Flight;
+use crate::connect::Options;
 use crate::context::Context;
 use crate::error::{Error, HostKeyError, PasswordError, Result, StreamError, TimeoutError};
-use crate::router::{Core, Router};
+use crate::router::Core;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// Connection methods that can be relayed, with their parameters.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) enum Method {
-    /// `local()` in the intermediate.
-    Local,
-    /// `fork()` of the intermediate.
-    Fork,
-    /// `ssh()` from the intermediate.
-    Ssh(Box<SshSpec>),
-    /// `sudo()` in the intermediate.
-    Sudo(Box<SudoSpec>),
-    /// `su()` in the intermediate.
-    Su(Box<PromptSpec>),
-    /// `doas()` in the intermediate.
-    Doas(Box<PromptSpec>),
-}
+/// The relay's name (`registry::connect_via`): called by name, so that
+/// this module does not depend on the list of methods.
+pub(crate) const RELAY: &str = "mitogen::connect::registry::connect_via";
 
-impl Method {
-    /// Starts context `id` by this method from this context.
-    pub(crate) fn connect_here(&self, core: &Arc<Core>, id: u32, o: &Options) -> Result<Context> {
-        match self {
-            Method::Local => super::local::connect_here(core, id, o.remote_name.clone(), o),
-            Method::Fork => super::fork::fork_here(core, id, o, None, None),
-            Method::Ssh(s) => s.connect_here(core, id, o),
-            Method::Sudo(s) => s.connect_here(core, id, o),
-            Method::Su(s) => super::su::connect_here(s, core, id, o),
-            Method::Doas(s) => super::doas::connect_here(s, core, id, o),
-        }
-    }
-}
-
-/// What the intermediate needs to start the context.
+/// What the intermediate needs to start the context: the method's tag
+/// and its parameters (MessagePack), the new context's id and options.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ViaSpec {
-    method: Method,
-    id: u32,
-    opts: Options,
+    pub(crate) tag: String,
+    #[serde(with = "serde_bytes")]
+    pub(crate) params: Vec<u8>,
+    pub(crate) id: u32,
+    pub(crate) opts: Options,
 }
 
 /// The intermediate's answer: a plain value (not a `Result`), so the kind
@@ -81,10 +55,9 @@ pub(crate) enum ViaReply {
     Other(String),
 }
 
-/// Runs in the intermediate: starts context `spec.id`, returns its name.
-#[crate::remote]
-pub(crate) fn connect_via(router: &Router, spec: ViaSpec) -> ViaReply {
-    match spec.method.connect_here(router.core(), spec.id, &spec.opts) {
+/// The intermediate's answer for a connect's outcome.
+pub(crate) fn reply(r: Result<Context>) -> ViaReply {
+    match r {
         Ok(ctx) => ViaReply::Up {
             name: ctx.name().to_string(),
             uploaded: ctx.agent_upload_bytes().unwrap_or(0),
@@ -107,11 +80,13 @@ pub(crate) fn connect_via(router: &Router, spec: ViaSpec) -> ViaReply {
 /// connect's cancellation.
 const SLICE: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Asks `via` to start a context and returns it.
+/// Asks `via` to start a context by the method `tag` with parameters
+/// `method`, and returns it.
 pub(crate) fn connect(
     core: &Arc<Core>,
     via: &Context,
-    method: Method,
+    tag: &str,
+    method: &impl Serialize,
     opts: &Options,
 ) -> Result<Context> {
     let flight = Flight::begin(&core.broker, &core.connects, opts.connect_timeout)?;
@@ -123,9 +98,14 @@ pub(crate) fn connect(
     };
     let mut opts = opts.clone();
     opts.via = None;
-    let spec = ViaSpec { method, id, opts };
+    let spec = ViaSpec {
+        tag: tag.to_string(),
+        params: crate::message::to_msgpack(method)?,
+        id,
+        opts,
+    };
     let at = via.name();
-    let pending = via.call_async::<connect_via>((spec,))?;
+    let pending = via.start_call::<ViaReply, _>(None, RELAY, &(spec,))?;
     let who = format!("a context via {at}");
     let reply = loop {
         match pending.get(Some(SLICE)) {

@@ -2,16 +2,30 @@
 //! through the same first stage as remote methods, so the cache and
 //! handshake are exercised by every local context.
 
-use super::inflight::Flight;
-use super::{common_options, finish, Options};
-use crate::bootstrap::{stage, Spawned};
+use crate::bootstrap::stage;
+use crate::connect::finish::finish;
+use crate::connect::inflight::Flight;
+use crate::connect::method::{start, Method};
+use crate::connect::options::common_options;
+use crate::connect::spawn::{spawn, How};
+use crate::connect::Options;
 use crate::context::Context;
-use crate::error::{Result, StreamError};
+use crate::error::Result;
 use crate::router::{Core, Router};
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+
+/// `local()` has no parameters of its own.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(crate) struct LocalSpec;
+
+impl Method for LocalSpec {
+    const TAG: &'static str = "local";
+
+    fn connect_here(&self, core: &Arc<Core>, id: u32, opts: &Options) -> Result<Context> {
+        connect_here(core, id, opts.remote_name.clone(), opts)
+    }
+}
 
 /// Builder returned by [`Router::local`].
 #[derive(Debug)]
@@ -44,7 +58,7 @@ impl Router {
 impl LocalBuilder<'_> {
     /// Starts the context and waits until it is ready for calls.
     pub fn connect(self) -> Result<Context> {
-        super::start(self.router.core(), &self.opts, super::via::Method::Local)
+        start(self.router.core(), &self.opts, &LocalSpec)
     }
 }
 
@@ -58,28 +72,11 @@ pub(crate) fn connect_here(
     let flight = Flight::begin(&core.broker, &core.connects, opts.connect_timeout)?;
     let agent = opts.agent()?;
     let script = stage::script(&agent.sha, agent.size, &opts.agent_command);
-    let (ours, theirs) = UnixStream::pair()
-        .map_err(|e| StreamError::new(format!("cannot create a socketpair: {e}")))?;
-    let theirs_out = theirs
-        .try_clone()
-        .map_err(|e| StreamError::new(format!("cannot duplicate a socket: {e}")))?;
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(&script)
-        .stdin(Stdio::from(OwnedFd::from(theirs)))
-        .stdout(Stdio::from(OwnedFd::from(theirs_out)))
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| StreamError::new(format!("cannot start /bin/sh: {e}")))?;
-    let pid = child.id() as i32;
+    let argv = ["/bin/sh".to_string(), "-c".into(), script];
+    let sp = spawn(&argv, How::default())?;
+    let pid = sp.child.pid();
     flight.set_pid(pid);
     let name = name.unwrap_or_else(|| format!("local.{pid}"));
-    let sp = Spawned {
-        rfd: OwnedFd::from(ours),
-        wfd: None,
-        stderr: child.stderr.take().map(OwnedFd::from),
-        child: crate::child::ChildProc::adopt(pid),
-    };
     let cfg = opts.config(core, id, &name, &agent);
     finish(
         core,

@@ -11,10 +11,12 @@
 //! (`ServerAliveInterval`) make a dead network end the context instead of
 //! leaving calls waiting.
 
-use super::password::Password;
-use super::tty::{self, Dialog};
-use super::{common_options, Options};
 use crate::bootstrap::stage::quote;
+use crate::connect::method::{start, Method};
+use crate::connect::options::common_options;
+use crate::connect::password::Password;
+use crate::connect::tty::{self, Dialog};
+use crate::connect::Options;
 use crate::context::Context;
 use crate::error::{Result, StreamError};
 use crate::router::{Core, Router};
@@ -176,8 +178,7 @@ impl SshBuilder<'_> {
     /// Starts the context and waits until it is ready for calls.
     pub fn connect(self) -> Result<Context> {
         self.spec.validate()?;
-        let method = super::via::Method::Ssh(Box::new(self.spec));
-        super::start(self.router.core(), &self.opts, method)
+        start(self.router.core(), &self.opts, &self.spec)
     }
 }
 
@@ -270,13 +271,12 @@ impl SshSpec {
         a.push(self.hostname.clone());
         a
     }
+}
 
-    pub(crate) fn connect_here(
-        &self,
-        core: &Arc<Core>,
-        id: u32,
-        opts: &Options,
-    ) -> Result<Context> {
+impl Method for SshSpec {
+    const TAG: &'static str = "ssh";
+
+    fn connect_here(&self, core: &Arc<Core>, id: u32, opts: &Options) -> Result<Context> {
         let d = Dialog {
             method: "ssh",
             target: self.target(),

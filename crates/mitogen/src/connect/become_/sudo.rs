@@ -8,9 +8,12 @@
 //! accepted and ignored (mitogen types on its own terminal), and any other
 //! option is refused by name.
 
-use super::password::Password;
-use super::tty::{self, Dialog};
-use super::{common_options, Options};
+use crate::connect::method::{start, Method};
+use crate::connect::options::common_options;
+use crate::connect::password::Password;
+use crate::connect::sys;
+use crate::connect::tty::{self, Dialog};
+use crate::connect::Options;
 use crate::context::Context;
 use crate::error::{Result, StreamError};
 use crate::router::{Core, Router};
@@ -124,9 +127,8 @@ impl SudoBuilder<'_> {
     /// Starts the context and waits until it is ready for calls.
     pub fn connect(mut self) -> Result<Context> {
         parse_args(&self.sudo_args, &mut self.spec)?;
-        super::check_user("sudo", &self.spec.username)?;
-        let method = super::via::Method::Sudo(Box::new(self.spec));
-        super::start(self.router.core(), &self.opts, method)
+        crate::connect::check_user("sudo", &self.spec.username)?;
+        start(self.router.core(), &self.opts, &self.spec)
     }
 }
 
@@ -195,27 +197,21 @@ fn parse_args(args: &[String], spec: &mut SudoSpec) -> Result<()> {
 
 /// A prompt no program output will contain by chance.
 fn unique_prompt() -> String {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom fills the buffer it is given.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n != b.len() as isize {
+    let b = sys::random_bytes::<8>().unwrap_or_else(|| {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        b = ((t as u64) ^ (u64::from(std::process::id()) << 32)).to_le_bytes();
-    }
+        ((t as u64) ^ (u64::from(std::process::id()) << 32)).to_le_bytes()
+    });
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!("mitogen-sudo-password-{hex}:")
 }
 
-impl SudoSpec {
-    pub(crate) fn connect_here(
-        &self,
-        core: &Arc<Core>,
-        id: u32,
-        opts: &Options,
-    ) -> Result<Context> {
+impl Method for SudoSpec {
+    const TAG: &'static str = "sudo";
+
+    fn connect_here(&self, core: &Arc<Core>, id: u32, opts: &Options) -> Result<Context> {
         let prompt = unique_prompt();
         let d = Dialog {
             method: "sudo",

@@ -9,14 +9,30 @@
 //! set; the defaults cover util-linux (`Password:`,
 //! `su: Authentication failure`) and the BSDs (`su: Sorry`).
 
-use super::prompted::{prompted_options, PromptSpec};
-use super::tty;
-use super::{common_options, Options};
 use crate::bootstrap::stage::quote;
+use crate::connect::become_::prompted::{prompted_options, PromptSpec};
+use crate::connect::method::{start, Method};
+use crate::connect::options::common_options;
+use crate::connect::tty;
+use crate::connect::Options;
 use crate::context::Context;
 use crate::error::Result;
 use crate::router::{Core, Router};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+
+/// The su parameters; travels to an intermediate for `via`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct SuSpec(pub(crate) PromptSpec);
+
+impl Method for SuSpec {
+    const TAG: &'static str = "su";
+
+    fn connect_here(&self, core: &Arc<Core>, id: u32, opts: &Options) -> Result<Context> {
+        connect_here(&self.0, core, id, opts)
+    }
+}
 
 /// Default failure texts of `su` (matched case-insensitively).
 pub const SU_INCORRECT_PROMPTS: &[&str] = &[
@@ -59,19 +75,13 @@ impl Router {
 impl SuBuilder<'_> {
     /// Starts the context and waits until it is ready for calls.
     pub fn connect(self) -> Result<Context> {
-        super::check_user("su", &self.spec.username)?;
-        let method = super::via::Method::Su(Box::new(self.spec));
-        super::start(self.router.core(), &self.opts, method)
+        crate::connect::check_user("su", &self.spec.username)?;
+        start(self.router.core(), &self.opts, &SuSpec(self.spec))
     }
 }
 
 /// Starts context `id` as `spec.username` through su, from here.
-pub(crate) fn connect_here(
-    spec: &PromptSpec,
-    core: &Arc<Core>,
-    id: u32,
-    opts: &Options,
-) -> Result<Context> {
+fn connect_here(spec: &PromptSpec, core: &Arc<Core>, id: u32, opts: &Options) -> Result<Context> {
     // util-linux su asks PAM, whose console conversation reads the
     // password from stdin: stdin is the terminal, and the shell takes
     // the protocol's stdin from the socket on fd 1.

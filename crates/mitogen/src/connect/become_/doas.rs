@@ -2,13 +2,29 @@
 //! which asks for the *calling* user's password on its terminal
 //! (`tty.rs`).
 
-use super::prompted::{prompted_options, PromptSpec};
-use super::tty;
-use super::{common_options, Options};
+use crate::connect::become_::prompted::{prompted_options, PromptSpec};
+use crate::connect::method::{start, Method};
+use crate::connect::options::common_options;
+use crate::connect::tty;
+use crate::connect::Options;
 use crate::context::Context;
 use crate::error::Result;
 use crate::router::{Core, Router};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+
+/// The doas parameters; travels to an intermediate for `via`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct DoasSpec(pub(crate) PromptSpec);
+
+impl Method for DoasSpec {
+    const TAG: &'static str = "doas";
+
+    fn connect_here(&self, core: &Arc<Core>, id: u32, opts: &Options) -> Result<Context> {
+        connect_here(&self.0, core, id, opts)
+    }
+}
 
 /// Default failure texts of `doas` (matched case-insensitively).
 pub const DOAS_INCORRECT_PROMPTS: &[&str] = &["doas: authentication failed"];
@@ -46,19 +62,13 @@ impl Router {
 impl DoasBuilder<'_> {
     /// Starts the context and waits until it is ready for calls.
     pub fn connect(self) -> Result<Context> {
-        super::check_user("doas", &self.spec.username)?;
-        let method = super::via::Method::Doas(Box::new(self.spec));
-        super::start(self.router.core(), &self.opts, method)
+        crate::connect::check_user("doas", &self.spec.username)?;
+        start(self.router.core(), &self.opts, &DoasSpec(self.spec))
     }
 }
 
 /// Starts context `id` as `spec.username` through doas, from here.
-pub(crate) fn connect_here(
-    spec: &PromptSpec,
-    core: &Arc<Core>,
-    id: u32,
-    opts: &Options,
-) -> Result<Context> {
+fn connect_here(spec: &PromptSpec, core: &Arc<Core>, id: u32, opts: &Options) -> Result<Context> {
     let d = spec.dialog("doas", false);
     let name = format!("doas.{}", spec.username);
     let mut argv = vec![spec.path.clone(), "-u".into(), spec.username.clone()];

@@ -5,8 +5,8 @@
 //! their builder setters, and [`PromptSpec::dialog`] turns them into the
 //! terminal dialog of `tty.rs`.
 
-use super::password::Password;
-use super::tty::Dialog;
+use crate::connect::password::Password;
+use crate::connect::tty::Dialog;
 use serde::{Deserialize, Serialize};
 
 /// The parameters of a method with a configurable password prompt.

@@ -1,0 +1,6 @@
+//! Methods that run a program which reaches another machine, user land or
+//! container and starts a command there: the first stage, given as that
+//! command, does the rest.
+
+pub(crate) mod local;
+pub(crate) mod ssh;
