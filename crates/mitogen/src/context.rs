@@ -267,13 +267,13 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
             return msg.decode();
         }
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
-        if self.latch.empty() {
+        if self.latch.nothing_queued() {
             crate::broker::refuse_wait_on_broker("a call's result")?;
             // Read the reply ourselves rather than be woken by the broker.
             if let Some(s) = self.core.table.stream_for(self.target) {
                 let l = &self.latch;
                 self.core
-                    .read_until(&s, &|| !l.empty() || l.is_closed(), deadline);
+                    .read_until(&s, &|| !l.nothing_queued() || l.is_closed(), deadline);
             }
         }
         let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
@@ -288,7 +288,7 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
 
     /// `true` once the result (or failure) has arrived.
     pub fn ready(&self) -> bool {
-        !self.latch.empty()
+        !self.latch.nothing_queued()
     }
 }
 

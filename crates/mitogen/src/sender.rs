@@ -119,9 +119,11 @@ impl Sender {
             .send(Message::raw(bytes).to(self.dst_id, self.handle))
     }
 
-    /// Tells the receiver no more messages will come: its `get` then fails
-    /// with a [`crate::ChannelError`] saying the sender closed it, and its
-    /// iteration ends.
+    /// Tells the receiver no more messages will come: once what was sent
+    /// before is taken, its `get` fails with a [`crate::ChannelError`]
+    /// saying the sender closed it — in every thread waiting on it, now or
+    /// later — and its iteration ends. ([`crate::Receiver::get_message`]
+    /// sees each close once, for receivers fed by several senders.)
     pub fn close(&self) -> Result<()> {
         self.core
             .send(Message::dead(CLOSED).to(self.dst_id, self.handle))
