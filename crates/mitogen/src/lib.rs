@@ -106,6 +106,7 @@ pub use latch::{Latch, LatchFuture};
 pub use link::DEFAULT_MAX_QUEUED;
 pub use message::Message;
 pub use pool::{DEFAULT_POOL_QUEUED, DEFAULT_POOL_THREADS};
+pub use process::{default_remote_name, remote_name_of};
 pub use reassembly::DEFAULT_MAX_PAYLOAD;
 pub use receiver::Receiver;
 pub use router::{Policy, Router, DEFAULT_SEND_TIMEOUT};

@@ -115,10 +115,13 @@ pub(crate) fn from_msgpack<T: DeserializeOwned>(data: &[u8]) -> Result<T> {
 
 impl Message {
     fn with(encoding: Encoding, data: Vec<u8>) -> Message {
+        // Built here: from this context until a router sends it (which
+        // sets both again).
+        let me = crate::identity::context_id();
         Message {
             dst_id: 0,
-            src_id: 0,
-            auth_id: 0,
+            src_id: me,
+            auth_id: me,
             handle: 0,
             reply_to: 0,
             encoding,

@@ -266,11 +266,12 @@ impl Router {
         self.owner.core.limits.set_send_timeout(t);
     }
 
-    /// This context, as a [`crate::Context`] (to address its own handles, e.g.
-    /// with a [`crate::Sender`]).
+    /// This context, as a [`crate::Context`] named `self`, as in the seed:
+    /// to address its own handles (e.g. with a [`crate::Sender`]), or to
+    /// pass to another context, where it arrives naming this one.
     pub fn myself(&self) -> crate::Context {
         let core = &self.owner.core;
-        crate::Context::new(core.clone(), core.id, &core.name)
+        crate::Context::new(core.clone(), core.id, "self")
     }
 
     /// Stops the broker (all routers on it) and waits for it.

@@ -10,6 +10,16 @@ pub fn tests() -> Vec<Trial> {
         trial("identity::child", TEST_LIMIT, child),
         trial("identity::grandchild", TEST_LIMIT, grandchild),
         trial("identity::ids_are_unique", TEST_LIMIT, ids_are_unique),
+        trial(
+            "identity::a_message_built_in_a_child_is_from_it",
+            TEST_LIMIT,
+            a_message_built_in_a_child_is_from_it,
+        ),
+        trial(
+            "identity::a_context_may_receive_itself",
+            TEST_LIMIT,
+            a_context_may_receive_itself,
+        ),
     ]
 }
 
@@ -150,5 +160,57 @@ fn ids_are_unique() -> TestResult {
     sorted.sort_unstable();
     sorted.dedup();
     ensure!(sorted.len() == ids.len(), "ids {ids:?}");
+    Ok(())
+}
+
+/// The ids a message built here carries before any router touched it.
+#[mitogen::remote]
+fn built_message_ids() -> mitogen::Result<(u32, u32)> {
+    let m = mitogen::Message::encode(&1u8)?;
+    Ok((m.src_id, m.auth_id))
+}
+
+/// Before: `src_id` and `auth_id` were 0 (the master's id) until routed.
+fn a_message_built_in_a_child_is_from_it() -> TestResult {
+    let router = util::router()?;
+    let ctx = router.local().connect()?;
+    let ids = ctx.call::<built_message_ids>(())?;
+    let id = ctx.context_id();
+    ensure!(
+        ids == (id, id),
+        "a message built in context {id} says {ids:?}"
+    );
+    let m = mitogen::Message::encode(&1u8)?;
+    ensure!((m.src_id, m.auth_id) == (0, 0), "in the master: {m:?}");
+    Ok(())
+}
+
+/// Decodes a `Context` that names the decoding context and uses it: its
+/// id, and a message sent through it to a local receiver.
+#[mitogen::remote]
+fn receive_myself(me: mitogen::Context, router: &mitogen::Router) -> mitogen::Result<(u32, u32)> {
+    let rx = mitogen::Receiver::open(router);
+    me.send(mitogen::Message::encode(&7u32)?.to(me.context_id(), rx.handle()))?;
+    let got: u32 = rx.get(Some(std::time::Duration::from_secs(10)))?.decode()?;
+    Ok((me.context_id(), got))
+}
+
+/// Before: passing a child its own `Context` failed to decode ("a Context
+/// naming the decoding context itself").
+fn a_context_may_receive_itself() -> TestResult {
+    let router = util::router()?;
+    let me = router.myself();
+    ensure!(me.name() == "self", "myself() is named {:?}", me.name());
+    ensure!(
+        me.context_id() == 0,
+        "myself() in the master is {}",
+        me.context_id()
+    );
+    let ctx = router.local().connect()?;
+    let (id, got) = ctx.call::<receive_myself>((ctx.clone(),))?;
+    ensure!(
+        (id, got) == (ctx.context_id(), 7),
+        "the child saw itself as {id} and received {got}"
+    );
     Ok(())
 }
