@@ -178,6 +178,8 @@ pub(crate) fn serve(
     core.limits.apply(&cfg.limits);
     let max = core.limits.max_message_size();
     core.debug.store(cfg.debug, Ordering::Relaxed);
+    // `debug`: error results carry full backtraces.
+    crate::panics::set_full_backtraces(cfg.debug);
     core.profiling.store(cfg.profiling, Ordering::Relaxed);
     core.unidirectional
         .store(cfg.unidirectional, Ordering::Relaxed);

@@ -88,11 +88,13 @@ impl CallError {
             type_name: type_name.to_string(),
             message: err.to_string(),
             chain,
-            backtrace: capture_backtrace(),
+            backtrace: crate::panics::backtrace(),
         }
     }
 
-    /// Describes a panic payload caught while running a remote function.
+    /// Describes a panic payload caught while running a remote function:
+    /// its message names the function and where it panicked (`file:line`,
+    /// noted by the runtime's panic hook), whatever `RUST_BACKTRACE` says.
     pub fn from_panic(function: &str, payload: &(dyn std::any::Any + Send)) -> CallError {
         let what = if let Some(s) = payload.downcast_ref::<&str>() {
             (*s).to_string()
@@ -101,11 +103,15 @@ impl CallError {
         } else {
             "panic with a non-string payload".to_string()
         };
+        let caught = crate::panics::take_last();
+        let at = caught
+            .as_ref()
+            .map_or("an unknown location", |c| c.location.as_str());
         CallError {
             type_name: "panic".to_string(),
-            message: format!("{function} panicked: {what}"),
+            message: format!("{function} panicked at {at}: {what}"),
             chain: Vec::new(),
-            backtrace: capture_backtrace(),
+            backtrace: caught.and_then(|c| c.backtrace),
         }
     }
 
@@ -127,14 +133,6 @@ impl CallError {
     /// Remote backtrace, when the remote side captured one.
     pub fn backtrace(&self) -> Option<&str> {
         self.backtrace.as_deref()
-    }
-}
-
-fn capture_backtrace() -> Option<String> {
-    let bt = std::backtrace::Backtrace::capture();
-    match bt.status() {
-        std::backtrace::BacktraceStatus::Captured => Some(bt.to_string()),
-        _ => None,
     }
 }
 

@@ -68,6 +68,7 @@ mod latch;
 mod link;
 mod logging;
 mod message;
+mod panics;
 mod pool;
 mod process;
 mod reap;

@@ -313,6 +313,7 @@ impl Core {
             on_parent_lost: Mutex::new(None),
             connects: Default::default(),
         });
+        crate::panics::install();
         control::install(&core);
         broker.add_participant(core.clone());
         core

@@ -13,6 +13,11 @@ pub fn tests() -> Vec<Trial> {
         trial("errors::io_error", TEST_LIMIT, io_error),
         trial("errors::source_chain", TEST_LIMIT, source_chain),
         trial("errors::panic_then_serve", TEST_LIMIT, panic_then_serve),
+        trial(
+            "errors::debug_gives_full_backtraces",
+            TEST_LIMIT,
+            debug_gives_full_backtraces,
+        ),
         trial("errors::killed_mid_call", TEST_LIMIT, killed_mid_call),
         trial(
             "errors::pending_call_timeout",
@@ -250,6 +255,13 @@ fn panic_then_serve() -> TestResult {
         "message {:?}",
         e.message()
     );
+    // The function and where it panicked, whatever RUST_BACKTRACE is.
+    ensure!(
+        e.message().contains("explode panicked at ")
+            && e.message().contains("tests/core/errors.rs:"),
+        "message {:?}",
+        e.message()
+    );
     ensure!(ctx.call::<add>((2, 2))? == 4, "call after a panic");
 
     let err = ctx.call::<explode_with_number>(());
@@ -260,6 +272,31 @@ fn panic_then_serve() -> TestResult {
     // Still the same process serving.
     ensure!(ctx.call::<pid>(())? == pid, "the context was replaced");
     ensure!(ctx.call::<add>((3, 3))? == 6, "call after a second panic");
+    Ok(())
+}
+
+/// A context started with `debug` puts a full backtrace in error results
+/// and panics, whatever RUST_BACKTRACE says; without it, none (the test
+/// environment does not set RUST_BACKTRACE for children).
+fn debug_gives_full_backtraces() -> TestResult {
+    let router = util::router()?;
+    let plain = router.local().connect()?;
+    let Err(Error::Call(e)) = plain.call::<explode>(("quiet".into(),)) else {
+        return Err("expected a CallError".into());
+    };
+    if std::env::var_os("RUST_BACKTRACE").is_none() {
+        ensure!(e.backtrace().is_none(), "a backtrace without debug");
+    }
+    let verbose = router.local().debug(true).connect()?;
+    let Err(Error::Call(e)) = verbose.call::<explode>(("loud".into(),)) else {
+        return Err("expected a CallError".into());
+    };
+    let bt = e.backtrace().unwrap_or_default();
+    ensure!(bt.contains("explode"), "the panic's backtrace: {bt:?}");
+    let Err(Error::Call(e)) = verbose.call::<open_missing>(("/nonexistent/x".into(),)) else {
+        return Err("expected a CallError".into());
+    };
+    ensure!(e.backtrace().is_some(), "no backtrace for an error result");
     Ok(())
 }
 
