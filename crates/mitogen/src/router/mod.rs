@@ -314,6 +314,7 @@ impl Core {
             connects: Default::default(),
         });
         crate::panics::install();
+        core.table.set_name(core.id, &core.name);
         control::install(&core);
         broker.add_participant(core.clone());
         core

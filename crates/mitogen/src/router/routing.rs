@@ -62,6 +62,25 @@ impl Core {
         from: Option<&Arc<Stream>>,
         mode: Mode<'_>,
     ) -> Result<()> {
+        // A whole message (not a fragment, which is a frame) obeys the
+        // message bound wherever it goes, a local handle included.
+        let max = self.limits.max_payload();
+        if msg.frag.0 & FRAGMENT == 0 && msg.data.len() > max {
+            let why = format!(
+                "message of {} bytes exceeds max_payload_size {max}",
+                msg.data.len()
+            );
+            tracing::warn!(
+                "mitogen: refused a message of {} bytes from {} to {} (handle {}): \
+                 over max_payload_size {max}",
+                msg.data.len(),
+                self.table.context_name(msg.src_id),
+                self.table.context_name(msg.dst_id),
+                msg.handle
+            );
+            self.bounce(&msg, &why);
+            return Err(ChannelError::new(why).into());
+        }
         if msg.dst_id == self.id {
             if msg.frag.0 & FRAGMENT != 0 {
                 self.reassemble(msg);
@@ -69,15 +88,6 @@ impl Core {
                 self.deliver(msg);
             }
             return Ok(());
-        }
-        let max = self.limits.max_payload();
-        if msg.data.len() > max {
-            let why = format!(
-                "message of {} bytes exceeds max_payload_size {max}",
-                msg.data.len()
-            );
-            self.bounce(&msg, &why);
-            return Err(ChannelError::new(why).into());
         }
         let stream = match self.table.stream_for(msg.dst_id) {
             // From the parent, for an id with no route here: sending it
@@ -99,6 +109,14 @@ impl Core {
                 let why = format!(
                     "{}: unidirectional routing forbids sibling traffic",
                     reasons::REFUSED
+                );
+                tracing::warn!(
+                    "mitogen: unidirectional routing refused a message from {} to {} \
+                     (arrived from {}, would leave to {})",
+                    self.table.context_name(msg.src_id),
+                    self.table.context_name(msg.dst_id),
+                    f.name,
+                    stream.name
                 );
                 self.bounce(&msg, &why);
                 return Ok(());
