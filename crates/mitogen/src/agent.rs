@@ -203,7 +203,16 @@ pub(crate) fn serve(
         f(dispatcher.econtext());
     }
     start_watchdog(&broker);
-    tracing::debug!("mitogen: {} serving (pid {})", cfg.name, std::process::id());
+    // Who this is, first: what a reader of the master's log needs to
+    // place every later line of this context.
+    tracing::info!(
+        "mitogen {} context {} ({}) serving as pid {}; parent is context {parent_id} ({})",
+        crate::identity::VERSION,
+        cfg.context_id,
+        cfg.name,
+        std::process::id(),
+        cfg.parent_name
+    );
     dispatcher.run();
     broker.shutdown();
     broker.join();

@@ -63,6 +63,9 @@ pub(crate) struct Config {
     pub(crate) context_id: u32,
     pub(crate) parent_ids: Vec<u32>,
     pub(crate) name: String,
+    /// The parent's own name, for the child's first log line.
+    #[serde(default)]
+    pub(crate) parent_name: String,
     pub(crate) remote_name: String,
     pub(crate) debug: bool,
     pub(crate) log_level: u8,

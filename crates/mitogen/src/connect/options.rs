@@ -157,6 +157,7 @@ impl Options {
             context_id: id,
             parent_ids,
             name: name.to_string(),
+            parent_name: core.name.clone(),
             remote_name: self
                 .remote_name
                 .clone()

@@ -11,6 +11,11 @@ pub fn tests() -> Vec<Trial> {
     vec![
         trial("logs::child_stdout", TEST_LIMIT, child_stdout),
         trial(
+            "logs::a_child_first_names_itself_and_its_parent",
+            TEST_LIMIT,
+            a_child_first_names_itself_and_its_parent,
+        ),
+        trial(
             "logs::refusals_name_the_contexts",
             TEST_LIMIT,
             refusals_name_the_contexts,
@@ -203,5 +208,32 @@ fn refusals_name_the_contexts() -> TestResult {
         seen("refused a message of 4321 bytes from context \"master\" (id 0) to context \"master\" (id 0)"),
         "no log line for the oversized message"
     );
+    Ok(())
+}
+
+/// Before: nothing in the master's log said which version a child runs
+/// and who its parent is.
+fn a_child_first_names_itself_and_its_parent() -> TestResult {
+    capture();
+    let router = util::router()?;
+    let a = router.local().remote_name("first-a").connect()?;
+    let b = router.local().via(&a).connect()?;
+    let parent_of_b = format!("context {} ({})", a.context_id(), a.name());
+    for (ctx, parent) in [(&a, "context 0 (master)"), (&b, parent_of_b.as_str())] {
+        let head = format!(
+            "mitogen {} context {} (",
+            mitogen::VERSION,
+            ctx.context_id()
+        );
+        let tail = format!(
+            ") serving as pid {}; parent is {parent}",
+            ctx.call::<util::pid>(())?
+        );
+        let found = util::wait_for(WAIT, || {
+            let text = CAPTURED.lock().unwrap_or_else(|e| e.into_inner());
+            text.lines().any(|l| l.contains(&head) && l.contains(&tail))
+        });
+        ensure!(found, "no log line {head}...{tail}");
+    }
     Ok(())
 }
