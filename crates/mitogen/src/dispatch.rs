@@ -33,6 +33,7 @@ use crate::message::Message;
 use crate::pool::{Job, Pool, PoolSize, DEFAULT_IDLE_TIMEOUT};
 use crate::router::{Policy, Router};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,9 @@ use std::time::{Duration, Instant};
 pub struct ExternalContext {
     router: Router,
     parent: Context,
+    /// Set by [`ExternalContext::detach`]: the parent's loss no longer
+    /// shuts this context down.
+    detached: Arc<AtomicBool>,
 }
 
 impl ExternalContext {
@@ -68,6 +72,52 @@ impl ExternalContext {
     /// This context's id.
     pub fn context_id(&self) -> u32 {
         self.router.context_id()
+    }
+
+    /// Detaches this context from its parent, so that it outlives it: for
+    /// a daemon, or a job that must finish whatever happens upstream.
+    ///
+    /// The parent is told first (and acknowledges): the end of this link
+    /// is then no failure there, and this process is never signalled by
+    /// it. This process leaves its session and ignores SIGHUP (an ssh
+    /// login ending does not take it along). When the link to the parent
+    /// ends, no new call arrives, but the call running on the main thread
+    /// (typically the one that called `detach`) finishes, with this
+    /// context's router and children still working; then the context
+    /// exits as usual.
+    pub fn detach(&self) -> crate::Result<()> {
+        let core = self.router.core();
+        let Some(&parent) = core.parent_ids.first() else {
+            return Err(crate::StreamError::new("the master has no parent to detach from").into());
+        };
+        crate::broker::refuse_wait_on_broker("detaching")?;
+        let answer = Latch::new();
+        let a = answer.clone();
+        let h = core.add_handler(
+            Box::new(move |m| {
+                let _ = a.put(m);
+            }),
+            false,
+            Some(parent),
+            None,
+        );
+        let mut m = Message::encode(&())?.to(parent, handle::DETACHING);
+        m.reply_to = h;
+        let sent = core.send(m);
+        let got = sent.and_then(|()| answer.get(Some(Duration::from_secs(30))));
+        core.del_handler(h);
+        if let Some(why) = got?.dead_reason() {
+            return Err(crate::ChannelError::new(why).into());
+        }
+        self.detached.store(true, Ordering::Release);
+        // SAFETY: setsid and signal take no pointers; setsid fails
+        // harmlessly for a session leader.
+        unsafe {
+            libc::setsid();
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        }
+        tracing::debug!("mitogen: context {} detached from its parent", core.id);
+        Ok(())
     }
 }
 
@@ -139,13 +189,23 @@ impl Dispatcher {
         }));
         let q = queue.clone();
         let b = core.broker.clone();
+        let detached = Arc::new(AtomicBool::new(false));
+        let d = detached.clone();
         *crate::sync::lock(&core.on_parent_lost) = Some(Box::new(move || {
             q.close();
-            b.shutdown();
+            // Detached: the running call finishes first; the context
+            // shuts down once the call loop ends.
+            if !d.load(Ordering::Acquire) {
+                b.shutdown();
+            }
         }));
         Dispatcher {
             shared: Arc::new(Shared {
-                econtext: ExternalContext { router, parent },
+                econtext: ExternalContext {
+                    router,
+                    parent,
+                    detached,
+                },
                 failed_chains: Mutex::new(HashMap::new()),
                 profile: profiling.then(|| Mutex::new(HashMap::new())),
             }),

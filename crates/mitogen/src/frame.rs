@@ -287,6 +287,10 @@ pub mod handle {
     pub const SHUTDOWN: u32 = 106;
     /// Bootstrap handshake frames (hello and config).
     pub const HANDSHAKE: u32 = 107;
+    /// Cut the link to a context: acted on by the router that holds it.
+    pub const DISCONNECT: u32 = 108;
+    /// A child tells its parent it detaches: its link's end is no failure.
+    pub const DETACHING: u32 = 109;
     /// The first handle given out by `Router::add_handler`.
     pub const FIRST_DYNAMIC: u32 = 1000;
 }

@@ -50,6 +50,9 @@ pub(crate) struct Stream {
     max_queued: AtomicUsize,
     /// Not read while set: traffic from it filled another link's queue.
     paused: AtomicBool,
+    /// The peer detached (`ExternalContext::detach`): its end is no
+    /// failure, and its process is never signalled.
+    pub(crate) detached: AtomicBool,
     /// How long the queue may stay full before relaying into it is refused
     /// and the links it paused are let go (ms; 0: never). See `writer.rs`.
     stall_after_ms: AtomicU64,
@@ -119,6 +122,7 @@ impl Stream {
             space: Condvar::new(),
             max_queued: AtomicUsize::new(DEFAULT_MAX_QUEUED),
             paused: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
             stall_after_ms: AtomicU64::new(0),
             me: OnceLock::new(),
             egress: Mutex::new(HashSet::new()),
@@ -204,6 +208,13 @@ impl Stream {
     /// `true` when `id` ever sent a message down this link.
     pub(crate) fn carried_from(&self, id: u32) -> bool {
         lock(&self.egress).contains(&id)
+    }
+
+    /// Ends the link towards the peer now (it reads end of file), without
+    /// waiting for the last reference to drop: a disconnect.
+    pub(crate) fn hang_up(&self) {
+        self.mark_closed();
+        self.close_write_side();
     }
 
     fn close_write_side(&self) {

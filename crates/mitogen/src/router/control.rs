@@ -179,6 +179,43 @@ pub(crate) fn install(core: &Arc<Core>) {
         None,
         None,
     );
+    let w = weak.clone();
+    core.add_handler_at(
+        handle::DISCONNECT,
+        Box::new(move |msg| {
+            // Delivered here: this context is the target, or its parent.
+            let Some(core) = w.upgrade() else { return };
+            core.bounce(
+                &msg,
+                &format!(
+                    "{}: a context cannot disconnect itself or its parent",
+                    crate::error::reasons::REFUSED
+                ),
+            );
+        }),
+        true,
+        None,
+        None,
+    );
+    let w = weak.clone();
+    core.add_handler_at(
+        handle::DETACHING,
+        Box::new(move |msg| {
+            let Some(core) = w.upgrade() else { return };
+            if !from_immediate_child(&core, msg.src_id) {
+                tracing::warn!("mitogen: refused DETACHING from {}", msg.src_id);
+                return;
+            }
+            if let Some(s) = core.table.route(msg.src_id) {
+                tracing::debug!("mitogen: {} detaches", s.name);
+                s.detached.store(true, std::sync::atomic::Ordering::Release);
+            }
+            let _ = msg.reply(&());
+        }),
+        true,
+        None,
+        None,
+    );
     let w = weak;
     core.add_handler_at(
         handle::FORWARD_LOG,

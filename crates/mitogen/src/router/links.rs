@@ -83,6 +83,37 @@ impl Core {
         pass.ran
     }
 
+    /// A `DISCONNECT` for the peer of `s`, a child: closes the link, if
+    /// asked from here or from above (never by a child, which must not cut
+    /// its siblings off).
+    pub(super) fn cut_link(
+        self: &Arc<Self>,
+        s: &Arc<Stream>,
+        msg: &Message,
+        from: Option<&Arc<Stream>>,
+    ) {
+        let allowed = from.is_none_or(|f| f.is_parent)
+            && (msg.auth_id == self.id || self.parent_ids.contains(&msg.auth_id));
+        if !allowed {
+            tracing::warn!(
+                "mitogen: refused to disconnect {} at the request of {}",
+                self.table.context_name(msg.dst_id),
+                self.table.context_name(msg.auth_id)
+            );
+            self.bounce(msg, crate::error::reasons::REFUSED);
+            return;
+        }
+        let why = msg
+            .decode::<String>()
+            .unwrap_or_else(|_| "disconnected".to_string());
+        tracing::debug!("mitogen: disconnecting {}: {why}", s.name);
+        let (core, s) = (self.clone(), s.clone());
+        self.broker.defer_loop(Box::new(move |lp| {
+            core.close_stream(lp, &s, &why);
+            s.hang_up();
+        }));
+    }
+
     /// Ends a stream whose reading failed or ended: stops watching both
     /// descriptors (dropping their sources), then the disconnect work.
     /// Safe to call twice: only the first call does anything.
@@ -123,6 +154,11 @@ impl Core {
     pub(super) fn on_disconnect(self: &Arc<Self>, lp: &mut Loop, s: &Arc<Stream>, why: &str) {
         s.mark_closed();
         let (mut lost, lost_parent) = self.table.remove(s);
+        let why = if s.detached.load(std::sync::atomic::Ordering::Acquire) {
+            "it detached"
+        } else {
+            why
+        };
         tracing::debug!("mitogen: {} disconnected ({why}); lost {lost:?}", s.name);
         let reason = format!(
             "{} disconnected: {why}",
@@ -180,18 +216,31 @@ impl Core {
     /// Puts the stream's process, if any, on the reaping list.
     pub(super) fn reap_later(&self, s: &Stream) -> bool {
         s.child.as_ref().is_some_and(|child| {
-            self.reaper.add(child.clone(), &s.name);
+            if s.detached.load(std::sync::atomic::Ordering::Acquire) {
+                self.reaper.add_detached(child.clone(), &s.name);
+            } else {
+                self.reaper.add(child.clone(), &s.name);
+            }
             true
         })
     }
 
     pub(super) fn schedule_reap(self: &Arc<Self>, lp: &mut Loop) {
+        self.reap_after(lp, Duration::from_millis(5));
+    }
+
+    /// Reaps every few milliseconds while children are to be terminated;
+    /// once only detached ones are left, once a second (they exit when
+    /// their work is done, and must not stay zombies).
+    fn reap_after(self: &Arc<Self>, lp: &mut Loop, delay: Duration) {
         let core = self.clone();
         lp.after(
-            Duration::from_millis(5),
+            delay,
             Box::new(move |lp| {
                 if core.reaper.pass(&core.events.child_exit) {
-                    core.schedule_reap(lp);
+                    core.reap_after(lp, Duration::from_millis(5));
+                } else if core.reaper.has_detached() {
+                    core.reap_after(lp, Duration::from_secs(1));
                 }
             }),
         );

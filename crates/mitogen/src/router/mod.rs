@@ -12,6 +12,7 @@
 use crate::broker::{Broker, Loop, Participant};
 use crate::error::Result;
 use crate::events::RouterEvents;
+use crate::frame::handle;
 use crate::message::Message;
 use crate::reap::Reaper;
 
@@ -38,6 +39,10 @@ use table::Table;
 pub type Policy = Arc<dyn Fn(&Message) -> bool + Send + Sync>;
 
 pub(crate) type Sink = Box<dyn Fn(Message) + Send + Sync>;
+
+/// How long [`Router::disconnect`] waits for the router holding the link
+/// to cut it.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a user thread waits for room in a full link before its send
 /// fails with a [`crate::TimeoutError`]: the peer made no progress for that long.
@@ -272,6 +277,82 @@ impl Router {
     pub fn myself(&self) -> crate::Context {
         let core = &self.owner.core;
         crate::Context::new(core.clone(), core.id, "self")
+    }
+
+    /// Cuts the link to `context`, held here (a child) or further down (by
+    /// the router that started it): its pending calls and every waiter on
+    /// it fail at once with the disconnect, the disconnect events fire, and
+    /// the context, seeing its link end, exits (unless it detached). Returns
+    /// once this router has forgotten it. Disconnecting a context that is
+    /// already gone does nothing; this context and its parent cannot be
+    /// disconnected from here.
+    pub fn disconnect(&self, context: &crate::Context) -> Result<()> {
+        let core = &self.owner.core;
+        let id = context.context_id();
+        if id == core.id || core.parent_ids.contains(&id) {
+            return Err(crate::ChannelError::new(format!(
+                "{}: a context cannot disconnect itself or its parent",
+                crate::error::reasons::REFUSED
+            ))
+            .into());
+        }
+        if !core.is_connected(id) {
+            return Ok(());
+        }
+        crate::broker::refuse_wait_on_broker("a disconnect")?;
+        let answer = crate::Latch::new();
+        let a = answer.clone();
+        let h = core.add_handler(
+            Box::new(move |m| {
+                let _ = a.put(m);
+            }),
+            false,
+            Some(id),
+            None,
+        );
+        let mut m =
+            Message::encode("disconnected by its parent's router")?.to(id, handle::DISCONNECT);
+        m.reply_to = h;
+        core.send(m)?;
+        let t = DISCONNECT_TIMEOUT;
+        let got = answer.get(Some(t));
+        core.del_handler(h);
+        let msg = got.map_err(|e| match e {
+            crate::Error::Timeout(_) => {
+                crate::TimeoutError::new(format!("disconnecting {}", context.name()), t).into()
+            }
+            e => e,
+        })?;
+        if core.is_connected(id) {
+            let why = msg
+                .dead_reason()
+                .unwrap_or_else(|| "no reason given".into());
+            return Err(crate::ChannelError::new(why).into());
+        }
+        Ok(())
+    }
+
+    /// Cuts the links to every child of this context at once (see
+    /// [`Router::disconnect`]); returns once they are all forgotten.
+    pub fn disconnect_all(&self) -> Result<()> {
+        crate::broker::refuse_wait_on_broker("a disconnect")?;
+        let core = self.owner.core.clone();
+        let done = crate::Latch::new();
+        let d = done.clone();
+        let c = core.clone();
+        core.broker.defer_loop(Box::new(move |lp| {
+            for s in c.table.child_streams() {
+                c.close_stream(lp, &s, "disconnected by its parent's router");
+                s.hang_up();
+            }
+            let _ = d.put(());
+        }));
+        done.get(Some(DISCONNECT_TIMEOUT)).map_err(|e| match e {
+            crate::Error::Timeout(_) => {
+                crate::TimeoutError::new("disconnecting every child", DISCONNECT_TIMEOUT).into()
+            }
+            e => e,
+        })
     }
 
     /// Stops the broker (all routers on it) and waits for it.

@@ -104,6 +104,14 @@ impl Core {
             self.bounce(&msg, &why);
             return Err(ChannelError::new(why).into());
         };
+        if msg.handle == crate::frame::handle::DISCONNECT
+            && stream.remote_id == msg.dst_id
+            && !stream.is_parent
+        {
+            // This router holds the link to cut.
+            self.cut_link(&stream, &msg, from);
+            return Ok(());
+        }
         if let Some(f) = from {
             if self.unidirectional.load(Ordering::Relaxed) && !f.is_parent && !stream.is_parent {
                 let why = format!(

@@ -13,6 +13,7 @@ mod calls;
 mod chain;
 mod concurrent;
 mod connects;
+mod disconnects;
 mod errors;
 mod events;
 mod flow;
@@ -48,6 +49,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(flow::tests());
     all.extend(limits::tests());
     all.extend(stalls::tests());
+    all.extend(disconnects::tests());
     all
 }
 
