@@ -92,7 +92,7 @@ impl Core {
         msg: &Message,
         from: Option<&Arc<Stream>>,
     ) {
-        let allowed = from.is_none_or(|f| f.is_parent)
+        let allowed = from.map_or(true, |f| f.is_parent)
             && (msg.auth_id == self.id || self.parent_ids.contains(&msg.auth_id));
         if !allowed {
             tracing::warn!(
