@@ -81,7 +81,11 @@ fn intake() -> Option<&'static Intake> {
             // Ids 2..=64 are handed out behind the fake child, so
             // announcements of them are accepted and routing past them is
             // exercised.
-            while core.table.allocate_behind(&stream) < 64 {}
+            while core
+                .table
+                .allocate_behind(&stream)
+                .is_some_and(|id| id < 64)
+            {}
             Some(Intake {
                 core,
                 stream,

@@ -92,7 +92,12 @@ pub(crate) fn connect(
     let flight = Flight::begin(&core.broker, &core.connects, opts.connect_timeout)?;
     let id = match core.table.stream_for(via.context_id()) {
         Some(branch) if core.id == crate::identity::MASTER_ID => {
-            core.table.allocate_behind(&branch)
+            core.table.allocate_behind(&branch).ok_or_else(|| {
+                crate::StreamError::new(format!(
+                    "too many context ids handed out behind {}",
+                    branch.name
+                ))
+            })?
         }
         _ => core.allocate_id()?,
     };

@@ -7,6 +7,7 @@
 //! stream and tells its own parent, up to the master. Losses travel the same
 //! way, so a waiter anywhere above a dead context gets a dead message.
 
+use super::table::{ID_BLOCK, MAX_BLOCKS_PER_BRANCH};
 use super::Core;
 use crate::error::Result;
 use crate::frame::handle;
@@ -156,7 +157,27 @@ pub(crate) fn install(core: &Arc<Core>) {
                 return;
             }
             if let Some(branch) = core.table.stream_for(msg.src_id) {
-                let _ = msg.reply(&core.table.allocate_behind(&branch));
+                match core.table.allocate_block_behind(&branch, ID_BLOCK) {
+                    Some(block) => {
+                        let _ = msg.reply(&(block.start, block.end));
+                    }
+                    None => {
+                        tracing::warn!(
+                            "mitogen: refused ALLOCATE_ID from {}: its branch ({}) holds \
+                             {MAX_BLOCKS_PER_BRANCH} blocks of ids already",
+                            core.table.context_name(msg.src_id),
+                            branch.name
+                        );
+                        core.bounce(
+                            &msg,
+                            &format!(
+                                "{}: too many context ids handed out behind {}",
+                                crate::error::reasons::REFUSED,
+                                branch.name
+                            ),
+                        );
+                    }
+                }
             }
         }),
         true,
@@ -279,8 +300,9 @@ pub(crate) fn announce_lost_down(core: &Arc<Core>, lost: &[u32], reason: &str, s
     }
 }
 
-/// Asks the master for a fresh context id (children only; blocks).
-pub(crate) fn request_id(core: &Arc<Core>) -> Result<u32> {
+/// Asks the master for a block of fresh context ids (children only;
+/// blocks the caller for one round trip).
+pub(crate) fn request_ids(core: &Arc<Core>) -> Result<std::ops::Range<u32>> {
     crate::broker::refuse_wait_on_broker("a new context id")?;
     let latch = Latch::new();
     let l = latch.clone();
@@ -297,5 +319,6 @@ pub(crate) fn request_id(core: &Arc<Core>) -> Result<u32> {
     core.send(m)?;
     let reply = latch.get(Some(Duration::from_secs(30)));
     core.del_handler(h);
-    reply?.decode()
+    let (start, end): (u32, u32) = reply?.decode()?;
+    Ok(start..end.max(start))
 }

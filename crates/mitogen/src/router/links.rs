@@ -181,6 +181,7 @@ impl Core {
             lost.push(s.remote_id);
         }
         self.announce_disconnects(&lost, &reason);
+        self.table.forget_names_of(&lost);
         if self.reap_later(s) {
             self.schedule_reap(lp);
         }
@@ -196,6 +197,7 @@ impl Core {
         self.table.forget_routes(ids);
         self.fire_dead(ids, reason);
         self.announce_disconnects(ids, reason);
+        self.table.forget_names_of(ids);
     }
 
     /// Fires the context-disconnect event for each of `ids`.

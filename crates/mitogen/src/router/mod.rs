@@ -66,6 +66,8 @@ pub(crate) struct Core {
     /// Frame, message and queue bounds; inherited by children.
     pub(crate) limits: Limits,
     next_frag_id: AtomicU32,
+    /// A child's ids from its last `ALLOCATE_ID` block, not yet used.
+    spare_ids: Mutex<std::ops::Range<u32>>,
     owns_broker: bool,
     /// Called on the broker thread when the link to the parent is lost.
     pub(crate) on_parent_lost: Mutex<Option<Box<dyn FnOnce() + Send>>>,
@@ -390,6 +392,7 @@ impl Core {
             unidirectional: AtomicBool::new(false),
             limits: Limits::default(),
             next_frag_id: AtomicU32::new(1),
+            spare_ids: Mutex::new(0..0),
             owns_broker,
             on_parent_lost: Mutex::new(None),
             connects: Default::default(),
@@ -405,7 +408,14 @@ impl Core {
         if self.id == crate::identity::MASTER_ID {
             return Ok(self.table.allocate());
         }
-        control::request_id(self)
+        // One round trip to the master per block of ids, not per id.
+        let mut ids = crate::sync::lock(&self.spare_ids);
+        if ids.is_empty() {
+            *ids = control::request_ids(self)?;
+        }
+        ids.next().ok_or_else(|| {
+            crate::StreamError::new("the master handed out an empty block of ids").into()
+        })
     }
 }
 

@@ -20,9 +20,17 @@ pub(crate) struct Table {
     names: Mutex<HashMap<u32, String>>,
     /// Master only: the next context id to hand out.
     next_context_id: AtomicU32,
-    /// Master only: id → the link (branch) it was allocated behind.
-    allocated: Mutex<HashMap<u32, u64>>,
+    /// Master only: the id ranges handed out behind each link (branch),
+    /// forgotten with the branch.
+    allocated: Mutex<HashMap<u64, Vec<std::ops::Range<u32>>>>,
 }
+
+/// Ids a child gets per `ALLOCATE_ID`: one round trip per block.
+pub(crate) const ID_BLOCK: u32 = 64;
+
+/// Most id blocks one branch may hold: a child that floods allocations is
+/// refused, not allowed to grow the master or use up the id space.
+pub(crate) const MAX_BLOCKS_PER_BRANCH: usize = 4096;
 
 impl Default for Table {
     fn default() -> Table {
@@ -71,7 +79,8 @@ impl Table {
         write(&self.routes).insert(id, stream.clone());
     }
 
-    /// Forgets the routes to `ids`.
+    /// Forgets the routes to `ids` (their names go once their loss is
+    /// announced: [`Table::forget_names_of`]).
     pub(crate) fn forget_routes(&self, ids: &[u32]) {
         write(&self.routes).retain(|id, _| !ids.contains(id));
     }
@@ -107,10 +116,13 @@ impl Table {
         lock(&self.streams).contains_key(&stream.id)
     }
 
-    /// Drops `s` and every route through it. Returns the ids those routes
-    /// led to, and whether `s` was the parent link.
+    /// Drops `s` and every route through it (and, in the master, the ids
+    /// handed out behind it). Returns the ids those routes led to, and
+    /// whether `s` was the parent link. Names are kept until the lost ids
+    /// are announced ([`Table::forget_names_of`]).
     pub(crate) fn remove(&self, s: &Stream) -> (Vec<u32>, bool) {
         lock(&self.streams).remove(&s.id);
+        lock(&self.allocated).remove(&s.id);
         let mut lost = Vec::new();
         write(&self.routes).retain(|id, r| {
             let keep = r.id != s.id;
@@ -142,18 +154,44 @@ impl Table {
         self.next_context_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The names of `ids`, lost and announced, are not needed any more.
+    pub(crate) fn forget_names_of(&self, ids: &[u32]) {
+        let mut names = lock(&self.names);
+        for id in ids {
+            names.remove(id);
+        }
+    }
+
     /// Master only: a fresh id for a context that will appear behind
     /// `branch` (the link towards the context starting it). Only that
     /// branch may later announce a route to it (`ADD_ROUTE`).
-    pub(crate) fn allocate_behind(&self, branch: &Stream) -> u32 {
-        let id = self.allocate();
-        lock(&self.allocated).insert(id, branch.id);
-        id
+    pub(crate) fn allocate_behind(&self, branch: &Stream) -> Option<u32> {
+        self.allocate_block_behind(branch, 1).map(|r| r.start)
+    }
+
+    /// Master only: `n` fresh ids behind `branch`, or `None` when the
+    /// branch already holds [`MAX_BLOCKS_PER_BRANCH`] blocks.
+    pub(crate) fn allocate_block_behind(
+        &self,
+        branch: &Stream,
+        n: u32,
+    ) -> Option<std::ops::Range<u32>> {
+        let mut allocated = lock(&self.allocated);
+        let blocks = allocated.entry(branch.id).or_default();
+        if blocks.len() >= MAX_BLOCKS_PER_BRANCH {
+            return None;
+        }
+        let start = self.next_context_id.fetch_add(n, Ordering::Relaxed);
+        let range = start..start.saturating_add(n);
+        blocks.push(range.clone());
+        Some(range)
     }
 
     /// Master only: was `id` handed out for a context behind `branch`?
     pub(crate) fn allocated_behind(&self, id: u32, branch: &Stream) -> bool {
-        lock(&self.allocated).get(&id) == Some(&branch.id)
+        lock(&self.allocated)
+            .get(&branch.id)
+            .is_some_and(|blocks| blocks.iter().any(|r| r.contains(&id)))
     }
 }
 
@@ -163,4 +201,65 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+
+    fn link(remote: u32) -> (Arc<Stream>, UnixStream) {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        let s = Stream::new(
+            "peer".into(),
+            remote,
+            false,
+            OwnedFd::from(a),
+            None,
+            1 << 20,
+            None,
+        )
+        .expect("stream");
+        (Arc::new(s), b)
+    }
+
+    #[test]
+    fn a_branch_that_goes_takes_its_ids_and_names_along() {
+        let t = Table::default();
+        let (branch, _peer) = link(1);
+        t.insert(&branch);
+        let block = t.allocate_block_behind(&branch, ID_BLOCK).expect("a block");
+        assert_eq!(block.len(), ID_BLOCK as usize);
+        let inner = block.start + 3;
+        assert!(t.allocated_behind(inner, &branch));
+        t.add_route(inner, &branch);
+        t.set_name(inner, "inner");
+        let (lost, was_parent) = t.remove(&branch);
+        assert!(!was_parent);
+        assert!(lost.contains(&inner) && lost.contains(&1), "{lost:?}");
+        t.forget_names_of(&lost);
+        assert!(
+            !t.allocated_behind(inner, &branch),
+            "ids kept for a gone branch"
+        );
+        assert_eq!(t.name_of(inner), None);
+        assert!(lock(&t.allocated).is_empty() && lock(&t.names).is_empty());
+    }
+
+    #[test]
+    fn a_branch_cannot_take_blocks_without_bound() {
+        let t = Table::default();
+        let (branch, _peer) = link(1);
+        t.insert(&branch);
+        for _ in 0..MAX_BLOCKS_PER_BRANCH {
+            assert!(t.allocate_block_behind(&branch, ID_BLOCK).is_some());
+        }
+        assert!(t.allocate_block_behind(&branch, ID_BLOCK).is_none());
+        let (other, _peer2) = link(2);
+        assert!(
+            t.allocate_behind(&other).is_some(),
+            "another branch is not refused"
+        );
+    }
 }

@@ -16,6 +16,11 @@ pub fn tests() -> Vec<Trial> {
             a_message_built_in_a_child_is_from_it,
         ),
         trial(
+            "identity::ids_come_in_blocks_and_a_flood_is_refused",
+            TEST_LIMIT,
+            ids_come_in_blocks_and_a_flood_is_refused,
+        ),
+        trial(
             "identity::a_context_may_receive_itself",
             TEST_LIMIT,
             a_context_may_receive_itself,
@@ -211,6 +216,50 @@ fn a_context_may_receive_itself() -> TestResult {
     ensure!(
         (id, got) == (ctx.context_id(), 7),
         "the child saw itself as {id} and received {got}"
+    );
+    Ok(())
+}
+
+/// Allocates ids until refused or `n` were given: the ids, the error.
+#[mitogen::remote]
+fn flood_ids(router: &mitogen::Router, n: u32) -> (Vec<u32>, Option<String>) {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        match router.allocate_id() {
+            Ok(id) => ids.push(id),
+            Err(e) => return (ids, Some(e.to_string())),
+        }
+    }
+    (ids, None)
+}
+
+/// Before: one ALLOCATE_ID round trip per id, and the master kept an
+/// entry per id handed out, forever, whatever a child asked for.
+fn ids_come_in_blocks_and_a_flood_is_refused() -> TestResult {
+    let router = util::router()?;
+    let ctx = router.local().connect()?;
+    let (ids, err) = ctx.call::<flood_ids>((1_000_000,))?;
+    // The first ids are one block: consecutive.
+    ensure!(ids.len() >= 64, "only {} ids", ids.len());
+    ensure!(
+        ids.windows(2).take(63).all(|w| w[1] == w[0] + 1),
+        "the first block is not consecutive: {:?}",
+        &ids[..64]
+    );
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    ensure!(unique.len() == ids.len(), "an id was handed out twice");
+    ensure!(ids.len() == 4096 * 64, "the flood got {} ids", ids.len());
+    ensure!(
+        err.as_deref()
+            .is_some_and(|e| e.contains("too many context ids")),
+        "the flood ended with {err:?}"
+    );
+    // The master still hands out ids, to others.
+    let other = router.local().connect()?;
+    let (more, err) = other.call::<flood_ids>((10,))?;
+    ensure!(
+        more.len() == 10 && err.is_none(),
+        "another child: {more:?} {err:?}"
     );
     Ok(())
 }
