@@ -166,6 +166,13 @@ impl Context {
         args: &A,
         reply_to: u32,
     ) -> Result<()> {
+        if self.id == crate::identity::MASTER_ID && self.core.id == self.id {
+            // A child serves calls (its own too); the master does not.
+            return Err(crate::StreamError::new(
+                "the master serves no calls: call the function directly",
+            )
+            .into());
+        }
         let mut m = Message::with_payload(encode_call(chain, name, args)?);
         m.reply_to = reply_to;
         self.core.send(m.to(self.id, handle::CALL_FUNCTION))
@@ -270,7 +277,11 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
         if self.latch.nothing_queued() {
             crate::broker::refuse_wait_on_broker("a call's result")?;
             // Read the reply ourselves rather than be woken by the broker.
-            if let Some(s) = self.core.table.stream_for(self.target) {
+            let remote = self.target != self.core.id;
+            if let Some(s) = remote
+                .then(|| self.core.table.stream_for(self.target))
+                .flatten()
+            {
                 let l = &self.latch;
                 self.core
                     .read_until(&s, &|| !l.nothing_queued() || l.is_closed(), deadline);

@@ -34,7 +34,7 @@ use crate::pool::{Job, Pool, PoolSize, DEFAULT_IDLE_TIMEOUT};
 use crate::router::{Policy, Router};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The running context, as seen from code running inside it: the seed's
@@ -168,11 +168,23 @@ impl Dispatcher {
         let queue = Latch::new();
         let q = queue.clone();
         let parents = core.parent_ids.clone();
-        let policy: Policy = Arc::new(move |m: &Message| parents.contains(&m.auth_id));
+        // Its parents may call it, and so may it (its `myself()`).
+        let me = core.id;
+        let policy: Policy =
+            Arc::new(move |m: &Message| m.auth_id == me || parents.contains(&m.auth_id));
+        // A call to oneself goes straight to the pool: the main thread may
+        // well be the caller, waiting for it.
+        let to_pool: Arc<OnceLock<(Arc<Shared>, Pool)>> = Arc::default();
+        let tp = to_pool.clone();
         core.add_handler_at(
             handle::CALL_FUNCTION,
-            Box::new(move |m| {
-                let _ = q.put(m);
+            Box::new(move |m| match tp.get() {
+                Some((shared, pool)) if m.auth_id == me => {
+                    submit(shared, pool, m, Instant::now());
+                }
+                _ => {
+                    let _ = q.put(m);
+                }
             }),
             true,
             None,
@@ -199,16 +211,18 @@ impl Dispatcher {
                 b.shutdown();
             }
         }));
+        let shared = Arc::new(Shared {
+            econtext: ExternalContext {
+                router,
+                parent,
+                detached,
+            },
+            failed_chains: Mutex::new(HashMap::new()),
+            profile: profiling.then(|| Mutex::new(HashMap::new())),
+        });
+        let _ = to_pool.set((shared.clone(), pool.clone()));
         Dispatcher {
-            shared: Arc::new(Shared {
-                econtext: ExternalContext {
-                    router,
-                    parent,
-                    detached,
-                },
-                failed_chains: Mutex::new(HashMap::new()),
-                profile: profiling.then(|| Mutex::new(HashMap::new())),
-            }),
+            shared,
             queue,
             pool,
         }
@@ -254,6 +268,8 @@ impl Dispatcher {
             Ok(p) => p,
             Err(e) => return self.shared.finish(&msg, "?", None, Err(e), started),
         };
+        // A call to oneself runs on the pool: the main thread may well be
+        // the caller, waiting for it.
         if !lookup(&parts.name).is_some_and(|e| e.concurrent) {
             let r = self
                 .shared
@@ -262,30 +278,34 @@ impl Dispatcher {
                 .shared
                 .finish(&msg, &parts.name, parts.chain, r, started);
         }
-        // A chain that has already failed stays failed without queueing.
-        if let Some(e) = self.shared.chain_failure(parts.chain.as_deref()) {
-            return self
-                .shared
-                .finish(&msg, &parts.name, parts.chain, Err(e), started);
-        }
-        let args_at = msg.data.len() - parts.args.len();
-        let (name, chain) = (Arc::<str>::from(parts.name), parts.chain);
-        let msg = Arc::new(msg);
-        let (s, m, n, c) = (
-            self.shared.clone(),
-            msg.clone(),
-            name.clone(),
-            chain.clone(),
-        );
-        let run = move || {
-            let r = s.run_one(c.as_deref(), &n, &m.data[args_at..]);
-            s.finish(&m, &n, c, r, started);
-        };
-        let s = self.shared.clone();
-        let fail = move |e| s.finish(&msg, &name, chain, Err(e), started);
-        // Refused (full, stopped): `fail` has answered the caller.
-        let _ = self.pool.submit(Job::new(run, fail));
+        drop(parts);
+        submit(&self.shared, &self.pool, msg, started);
     }
+}
+
+/// Hands a call to the worker pool (a concurrent function, or a call to
+/// oneself); a refusal (full, stopped) is answered to the caller.
+fn submit(shared: &Arc<Shared>, pool: &Pool, msg: Message, started: Instant) {
+    let parts = match decode_call(&msg.data) {
+        Ok(p) => p,
+        Err(e) => return shared.finish(&msg, "?", None, Err(e), started),
+    };
+    // A chain that has already failed stays failed without queueing.
+    if let Some(e) = shared.chain_failure(parts.chain.as_deref()) {
+        return shared.finish(&msg, &parts.name, parts.chain, Err(e), started);
+    }
+    let args_at = msg.data.len() - parts.args.len();
+    let (name, chain) = (Arc::<str>::from(parts.name), parts.chain);
+    let msg = Arc::new(msg);
+    let (s, m, n, c) = (shared.clone(), msg.clone(), name.clone(), chain.clone());
+    let run = move || {
+        let r = s.run_one(c.as_deref(), &n, &m.data[args_at..]);
+        s.finish(&m, &n, c, r, started);
+    };
+    let s = shared.clone();
+    let fail = move |e| s.finish(&msg, &name, chain, Err(e), started);
+    // Refused (full, stopped): `fail` has answered the caller.
+    let _ = pool.submit(Job::new(run, fail));
 }
 
 impl Shared {

@@ -21,6 +21,11 @@ pub fn tests() -> Vec<Trial> {
             ids_come_in_blocks_and_a_flood_is_refused,
         ),
         trial(
+            "identity::a_child_may_call_itself",
+            TEST_LIMIT,
+            a_child_may_call_itself,
+        ),
+        trial(
             "identity::a_context_may_receive_itself",
             TEST_LIMIT,
             a_context_may_receive_itself,
@@ -260,6 +265,33 @@ fn ids_come_in_blocks_and_a_flood_is_refused() -> TestResult {
     ensure!(
         more.len() == 10 && err.is_none(),
         "another child: {more:?} {err:?}"
+    );
+    Ok(())
+}
+
+#[mitogen::remote]
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+/// From the main thread (inside a call), calls this very context.
+#[mitogen::remote]
+fn call_myself(router: &mitogen::Router, x: u64) -> mitogen::Result<u64> {
+    router.myself().call::<double>((x,))
+}
+
+/// Before: a child's call to its own `myself()` was refused by the call
+/// policy (only parents may call), and from the main thread it would have
+/// waited on itself.
+fn a_child_may_call_itself() -> TestResult {
+    let router = util::router()?;
+    let ctx = router.local().connect()?;
+    ensure!(ctx.call::<call_myself>((21,))? == 42, "the self-call");
+    // The master serves no calls: it says so at once.
+    let r = router.myself().call::<double>((1,));
+    ensure!(
+        matches!(&r, Err(mitogen::Error::Stream(e)) if e.to_string().contains("serves no calls")),
+        "the master calling itself: {r:?}"
     );
     Ok(())
 }
