@@ -25,6 +25,7 @@ mod logs;
 mod messaging;
 mod senders;
 mod trees;
+mod values;
 
 fn tests() -> Vec<libtest_mimic::Trial> {
     let mut all = Vec::new();
@@ -46,6 +47,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(hostile::tests());
     all.extend(flow::tests());
     all.extend(limits::tests());
+    all.extend(values::tests());
     all
 }
 
