@@ -177,6 +177,13 @@ impl Context {
         name: &str,
         args: &A,
     ) -> Result<PendingCall<T>> {
+        self.start_request(handle::CALL_FUNCTION, encode_call(chain, name, args)?)
+    }
+
+    /// Sends `payload` to the reserved handle `to` of this context with a
+    /// fresh reply handle, answered as a call is (a result or a
+    /// [`crate::CallError`]).
+    pub(crate) fn start_request<T>(&self, to: u32, payload: Vec<u8>) -> Result<PendingCall<T>> {
         let latch = Latch::new();
         let l = latch.clone();
         let h = self.core.add_handler(
@@ -194,10 +201,11 @@ impl Context {
             core: self.core.clone(),
             _t: PhantomData,
         };
-        // A failed send (arguments that do not serialize, no route, a
-        // message over the size limit) is reported here, at once; dropping
-        // `pending` removes the handler.
-        self.send_call(chain, name, args, h)?;
+        // A failed send (no route, a message over the size limit) is
+        // reported here, at once; dropping `pending` removes the handler.
+        let mut m = Message::with_payload(payload);
+        m.reply_to = h;
+        self.core.send(m.to(self.id, to))?;
         Ok(pending)
     }
 

@@ -46,6 +46,15 @@ pub struct ExternalContext {
 }
 
 impl ExternalContext {
+    /// The running context as seen through `router`: its parent is the
+    /// first of its parents (the master is its own parent).
+    pub(crate) fn for_router(router: Router) -> ExternalContext {
+        let core = router.core().clone();
+        let parent_id = core.parent_ids.first().copied().unwrap_or(core.id);
+        let parent = Context::new(core, parent_id, "parent");
+        ExternalContext { router, parent }
+    }
+
     /// This context's router.
     pub fn router(&self) -> &Router {
         &self.router
@@ -113,8 +122,6 @@ struct Shared {
 impl Dispatcher {
     pub(crate) fn new(router: Router, profiling: bool, pool: PoolSize) -> Dispatcher {
         let core = router.core().clone();
-        let parent_id = core.parent_ids.first().copied().unwrap_or(0);
-        let parent = Context::new(core.clone(), parent_id, "parent");
         let queue = Latch::new();
         let q = queue.clone();
         let parents = core.parent_ids.clone();
@@ -145,7 +152,7 @@ impl Dispatcher {
         }));
         Dispatcher {
             shared: Arc::new(Shared {
-                econtext: ExternalContext { router, parent },
+                econtext: ExternalContext::for_router(router),
                 failed_chains: Mutex::new(HashMap::new()),
                 profile: profiling.then(|| Mutex::new(HashMap::new())),
             }),

@@ -287,6 +287,8 @@ pub mod handle {
     pub const SHUTDOWN: u32 = 106;
     /// Bootstrap handshake frames (hello and config).
     pub const HANDSHAKE: u32 = 107;
+    /// Call a method of a service (the seed's `CALL_SERVICE`).
+    pub const CALL_SERVICE: u32 = 110;
     /// The first handle given out by `Router::add_handler`.
     pub const FIRST_DYNAMIC: u32 = 1000;
 }

@@ -39,6 +39,20 @@ pub type Policy = Arc<dyn Fn(&Message) -> bool + Send + Sync>;
 
 pub(crate) type Sink = Box<dyn Fn(Message) + Send + Sync>;
 
+/// Set-up run on every new router, registered by layers above this one
+/// (the service host, `service/host.rs`): the router cannot name them
+/// without importing upwards.
+#[cfg(not(test))]
+#[linkme::distributed_slice]
+pub(crate) static ON_NEW_ROUTER: [fn(&Arc<Core>)];
+
+/// The unit-test binary links this crate twice (the crate under test and
+/// the `testing` dev-dependency) and linkme refuses a slice defined
+/// twice: there, routers get no set-up from above (services are tested
+/// in `tests/core`).
+#[cfg(test)]
+pub(crate) static ON_NEW_ROUTER: [fn(&Arc<Core>); 0] = [];
+
 /// How long a user thread waits for room in a full link before its send
 /// fails with a [`crate::TimeoutError`]: the peer made no progress for that long.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -66,6 +80,8 @@ pub(crate) struct Core {
     pub(crate) on_parent_lost: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Connects under way, ended by the broker's shutdown.
     pub(crate) connects: crate::connect::inflight::Connects,
+    /// The service host (`service/host.rs`), opaque to this layer.
+    pub(crate) services: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -84,11 +100,13 @@ pub struct Router {
 
 struct Owner {
     core: Arc<Core>,
+    /// `false` for handles that never stop the broker ([`Router::borrowed`]).
+    owning: bool,
 }
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        if self.core.owns_broker {
+        if self.owning && self.core.owns_broker {
             self.core.broker.shutdown();
             self.core.broker.join();
         }
@@ -129,7 +147,19 @@ impl Router {
 
     pub(crate) fn from_core(core: Arc<Core>) -> Router {
         Router {
-            owner: Arc::new(Owner { core }),
+            owner: Arc::new(Owner { core, owning: true }),
+        }
+    }
+
+    /// A handle that never shuts the broker down when dropped: for state
+    /// kept inside the router itself (services), which must not make the
+    /// router outlive its last user handle.
+    pub(crate) fn borrowed(core: Arc<Core>) -> Router {
+        Router {
+            owner: Arc::new(Owner {
+                core,
+                owning: false,
+            }),
         }
     }
 
@@ -311,8 +341,12 @@ impl Core {
             owns_broker,
             on_parent_lost: Mutex::new(None),
             connects: Default::default(),
+            services: Default::default(),
         });
         control::install(&core);
+        for setup in ON_NEW_ROUTER {
+            setup(&core);
+        }
         broker.add_participant(core.clone());
         core
     }

@@ -24,6 +24,7 @@ mod limits;
 mod logs;
 mod messaging;
 mod senders;
+mod services;
 mod trees;
 mod values;
 
@@ -48,6 +49,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(flow::tests());
     all.extend(limits::tests());
     all.extend(values::tests());
+    all.extend(services::tests());
     all
 }
 
