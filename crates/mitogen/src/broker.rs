@@ -25,11 +25,12 @@ use crate::error::{CallError, Error, Result, StreamError};
 use crate::events::{BrokerEvents, Subscription};
 use crate::latch::Latch;
 use crate::sync::lock;
+use crate::timer::{deadline, Timer, TimerState};
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::{BinaryHeap, HashMap};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -392,25 +393,24 @@ impl Broker {
         }
         let at = deadline(delay);
         let id = self.shared.next_timer.fetch_add(1, Ordering::Relaxed);
-        let state = Arc::new(AtomicU8::new(TIMER_PENDING));
+        let state = TimerState::new();
         let s = state.clone();
         let task: Task = Box::new(move |_| {
-            let claimed = s.compare_exchange(
-                TIMER_PENDING,
-                TIMER_FIRED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-            if claimed.is_ok() {
+            if s.claim() {
                 f();
             }
         });
         self.defer_loop(Box::new(move |lp| lp.at(at, id, task)));
-        Ok(Timer {
+        let broker = self.handle();
+        Ok(Timer::new(
             state,
-            id,
-            broker: self.handle(),
-        })
+            Box::new(move || {
+                // Free its task now rather than at its due time.
+                if !broker.is_stopped() {
+                    broker.defer_loop(Box::new(move |lp| lp.forget_timer(id)));
+                }
+            }),
+        ))
     }
 
     /// Runs `f` on the broker thread and waits for its result. Called on the
@@ -524,67 +524,6 @@ impl Broker {
                 }
             }
         }
-    }
-}
-
-const TIMER_PENDING: u8 = 0;
-const TIMER_FIRED: u8 = 1;
-const TIMER_CANCELLED: u8 = 2;
-
-/// `delay` from now, saturating (a delay of years is "never" in practice
-/// rather than a panic).
-fn deadline(delay: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(delay)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
-}
-
-/// A function set to run later on the broker thread
-/// ([`Broker::call_later`]).
-///
-/// Dropping the handle leaves the timer set; [`Timer::cancel`] stops it.
-pub struct Timer {
-    state: Arc<AtomicU8>,
-    id: u64,
-    broker: Broker,
-}
-
-impl std::fmt::Debug for Timer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Timer")
-            .field("id", &self.id)
-            .field("active", &self.is_active())
-            .finish()
-    }
-}
-
-impl Timer {
-    /// Cancels the timer: `true` if it had not run, and now never will;
-    /// `false` if it already ran (or is running) or was cancelled before.
-    /// Safe from any thread, including the broker thread inside another
-    /// timer.
-    pub fn cancel(&self) -> bool {
-        let cancelled = self
-            .state
-            .compare_exchange(
-                TIMER_PENDING,
-                TIMER_CANCELLED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok();
-        if cancelled && !self.broker.is_stopped() {
-            // Free its task now rather than at its due time.
-            let id = self.id;
-            self.broker
-                .defer_loop(Box::new(move |lp| lp.forget_timer(id)));
-        }
-        cancelled
-    }
-
-    /// `true` while the timer has neither run nor been cancelled.
-    pub fn is_active(&self) -> bool {
-        self.state.load(Ordering::Acquire) == TIMER_PENDING
     }
 }
 
@@ -746,68 +685,6 @@ mod tests {
     }
 
     #[test]
-    fn call_later_fires_by_due_time_on_the_broker_thread() {
-        let b = Broker::new().unwrap();
-        let out = Latch::new();
-        for (delay, n) in [(60, 3), (20, 1), (40, 2)] {
-            let (o, b2) = (out.clone(), b.clone());
-            // Dropping the handle leaves the timer set.
-            drop(
-                b.call_later(Duration::from_millis(delay), move || {
-                    let _ = o.put((n, b2.on_broker_thread()));
-                })
-                .unwrap(),
-            );
-        }
-        let t = Some(Duration::from_secs(5));
-        let got: Vec<_> = (0..3).map(|_| out.get(t).unwrap()).collect();
-        assert_eq!(got, [(1, true), (2, true), (3, true)]);
-        b.shutdown();
-        b.join();
-    }
-
-    #[test]
-    fn a_cancelled_timer_never_fires() {
-        let b = Broker::new().unwrap();
-        let out = Latch::new();
-        let o = out.clone();
-        let doomed = b
-            .call_later(Duration::from_millis(10), move || {
-                let _ = o.put("cancelled one");
-            })
-            .unwrap();
-        assert!(doomed.is_active());
-        assert!(doomed.cancel());
-        assert!(!doomed.cancel(), "cancelling twice reports the second");
-        assert!(!doomed.is_active());
-        // A timer cancelled by another timer, on the broker thread.
-        let o = out.clone();
-        let victim = b
-            .call_later(Duration::from_millis(40), move || {
-                let _ = o.put("victim");
-            })
-            .unwrap();
-        let o = out.clone();
-        let killer = b
-            .call_later(Duration::from_millis(20), move || {
-                let _ = o.put(if victim.cancel() { "killer" } else { "late" });
-            })
-            .unwrap();
-        let o = out.clone();
-        b.call_later(Duration::from_millis(80), move || {
-            let _ = o.put("sentinel");
-        })
-        .unwrap();
-        let t = Some(Duration::from_secs(5));
-        assert_eq!(out.get(t).unwrap(), "killer");
-        assert_eq!(out.get(t).unwrap(), "sentinel");
-        assert!(out.empty(), "nothing else fired");
-        assert!(!killer.cancel(), "a timer that ran cannot be cancelled");
-        b.shutdown();
-        b.join();
-    }
-
-    #[test]
     fn cancelled_timers_do_not_accumulate() {
         let b = Broker::new().unwrap();
         for _ in 0..1000 {
@@ -829,19 +706,6 @@ mod tests {
         assert!(heap <= 64, "{heap} heap entries left");
         b.shutdown();
         b.join();
-    }
-
-    #[test]
-    fn call_later_after_shutdown_is_refused() {
-        let b = Broker::new().unwrap();
-        let t = b.call_later(Duration::from_secs(3600), || ()).unwrap();
-        b.shutdown();
-        let e = b.call_later(Duration::ZERO, || ()).unwrap_err();
-        assert!(e.to_string().contains("shutting down"), "{e}");
-        b.join();
-        // The pending one was dropped with the broker, unrun.
-        assert!(t.is_active());
-        assert!(t.cancel());
     }
 
     #[test]

@@ -82,10 +82,12 @@ mod sync;
 #[doc(hidden)]
 #[cfg(feature = "testing")]
 pub mod testing;
+mod timer;
 mod tmpfile;
+pub mod unix;
 mod utils;
 
-pub use broker::{Broker, Timer, DEFAULT_SHUTDOWN_TIMEOUT};
+pub use broker::{Broker, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use call::RemoteFn;
 pub use channel::Channel;
 pub use connect::doas::{DoasBuilder, DOAS_INCORRECT_PROMPTS};
@@ -117,6 +119,7 @@ pub use sender::Sender;
 /// Bytes that serialize as one MessagePack `bin` (not an array of
 /// integers): use it for bulk arguments and results.
 pub use serde_bytes::ByteBuf;
+pub use timer::Timer;
 pub use utils::{cast, log_to_file, run_with_router, Value};
 
 /// Exposes a function to parent contexts.

@@ -31,6 +31,7 @@ pub(crate) use decoding::{decoding_core, decoding_for};
 use deliver::Inbox;
 pub(crate) use limits::FlowLimits;
 use limits::Limits;
+pub(crate) use links::Reach;
 use table::Table;
 
 /// Decides whether a handler accepts a message; refused messages are
@@ -82,6 +83,9 @@ pub(crate) struct Core {
     pub(crate) connects: crate::connect::inflight::Connects,
     /// The service host (`service/host.rs`), opaque to this layer.
     pub(crate) services: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
+    /// Links of processes that attached themselves (`unix.rs`), by link
+    /// id: what their traffic may reach (see `links.rs`).
+    foreign: links::ForeignLinks,
 }
 
 impl std::fmt::Debug for Core {
@@ -342,6 +346,7 @@ impl Core {
             on_parent_lost: Mutex::new(None),
             connects: Default::default(),
             services: Default::default(),
+            foreign: Default::default(),
         });
         control::install(&core);
         for setup in ON_NEW_ROUTER {
