@@ -33,15 +33,22 @@
 //! timeout: a frozen master is a [`crate::TimeoutError`], never a hang.
 //!
 //! ```no_run
+//! # #[mitogen::remote] fn uptime() -> u64 { 0 }
 //! # fn demo(router: &mitogen::Router) -> mitogen::Result<()> {
+//! use mitogen::unix::{self, Listener, Reach};
+//!
 //! // In the long-lived master:
-//! let path = mitogen::unix::default_path("myapp")?;
-//! let listener = mitogen::unix::Listener::bind(router, &path, mitogen::unix::Reach::Tree)?;
+//! let web = router.ssh("web1").connect()?;
+//! let path = unix::default_path("myapp")?;
+//! let listener = Listener::bind(router, &path, Reach::Tree)?;
+//! listener.publish(&web)?;
 //!
 //! // In a later command of the same program, as the same user:
-//! let (attached, master) = mitogen::unix::connect(&path, None)?;
-//! // `master` is a Context: call its services (e.g. one handing out the
-//! // contexts it holds), then those contexts.
+//! let (_attached, master) = unix::connect(&path, None)?;
+//! for ctx in unix::published(&master)? {
+//!     println!("{}: up {} s", ctx.name(), ctx.call::<uptime>(())?);
+//! }
+//! // `master` is a Context too: call the master's own services.
 //! # Ok(()) }
 //! ```
 
@@ -50,6 +57,7 @@ use crate::error::{Result, StreamError, TimeoutError};
 use crate::identity::MASTER_ID;
 use crate::link::{FrameReader, Stream};
 use crate::router::{Core, Reach as RouterReach, Router};
+use crate::service::{Service, Services};
 use crate::sync::lock;
 use serde::{Deserialize, Serialize};
 use std::io::{ErrorKind, Read, Write};
@@ -265,6 +273,23 @@ impl Listener {
         // Closed with the broker, if not before.
         let on_exit = router.broker().on_exit(move || s.close_files());
         Ok(Listener { shared, on_exit })
+    }
+
+    /// Makes `ctx` (a context of this master) visible to attached
+    /// processes, which list it with [`published`]. Contexts that have
+    /// disconnected drop out of the list.
+    pub fn publish(&self, ctx: &Context) -> Result<()> {
+        let core = self
+            .shared
+            .core
+            .upgrade()
+            .ok_or_else(|| StreamError::new("the listener's router is gone"))?;
+        let published = Services::of(&Router::borrowed(core)).get::<Published>()?;
+        let mut list = lock(&published.0);
+        if !list.iter().any(|c| c.context_id() == ctx.context_id()) {
+            list.push(ctx.clone());
+        }
+        Ok(())
     }
 
     /// The socket's path.
@@ -560,6 +585,35 @@ pub fn connect(path: impl AsRef<Path>, timeout: Option<Duration>) -> Result<(Rou
     core.attach(Arc::new(stream), FrameReader::new(max));
     let master = Context::new(core.clone(), master_id, &hello.master_name);
     Ok((Router::from_core(core), master))
+}
+
+/// The contexts the master published ([`Listener::publish`]), as handles
+/// of the attached router that `master` belongs to. With
+/// [`Reach::Master`] they are listed, but calls to them are refused.
+pub fn published(master: &Context) -> Result<Vec<Context>> {
+    master.call_service::<published::list>(())
+}
+
+/// The master's published contexts: a service of the master, parents
+/// only (an attached process acts with the master's authority; the
+/// master's own children may not list their siblings).
+struct Published(Mutex<Vec<Context>>);
+
+impl Service for Published {
+    const NAME: &'static str = "mitogen::unix::Published";
+    fn new(_: &crate::ExternalContext) -> std::result::Result<Self, crate::service::BoxError> {
+        Ok(Published(Mutex::new(Vec::new())))
+    }
+}
+
+#[crate::service]
+impl Published {
+    #[expose]
+    fn list(&self) -> Vec<Context> {
+        let mut list = lock(&self.0);
+        list.retain(Context::is_connected);
+        list.clone()
+    }
 }
 
 /// Reads the master's handshake, within `timeout`.

@@ -118,6 +118,20 @@ fn call(path: &Path) {
         }
         Err(e) => println!("contexts-err {e}"),
     }
+    match mitogen::unix::published(&master) {
+        Ok(cs) => {
+            for c in cs {
+                match c
+                    .call_async::<util::pid>(())
+                    .and_then(|p| p.get(Some(WAIT)))
+                {
+                    Ok(pid) => println!("published-pid {} {pid}", c.name()),
+                    Err(e) => println!("published-err {e}"),
+                }
+            }
+        }
+        Err(e) => println!("published-list-err {e}"),
+    }
 }
 
 /// This test binary, run as a helper in `mode` on `path`.
@@ -216,7 +230,8 @@ fn reaches_the_tree() -> TestResult {
     });
     let dir = private_dir("attach-tree")?;
     let path = dir.path().join("master.sock");
-    let _listener = Listener::bind(&router, &path, Reach::Tree)?;
+    let listener = Listener::bind(&router, &path, Reach::Tree)?;
+    listener.publish(&child)?;
     let lines = run_call(&path)?;
     let id: u32 = field(&lines, "id")
         .and_then(|v| v.parse().ok())
@@ -229,6 +244,10 @@ fn reaches_the_tree() -> TestResult {
     ensure!(
         field(&lines, "pid") == Some(child_pid.to_string().as_str()),
         "the attached process did not reach the master's child: {lines:?}"
+    );
+    ensure!(
+        field(&lines, "published-pid") == Some(format!("{} {child_pid}", child.name()).as_str()),
+        "the published context: {lines:?}"
     );
     ensure!(
         directory.visits.load(Ordering::SeqCst) == 1,
