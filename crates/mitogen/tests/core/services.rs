@@ -453,6 +453,7 @@ fn stop_fails_queued() -> TestResult {
     let gate = gate_dir.path().join("gate");
     let gate_s = gate.to_string_lossy().into_owned();
     let running = ctx.call_service_async::<gate::wait>((gate_s.clone(), 30_000))?;
+    let pid = ctx.call_async::<util::pid>(())?.get(Some(WAIT))?;
     let started = gate_dir.path().join("gate.started");
     ensure!(
         util::wait_for(WAIT, || started.exists()),
@@ -461,6 +462,11 @@ fn stop_fails_queued() -> TestResult {
     let queued: Vec<_> = (0..3)
         .map(|_| ctx.call_service_async::<gate::wait>((gate_s.clone(), 30_000)))
         .collect::<Result<_, _>>()?;
+    ensure!(
+        pool_threads(pid) == Some(1),
+        "service pool threads before stop: {:?}",
+        pool_threads(pid)
+    );
     ctx.call_async::<stop_services>(())?.get(Some(WAIT))?;
     for (i, q) in queued.iter().enumerate() {
         let e = call_error(q.get(Some(WAIT)))?;
@@ -474,7 +480,24 @@ fn stop_fails_queued() -> TestResult {
     ensure!(!running.ready(), "the running call ended before its gate");
     std::fs::write(&gate, "open").map_err(|e| format!("gate: {e}"))?;
     ensure!(running.get(Some(WAIT))?, "the running call was cut short");
-    // Remote functions are unaffected.
+    // Remote functions are unaffected; the pool's threads are gone.
     ctx.call_async::<util::pid>(())?.get(Some(WAIT))?;
+    ensure!(
+        util::wait_for(WAIT, || pool_threads(pid) == Some(0)),
+        "pool threads left after stop: {:?}",
+        pool_threads(pid)
+    );
     Ok(())
+}
+
+/// Threads of `pid` named like pool threads (`None`: unreadable).
+fn pool_threads(pid: u32) -> Option<usize> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    Some(
+        tasks
+            .filter_map(Result::ok)
+            .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+            .filter(|comm| comm.starts_with("mitogen-pool"))
+            .count(),
+    )
 }
