@@ -82,7 +82,7 @@ mod host;
 
 pub use host::Services;
 
-use crate::call::{encode_output, CallEnv};
+use crate::call::CallEnv;
 use crate::context::{Context, PendingCall};
 use crate::dispatch::ExternalContext;
 use crate::error::{CallError, Result};
@@ -169,9 +169,11 @@ impl Caller {
     }
 }
 
+#[doc(hidden)]
 /// A context's instance of a service, type-erased (generated code).
 pub type Instance = Arc<dyn Any + Send + Sync>;
 
+#[doc(hidden)]
 /// What generated code receives to run a method.
 #[derive(Debug)]
 pub struct ServiceEnv<'a> {
@@ -181,6 +183,7 @@ pub struct ServiceEnv<'a> {
     pub caller: &'a Caller,
 }
 
+#[doc(hidden)]
 /// A registry entry for one exposed method, written by
 /// `#[mitogen::service]`.
 pub struct MethodEntry {
@@ -197,9 +200,11 @@ pub struct MethodEntry {
     pub invoke: Invoke,
 }
 
+#[doc(hidden)]
 /// Makes a service's instance (generated code: [`activate`]).
 pub type Activate = fn(&ExternalContext) -> std::result::Result<Instance, CallError>;
 
+#[doc(hidden)]
 /// Runs one method on an instance with encoded arguments (generated code).
 pub type Invoke = fn(&Instance, &ServiceEnv<'_>, &[u8]) -> std::result::Result<Vec<u8>, CallError>;
 
@@ -213,6 +218,7 @@ impl std::fmt::Debug for MethodEntry {
     }
 }
 
+#[doc(hidden)]
 /// Every exposed service method linked into this binary.
 #[linkme::distributed_slice]
 pub static SERVICE_METHODS: [MethodEntry];
@@ -242,6 +248,7 @@ impl std::error::Error for ActivationFailed {
     }
 }
 
+#[doc(hidden)]
 /// Makes the instance of `S` (generated code).
 pub fn activate<S: Service>(
     econtext: &ExternalContext,
@@ -258,6 +265,7 @@ pub fn activate<S: Service>(
     }
 }
 
+#[doc(hidden)]
 /// The instance as an `S` (generated code).
 pub fn instance<S: Service>(i: &Instance) -> std::result::Result<&S, CallError> {
     i.downcast_ref::<S>().ok_or_else(|| {
@@ -266,11 +274,6 @@ pub fn instance<S: Service>(i: &Instance) -> std::result::Result<&S, CallError> 
             format!("two service types are named {}", S::NAME),
         )
     })
-}
-
-/// Encodes a method's result (generated code).
-pub fn encode_result<T: Serialize>(value: &T) -> std::result::Result<Vec<u8>, CallError> {
-    encode_output(value)
 }
 
 /// Builds a service call's payload: `[service, method, args]`.
