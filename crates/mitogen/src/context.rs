@@ -166,13 +166,7 @@ impl Context {
         args: &A,
         reply_to: u32,
     ) -> Result<()> {
-        if self.id == crate::identity::MASTER_ID && self.core.id == self.id {
-            // A child serves calls (its own too); the master does not.
-            return Err(crate::StreamError::new(
-                "the master serves no calls: call the function directly",
-            )
-            .into());
-        }
+        self.check_serves_calls(handle::CALL_FUNCTION)?;
         let mut m = Message::with_payload(encode_call(chain, name, args)?);
         m.reply_to = reply_to;
         self.core.send(m.to(self.id, handle::CALL_FUNCTION))
@@ -184,6 +178,29 @@ impl Context {
         name: &str,
         args: &A,
     ) -> Result<PendingCall<T>> {
+        self.start_request(handle::CALL_FUNCTION, encode_call(chain, name, args)?)
+    }
+
+    /// Sends `payload` to the reserved handle `to` of this context with a
+    /// fresh reply handle, answered as a call is (a result or a
+    /// [`crate::CallError`]).
+    /// A child serves calls (its own too); the master does not (it does
+    /// serve services): say so at once rather than with a dead message.
+    fn check_serves_calls(&self, to: u32) -> Result<()> {
+        if to == handle::CALL_FUNCTION
+            && self.id == crate::identity::MASTER_ID
+            && self.core.id == self.id
+        {
+            return Err(crate::StreamError::new(
+                "the master serves no calls: call the function directly",
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn start_request<T>(&self, to: u32, payload: Vec<u8>) -> Result<PendingCall<T>> {
+        self.check_serves_calls(to)?;
         let latch = Latch::new();
         let l = latch.clone();
         let h = self.core.add_handler(
@@ -201,10 +218,11 @@ impl Context {
             core: self.core.clone(),
             _t: PhantomData,
         };
-        // A failed send (arguments that do not serialize, no route, a
-        // message over the size limit) is reported here, at once; dropping
-        // `pending` removes the handler.
-        self.send_call(chain, name, args, h)?;
+        // A failed send (no route, a message over the size limit) is
+        // reported here, at once; dropping `pending` removes the handler.
+        let mut m = Message::with_payload(payload);
+        m.reply_to = h;
+        self.core.send(m.to(self.id, to))?;
         Ok(pending)
     }
 

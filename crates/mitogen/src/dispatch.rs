@@ -33,7 +33,7 @@ use crate::message::Message;
 use crate::pool::{Job, Pool, PoolSize, DEFAULT_IDLE_TIMEOUT};
 use crate::router::{Policy, Router};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -44,12 +44,18 @@ use std::time::{Duration, Instant};
 pub struct ExternalContext {
     router: Router,
     parent: Context,
-    /// Set by [`ExternalContext::detach`]: the parent's loss no longer
-    /// shuts this context down.
-    detached: Arc<AtomicBool>,
 }
 
 impl ExternalContext {
+    /// The running context as seen through `router`: its parent is the
+    /// first of its parents (the master is its own parent).
+    pub(crate) fn for_router(router: Router) -> ExternalContext {
+        let core = router.core().clone();
+        let parent_id = core.parent_ids.first().copied().unwrap_or(core.id);
+        let parent = Context::new(core, parent_id, "parent");
+        ExternalContext { router, parent }
+    }
+
     /// This context's router.
     pub fn router(&self) -> &Router {
         &self.router
@@ -109,7 +115,7 @@ impl ExternalContext {
         if let Some(why) = got?.dead_reason() {
             return Err(crate::ChannelError::new(why).into());
         }
-        self.detached.store(true, Ordering::Release);
+        core.detached.store(true, Ordering::Release);
         // SAFETY: setsid and signal take no pointers; setsid fails
         // harmlessly for a session leader.
         unsafe {
@@ -163,8 +169,6 @@ struct Shared {
 impl Dispatcher {
     pub(crate) fn new(router: Router, profiling: bool, pool: PoolSize) -> Dispatcher {
         let core = router.core().clone();
-        let parent_id = core.parent_ids.first().copied().unwrap_or(0);
-        let parent = Context::new(core.clone(), parent_id, "parent");
         let queue = Latch::new();
         let q = queue.clone();
         let parents = core.parent_ids.clone();
@@ -201,22 +205,20 @@ impl Dispatcher {
         }));
         let q = queue.clone();
         let b = core.broker.clone();
-        let detached = Arc::new(AtomicBool::new(false));
-        let d = detached.clone();
+        let weak = Arc::downgrade(&core);
         *crate::sync::lock(&core.on_parent_lost) = Some(Box::new(move || {
             q.close();
             // Detached: the running call finishes first; the context
             // shuts down once the call loop ends.
-            if !d.load(Ordering::Acquire) {
+            if !weak
+                .upgrade()
+                .is_some_and(|c| c.detached.load(Ordering::Acquire))
+            {
                 b.shutdown();
             }
         }));
         let shared = Arc::new(Shared {
-            econtext: ExternalContext {
-                router,
-                parent,
-                detached,
-            },
+            econtext: ExternalContext::for_router(router),
             failed_chains: Mutex::new(HashMap::new()),
             profile: profiling.then(|| Mutex::new(HashMap::new())),
         });

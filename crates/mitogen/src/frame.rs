@@ -291,6 +291,8 @@ pub mod handle {
     pub const DISCONNECT: u32 = 108;
     /// A child tells its parent it detaches: its link's end is no failure.
     pub const DETACHING: u32 = 109;
+    /// Call a method of a service (the seed's `CALL_SERVICE`).
+    pub const CALL_SERVICE: u32 = 110;
     /// The first handle given out by `Router::add_handler`.
     pub const FIRST_DYNAMIC: u32 = 1000;
 }

@@ -9,10 +9,41 @@ use crate::link::{direct, FrameReader, ReadState, Stream};
 use crate::message::Message;
 use crate::sync::lock;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
+
+/// What the traffic of a process that attached itself to this context
+/// (`unix.rs`: a local process of the same user) may reach. Either way
+/// its messages carry this context's authority, as the seed's Unix
+/// listener gives them: it is the same user acting through this context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// This context only; messages for any other are answered dead.
+    Here,
+    /// Wherever this context may send.
+    Tree,
+}
+
+/// Attached links by link id. `any` spares the lock on the hot path of
+/// routers that never attached one.
+#[derive(Default)]
+pub(crate) struct ForeignLinks {
+    any: AtomicBool,
+    links: Mutex<HashMap<u64, Reach>>,
+}
+
+impl ForeignLinks {
+    fn reach(&self, link: u64) -> Option<Reach> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        lock(&self.links).get(&link).copied()
+    }
+}
 
 impl Core {
     /// Takes ownership of a connected stream: routes, broker registration.
@@ -24,6 +55,25 @@ impl Core {
         let core = self.clone();
         self.broker
             .defer_loop(Box::new(move |lp| core.register_stream(lp, stream)));
+    }
+
+    /// [`Core::attach`] for the link of a process that attached itself:
+    /// its messages act with this context's authority, and reach as far
+    /// as `reach` says.
+    pub(crate) fn attach_foreign(
+        self: &Arc<Self>,
+        stream: Arc<Stream>,
+        reader: FrameReader,
+        reach: Reach,
+    ) {
+        lock(&self.foreign.links).insert(stream.id, reach);
+        self.foreign.any.store(true, Ordering::Release);
+        self.attach(stream, reader);
+    }
+
+    /// Links of attached processes held now.
+    pub(crate) fn foreign_links(&self) -> usize {
+        lock(&self.foreign.links).len()
     }
 
     pub(super) fn register_stream(self: &Arc<Self>, lp: &mut Loop, stream: Arc<Stream>) {
@@ -131,7 +181,7 @@ impl Core {
     }
 
     /// Security checks on a message from a stream, then routing.
-    pub(crate) fn route_in(self: &Arc<Self>, s: &Arc<Stream>, msg: Message) {
+    pub(crate) fn route_in(self: &Arc<Self>, s: &Arc<Stream>, mut msg: Message) {
         if !s.is_parent {
             let back = self.table.route(msg.src_id).map(|r| r.id);
             if back != Some(s.id) {
@@ -145,6 +195,18 @@ impl Core {
                 tracing::warn!("mitogen: dropped {msg:?} from {}: forged auth_id", s.name);
                 return;
             }
+            if let Some(reach) = self.foreign.reach(s.id) {
+                if reach == Reach::Here && msg.dst_id != self.id {
+                    tracing::warn!(
+                        "mitogen: refused {msg:?} from {}: it may address {} only",
+                        s.name,
+                        self.name
+                    );
+                    self.bounce(&msg, crate::error::reasons::REFUSED);
+                    return;
+                }
+                msg.auth_id = self.id;
+            }
         }
         let _ = self.route(msg, Some(s));
     }
@@ -153,6 +215,7 @@ impl Core {
     /// the parent, reap the process.
     pub(super) fn on_disconnect(self: &Arc<Self>, lp: &mut Loop, s: &Arc<Stream>, why: &str) {
         s.mark_closed();
+        lock(&self.foreign.links).remove(&s.id);
         let (mut lost, lost_parent) = self.table.remove(s);
         let why = if s.detached.load(std::sync::atomic::Ordering::Acquire) {
             "it detached"

@@ -32,6 +32,7 @@ pub(crate) use decoding::{decoding_core, decoding_for};
 use deliver::Inbox;
 pub(crate) use limits::FlowLimits;
 use limits::Limits;
+pub(crate) use links::Reach;
 use table::Table;
 
 /// Decides whether a handler accepts a message; refused messages are
@@ -43,6 +44,20 @@ pub(crate) type Sink = Box<dyn Fn(Message) + Send + Sync>;
 /// How long [`Router::disconnect`] waits for the router holding the link
 /// to cut it.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Set-up run on every new router, registered by layers above this one
+/// (the service host, `service/host.rs`): the router cannot name them
+/// without importing upwards.
+#[cfg(not(test))]
+#[linkme::distributed_slice]
+pub(crate) static ON_NEW_ROUTER: [fn(&Arc<Core>)];
+
+/// The unit-test binary links this crate twice (the crate under test and
+/// the `testing` dev-dependency) and linkme refuses a slice defined
+/// twice: there, routers get no set-up from above (services are tested
+/// in `tests/core`).
+#[cfg(test)]
+pub(crate) static ON_NEW_ROUTER: [fn(&Arc<Core>); 0] = [];
 
 /// How long a user thread waits for room in a full link before its send
 /// fails with a [`crate::TimeoutError`]: the peer made no progress for that long.
@@ -71,8 +86,16 @@ pub(crate) struct Core {
     owns_broker: bool,
     /// Called on the broker thread when the link to the parent is lost.
     pub(crate) on_parent_lost: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// This context detached from its parent (`ExternalContext::detach`):
+    /// losing the parent does not shut it down.
+    pub(crate) detached: AtomicBool,
     /// Connects under way, ended by the broker's shutdown.
     pub(crate) connects: crate::connect::inflight::Connects,
+    /// The service host (`service/host.rs`), opaque to this layer.
+    pub(crate) services: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
+    /// Links of processes that attached themselves (`unix.rs`), by link
+    /// id: what their traffic may reach (see `links.rs`).
+    foreign: links::ForeignLinks,
 }
 
 impl std::fmt::Debug for Core {
@@ -91,11 +114,13 @@ pub struct Router {
 
 struct Owner {
     core: Arc<Core>,
+    /// `false` for handles that never stop the broker ([`Router::borrowed`]).
+    owning: bool,
 }
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        if self.core.owns_broker {
+        if self.owning && self.core.owns_broker {
             self.core.broker.shutdown();
             self.core.broker.join();
         }
@@ -136,7 +161,19 @@ impl Router {
 
     pub(crate) fn from_core(core: Arc<Core>) -> Router {
         Router {
-            owner: Arc::new(Owner { core }),
+            owner: Arc::new(Owner { core, owning: true }),
+        }
+    }
+
+    /// A handle that never shuts the broker down when dropped: for state
+    /// kept inside the router itself (services), which must not make the
+    /// router outlive its last user handle.
+    pub(crate) fn borrowed(core: Arc<Core>) -> Router {
+        Router {
+            owner: Arc::new(Owner {
+                core,
+                owning: false,
+            }),
         }
     }
 
@@ -395,11 +432,17 @@ impl Core {
             spare_ids: Mutex::new(0..0),
             owns_broker,
             on_parent_lost: Mutex::new(None),
+            detached: AtomicBool::new(false),
             connects: Default::default(),
+            services: Default::default(),
+            foreign: Default::default(),
         });
         crate::panics::install();
         core.table.set_name(core.id, &core.name);
         control::install(&core);
+        for setup in ON_NEW_ROUTER {
+            setup(&core);
+        }
         broker.add_participant(core.clone());
         core
     }
