@@ -107,6 +107,35 @@ impl Dialog {
                     .into(),
                 );
             }
+            // A question ssh asks and that nobody here can answer (a host
+            // key to confirm, whatever check_host_keys says, when the user's
+            // ssh config asks; a second factor): waiting would only end at
+            // the connect timeout.
+            if find(&l, "are you sure you want to continue connecting").is_some() {
+                return Some(
+                    HostKeyError::new(
+                        format!(
+                            "ssh to {t} asked to confirm a host key, which mitogen cannot \
+                             answer (check_host_keys and the ssh config disagree?): {}",
+                            self.tail(text)
+                        ),
+                        false,
+                    )
+                    .into(),
+                );
+            }
+            if ["verification code:", "one-time password", "otp:"]
+                .iter()
+                .any(|q| find(&l, q).is_some())
+            {
+                return Some(
+                    PasswordError::new(format!(
+                        "ssh to {t} asked for a second factor, which mitogen cannot answer: {}",
+                        self.tail(text)
+                    ))
+                    .into(),
+                );
+            }
             if find(&l, "host key verification failed").is_some() {
                 return Some(
                     HostKeyError::new(
@@ -451,5 +480,20 @@ mod tests {
             d.classify("", false, refused, Some(255), t),
             Some(Error::Stream(_))
         ));
+    }
+
+    #[test]
+    fn questions_nobody_can_answer_fail_at_once() {
+        let d = ssh_dialog();
+        let q = "The authenticity of host '10.0.0.9 (10.0.0.9)' can't be established.\n\
+                 ED25519 key fingerprint is SHA256:abc.\n\
+                 Are you sure you want to continue connecting (yes/no/[fingerprint])? ";
+        let e = d.known_failure(q, false);
+        assert!(
+            matches!(&e, Some(Error::HostKey(h)) if h.to_string().contains("continue connecting")),
+            "{e:?}"
+        );
+        let e = d.known_failure("(root@10.0.0.9) Verification code: ", false);
+        assert!(matches!(e, Some(Error::Password(_))), "{e:?}");
     }
 }
