@@ -6,7 +6,7 @@
 use crate::bootstrap::{self, AgentBinary, Bounds, Config, Spawned};
 use crate::connect::inflight::Flight;
 use crate::context::Context;
-use crate::error::{Result, StreamError};
+use crate::error::Result;
 use crate::link::Stream;
 use crate::router::Core;
 use std::os::fd::RawFd;
@@ -73,7 +73,7 @@ pub(crate) fn finish(
         Ok(s) => s,
         Err(e) => {
             kill_and_reap(&child);
-            return Err(StreamError::new(format!("cannot set up the stream: {e}")).into());
+            return Err(crate::process::fd_error("cannot set up the stream", e));
         }
     };
     // Attached only if shutdown has not begun; else the stream is dropped.

@@ -51,7 +51,7 @@ pub(crate) fn spawn(argv: &[String], how: How) -> Result<Spawned> {
         return Err(StreamError::new("empty transport command").into());
     };
     let err = |what: &str, e: std::io::Error| -> Error {
-        StreamError::new(format!("cannot start {prog}: {what}: {e}")).into()
+        crate::process::fd_error(&format!("cannot start {prog}: {what}"), e)
     };
     let (ours, theirs) = UnixStream::pair().map_err(|e| err("socketpair", e))?;
     let theirs_out = theirs.try_clone().map_err(|e| err("dup", e))?;
