@@ -202,6 +202,9 @@ pub(crate) struct Booted {
     pub(crate) reader: FrameReader,
     /// Bytes the agent binary upload cost (0 when cached).
     pub(crate) uploaded: u64,
+    /// What the transport wrote on its stderr before the agent ran (a
+    /// wrapper's words, ssh's debug lines): logged once it is up.
+    pub(crate) early_stderr: String,
 }
 
 const HINT: &str =
@@ -314,6 +317,7 @@ pub(crate) fn run(
         hello,
         reader,
         uploaded,
+        early_stderr: String::from_utf8_lossy(&io.err).into_owned(),
     })
 }
 

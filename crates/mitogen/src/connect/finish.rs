@@ -82,6 +82,16 @@ pub(crate) fn finish(
         kill_and_reap(&child);
         return Err(e);
     }
+    // What it said before the agent ran goes to the log like what it says
+    // later, not only into error messages.
+    for line in booted.early_stderr.lines().filter(|l| !l.trim().is_empty()) {
+        tracing::warn!(
+            target: "mitogen::child",
+            context = cfg.name.as_str(),
+            "stderr: {}",
+            line.trim_end()
+        );
+    }
     if let Some(err) = stderr {
         let name = cfg.name.clone();
         core.broker.defer_loop(Box::new(move |lp| {

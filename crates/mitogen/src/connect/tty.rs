@@ -265,7 +265,21 @@ pub(crate) fn connect_with(
         )
     };
     let who = format!("{name} ({} to {})", d.method, d.target);
-    finish(core, sp, &agent, &cfg, &flight, &who, Some(&classify))
+    let ctx = finish(core, sp, &agent, &cfg, &flight, &who, Some(&classify))?;
+    // What the terminal showed goes to the log, as stderr does; not the
+    // prompts (answered), and never a password.
+    let text = match &d.password {
+        Some(p) => p.scrub(&transcript.text),
+        None => transcript.text.clone(),
+    };
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let l = lower(line.as_bytes());
+        if d.prompts.iter().any(|p| find(&l, p).is_some()) {
+            continue;
+        }
+        tracing::info!(target: "mitogen::child", context = name.as_str(), "terminal: {line}");
+    }
+    Ok(ctx)
 }
 
 /// What the terminal showed before the stage started.
