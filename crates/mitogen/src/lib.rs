@@ -93,12 +93,13 @@ pub use connect::local::LocalBuilder;
 pub use connect::ssh::{HostKeyCheck, SshBuilder, DEFAULT_KEEPALIVE};
 pub use connect::su::{SuBuilder, SU_INCORRECT_PROMPTS};
 pub use connect::sudo::SudoBuilder;
+pub use connect::transport::docker::{DockerBuilder, PodmanBuilder};
 pub use connect::DEFAULT_CONNECT_TIMEOUT;
 pub use context::{CallChain, Context, PendingCall};
 pub use dispatch::ExternalContext;
 pub use error::{
     CallError, ChannelError, Error, HostKeyError, LatchError, PasswordError, Result, SelectError,
-    StreamError, TimeoutError,
+    StreamError, TargetError, TargetErrorKind, TimeoutError,
 };
 pub use events::{ChildExit, Disconnect, Subscription};
 pub use identity::{context_id, is_master, parent_id, parent_ids, MASTER_ID, VERSION};

@@ -7,7 +7,7 @@
 use crate::connect::become_::{doas, su, sudo};
 use crate::connect::fork::ForkSpec;
 use crate::connect::method::Method;
-use crate::connect::transport::{local::LocalSpec, ssh::SshSpec};
+use crate::connect::transport::{docker, local::LocalSpec, ssh::SshSpec};
 use crate::connect::via::{reply, ViaReply, ViaSpec};
 use crate::connect::Options;
 use crate::context::Context;
@@ -36,6 +36,8 @@ pub(crate) fn connect_tagged(
         sudo::SudoSpec::TAG => run::<sudo::SudoSpec>,
         su::SuSpec::TAG => run::<su::SuSpec>,
         doas::DoasSpec::TAG => run::<doas::DoasSpec>,
+        docker::DockerSpec::TAG => run::<docker::DockerSpec>,
+        docker::PodmanSpec::TAG => run::<docker::PodmanSpec>,
         _ => {
             return Err(StreamError::new(format!(
                 "unknown connection method {tag:?} (a different version of this program?)"

@@ -83,7 +83,10 @@ pub(crate) fn spawn(argv: &[String], how: How) -> Result<Spawned> {
         // SAFETY: PreExec is documented to keep to async-signal-safe calls.
         unsafe { cmd.pre_exec(f) };
     }
-    let mut child = cmd.spawn().map_err(|e| err("exec", e))?;
+    // The cause is kept: a missing program is told apart by its kind.
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::from(StreamError::io(format!("cannot start {prog}: {e}"), e)))?;
     let stderr = match master {
         Some(m) => Some(m),
         None => child.stderr.take().map(OwnedFd::from),

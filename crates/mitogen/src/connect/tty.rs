@@ -205,7 +205,7 @@ pub(crate) fn connect_with(
 ) -> Result<Context> {
     let flight = Flight::begin(core, opts.connect_timeout)?;
     let agent = opts.agent()?;
-    let script = stage::script(&agent.sha, agent.size, &opts.agent_command);
+    let script = stage::script(&agent, &opts.agent_command);
     let argv = build(&script);
     let sp = spawn(
         &argv,

@@ -12,6 +12,8 @@ mod util;
 mod become_user;
 mod cache;
 mod chain;
+mod ctr_util;
+mod docker;
 mod fleet;
 mod secrets;
 mod shells;
@@ -24,6 +26,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(become_user::tests());
     all.extend(cache::tests());
     all.extend(chain::tests());
+    all.extend(docker::tests());
     all.extend(fleet::tests());
     all.extend(secrets::tests());
     all.extend(shells::tests());

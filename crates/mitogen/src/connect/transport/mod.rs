@@ -2,5 +2,7 @@
 //! container and starts a command there: the first stage, given as that
 //! command, does the rest.
 
+pub(crate) mod container;
+pub(crate) mod docker;
 pub(crate) mod local;
 pub(crate) mod ssh;
