@@ -31,6 +31,16 @@ if [ ! -x "$R/bin/busybox" ]; then
     mv "$R.new" "$R"
 fi
 
+# Device nodes: the unshare container uses this tree as is (podman and LXC
+# bring their own /dev); without /dev/null every `2>/dev/null` fails.
+for d in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
+    n=${d%%:*} mm=${d#*:}
+    [ -c "$R/dev/$n" ] && continue
+    rm -f "$R/dev/$n"
+    mknod -m 0666 "$R/dev/$n" c "${mm%%:*}" "${mm#*:}"
+done
+mkdir -p "$R/dev/shm" && chmod 1777 "$R/dev/shm"
+
 # ---- podman (+ docker CLI through podman's Docker-compatible API)
 if [ ! -e /etc/containers/containers.conf ] || grep -q "$MARK" /etc/containers/containers.conf; then
     nofile=$(ulimit -Hn); nproc=$(ulimit -Hu)

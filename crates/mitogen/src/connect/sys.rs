@@ -107,3 +107,70 @@ pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: terminating this process.
     unsafe { libc::_exit(code) }
 }
+
+/// *After fork*: joins the namespace open on `fd` (`nstype` 0: any kind).
+pub(crate) fn setns(fd: RawFd) -> io::Result<()> {
+    // SAFETY: setns takes integers.
+    check(unsafe { libc::setns(fd, 0) }).map(drop)
+}
+
+/// *After fork*: `fchdir(fd)` then `chroot(".")` and `chdir("/")`: makes
+/// the directory open on `fd` the root.
+pub(crate) fn chroot_fd(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fchdir takes an integer; chroot and chdir static C strings.
+    unsafe {
+        check(libc::fchdir(fd))?;
+        check(libc::chroot(c".".as_ptr()))?;
+        check(libc::chdir(c"/".as_ptr()))?;
+    }
+    Ok(())
+}
+
+/// *After fork*: drops to `uid`/`gid`, with only `gid` as group.
+pub(crate) fn become_ids(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: integer arguments; a one-element array for setgroups.
+    unsafe {
+        check(libc::setgroups(1, &gid))?;
+        check(libc::setgid(gid))?;
+        check(libc::setuid(uid))?;
+    }
+    Ok(())
+}
+
+/// *After fork*: this process gets SIGKILL when its parent dies.
+pub(crate) fn die_with_parent() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) }).map(drop)
+}
+
+/// *After fork*: closes every descriptor from `first` on.
+pub(crate) fn close_from(first: RawFd) {
+    // SAFETY: close_range takes integers; on kernels without it, a loop.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, u32::MAX, 0) };
+    if r != 0 {
+        for fd in first..4096 {
+            close(fd);
+        }
+    }
+}
+
+/// *After fork*: waits for child `pid` and returns the exit code it
+/// should be reported as (128 + signal for a killed one).
+pub(crate) fn wait_code(pid: i32) -> i32 {
+    let mut st = 0;
+    loop {
+        // SAFETY: waitpid writes into a live integer.
+        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return 127;
+        }
+    }
+    if libc::WIFEXITED(st) {
+        libc::WEXITSTATUS(st)
+    } else {
+        128 + libc::WTERMSIG(st)
+    }
+}

@@ -213,7 +213,7 @@ pub(crate) fn connect_with(
             pty: d.pty,
             stdin_tty: d.stdin_tty,
             c_locale: true,
-            pre_exec: None,
+            ..How::default()
         },
     )?;
     flight.set_pid(sp.child.pid());

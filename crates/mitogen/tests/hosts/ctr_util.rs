@@ -10,7 +10,6 @@ use std::time::Duration;
 
 /// The container part of the test bed.
 #[derive(Debug)]
-#[allow(dead_code)] // fields used by the lxc, setns and stub tests
 pub struct Ctr {
     pub rootfs: String,
     pub image: String,
@@ -151,7 +150,6 @@ pub fn podman_pid(name: &str) -> Result<u32, Failed> {
 }
 
 /// The init pid of LXC container `name`.
-#[allow(dead_code)]
 pub fn lxc_pid(name: &str) -> Result<u32, Failed> {
     let out = std::process::Command::new("lxc-info")
         .args(["-n", name, "-pH"])
@@ -193,4 +191,16 @@ pub fn target_kind(
         Err(e) => Err(format!("expected a TargetError, got {e:?}").into()),
         Ok(c) => Err(format!("expected a TargetError, connected {}", c.name()).into()),
     }
+}
+
+/// The argv a stub recorded for container `key` (its first element the
+/// tool's name).
+pub fn stub_argv(c: &Ctr, tool: &str, key: &str) -> Result<Vec<String>, Failed> {
+    let path = format!("{}/stubs-log/{tool}.{key}", c.dir);
+    let raw = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
+    Ok(raw
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect())
 }

@@ -15,6 +15,7 @@ mod chain;
 mod ctr_util;
 mod docker;
 mod fleet;
+mod lxc_setns;
 mod secrets;
 mod shells;
 mod ssh;
@@ -27,6 +28,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(cache::tests());
     all.extend(chain::tests());
     all.extend(docker::tests());
+    all.extend(lxc_setns::tests());
     all.extend(fleet::tests());
     all.extend(secrets::tests());
     all.extend(shells::tests());

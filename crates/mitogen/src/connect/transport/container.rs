@@ -32,6 +32,8 @@ pub(crate) struct Tool {
     pub(crate) not_found: &'static [&'static str],
     /// Runs in the child before exec (`setns`).
     pub(crate) pre_exec: Option<PreExec>,
+    /// The transport's whole environment (`setns`), else inherited.
+    pub(crate) env: Option<Vec<(String, String)>>,
 }
 
 impl std::fmt::Debug for Tool {
@@ -110,6 +112,7 @@ pub(crate) fn connect_tool(
     let how = How {
         c_locale: true,
         pre_exec: tool.pre_exec.take(),
+        env: tool.env.take(),
         ..How::default()
     };
     let prog = argv.first().cloned().unwrap_or_default();

@@ -227,6 +227,7 @@ impl EngineSpec {
             target,
             not_found: NOT_FOUND,
             pre_exec: None,
+            env: None,
         }
     }
 
