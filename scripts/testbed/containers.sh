@@ -66,6 +66,13 @@ if ! podman image exists localhost/mtb-busybox:latest; then
         || die "podman import"
     rm -f "$TB_DIR/rootfs.tar"
 fi
+# An image with no shell at all: the agent cannot start there.
+if ! podman image exists localhost/mtb-noshell:latest; then
+    mkdir -p "$TB_DIR/noshell/etc" && echo mtb-noshell >"$TB_DIR/noshell/etc/hostname"
+    tar -C "$TB_DIR/noshell" -cf "$TB_DIR/noshell.tar" .
+    podman import -q "$TB_DIR/noshell.tar" localhost/mtb-noshell:latest >/dev/null || die "podman import noshell"
+    rm -rf "$TB_DIR/noshell" "$TB_DIR/noshell.tar"
+fi
 if podman container exists mtb-ctr1; then
     [ "$(podman inspect -f '{{.State.Running}}' mtb-ctr1)" = true ] || podman start mtb-ctr1 >/dev/null
 else

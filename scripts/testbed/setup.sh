@@ -228,6 +228,7 @@ if [ "$CONTAINERS" = 1 ]; then
     cat >>"$TB_DIR/env" <<EOF
 TB_ROOTFS=$TB_DIR/rootfs
 TB_IMAGE=localhost/mtb-busybox:latest
+TB_NOSHELL_IMAGE=localhost/mtb-noshell:latest
 TB_PODMAN_CTR=mtb-ctr1
 TB_DOCKER_HOST=unix://$TB_DIR/podman.sock
 TB_DOCKER=$DOCKER_WRAPPER

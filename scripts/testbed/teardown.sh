@@ -34,9 +34,11 @@ if command -v podman >/dev/null 2>&1; then
              $(podman ps -a -q --filter "label=mitogen.temporary" 2>/dev/null); do
         podman rm -f -t 0 "$c" >/dev/null 2>&1 && log "removed podman container $c"
     done
-    if podman image exists localhost/mtb-busybox:latest 2>/dev/null; then
-        podman rmi -f localhost/mtb-busybox:latest >/dev/null 2>&1 && log "removed image localhost/mtb-busybox"
-    fi
+    for i in localhost/mtb-busybox:latest localhost/mtb-noshell:latest; do
+        if podman image exists "$i" 2>/dev/null; then
+            podman rmi -f "$i" >/dev/null 2>&1 && log "removed image $i"
+        fi
+    done
 fi
 sp=$(cat "$TB_DIR/podman-service.pid" 2>/dev/null)
 if [ -n "$sp" ] && tr '\0' ' ' <"/proc/$sp/cmdline" 2>/dev/null | grep -q "unix://$TB_DIR/podman.sock"; then

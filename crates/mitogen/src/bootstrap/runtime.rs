@@ -78,17 +78,24 @@ pub(crate) fn for_agent(agent: &AgentBinary) -> Option<Arc<Runtime>> {
 }
 
 fn discover(exe: &Path) -> std::io::Result<Option<Runtime>> {
+    let Some(interp) = elf_info(exe)?.interp else {
+        return Ok(None); // static
+    };
     // SAFETY: getauxval reads this process's auxiliary vector.
     let base = unsafe { libc::getauxval(libc::AT_BASE) } as u64;
-    if base == 0 {
-        return Ok(None); // static: no interpreter ran
-    }
-    let Some(interp) = elf_info(exe)?.interp else {
+    // Started as `LOADER --library-path DIR AGENT` (a runtime brought
+    // along), the loader is the kernel's executable and has no base.
+    let exe_is_loader = base == 0 && exe != Path::new("/proc/self/exe");
+    if base == 0 && !exe_is_loader {
         return Ok(None);
-    };
+    }
     let maps = std::fs::read_to_string("/proc/self/maps")?;
     let exe_real = std::fs::canonicalize(exe).unwrap_or_else(|_| exe.to_path_buf());
-    let mut loader: Option<PathBuf> = None;
+    let mut loader: Option<PathBuf> = if exe_is_loader {
+        Some(std::fs::canonicalize("/proc/self/exe")?)
+    } else {
+        None
+    };
     let mut libs: Vec<PathBuf> = Vec::new();
     for line in maps.lines() {
         let mut f = line.split_whitespace();
@@ -104,13 +111,11 @@ fn discover(exe: &Path) -> std::io::Result<Option<Runtime>> {
             .split('-')
             .next()
             .and_then(|s| u64::from_str_radix(s, 16).ok());
-        if start == Some(base) && u64::from_str_radix(off, 16).ok() == Some(0) {
+        if !exe_is_loader && start == Some(base) && u64::from_str_radix(off, 16).ok() == Some(0) {
             loader = Some(p);
             continue;
         }
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-        let is_lib = name.as_deref().is_some_and(|n| n.contains(".so"));
-        if is_lib && p != exe_real && !libs.contains(&p) {
+        if p != exe_real && !libs.contains(&p) && is_shared_object(&p) {
             libs.push(p);
         }
     }
@@ -129,6 +134,21 @@ fn discover(exe: &Path) -> std::io::Result<Option<Runtime>> {
     }
     let id = hex(&h.finalize());
     Ok(Some(Runtime { interp, files, id }))
+}
+
+/// An ELF shared object (`ET_DYN`): a library, not a data file mapped
+/// for reading (locale archives and the like).
+fn is_shared_object(path: &Path) -> bool {
+    let mut head = [0u8; 18];
+    let ok = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head));
+    ok.is_ok() && &head[..4] == b"\x7fELF" && {
+        let t = if head[5] == 1 {
+            u16::from_le_bytes([head[16], head[17]])
+        } else {
+            u16::from_be_bytes([head[16], head[17]])
+        };
+        t == 3
+    }
 }
 
 /// Describes one file: named by its `DT_SONAME` (what the loader looks

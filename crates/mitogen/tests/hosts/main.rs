@@ -12,6 +12,7 @@ mod util;
 mod become_user;
 mod cache;
 mod chain;
+mod ctr_chain;
 mod ctr_util;
 mod docker;
 mod fleet;
@@ -19,6 +20,7 @@ mod lxc_setns;
 mod secrets;
 mod shells;
 mod ssh;
+mod stubbed;
 mod tmpfiles;
 
 fn tests() -> Vec<libtest_mimic::Trial> {
@@ -29,6 +31,8 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(chain::tests());
     all.extend(docker::tests());
     all.extend(lxc_setns::tests());
+    all.extend(stubbed::tests());
+    all.extend(ctr_chain::tests());
     all.extend(fleet::tests());
     all.extend(secrets::tests());
     all.extend(shells::tests());
