@@ -366,7 +366,7 @@ mod tests {
         s.image = Some("alpine".into());
         let a = s.argv();
         assert_eq!(a[..5], ["podman", "run", "--rm", "-i", "--pull=never"]);
-        assert!(a[7].starts_with("mitogen-tmp-"), "{a:?}");
+        assert!(a[8].starts_with("mitogen-tmp-"), "{a:?}");
         assert_eq!(a.last().map(String::as_str), Some("alpine"));
     }
 
