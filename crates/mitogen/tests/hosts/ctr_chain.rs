@@ -31,6 +31,99 @@ pub fn tests() -> Vec<Trial> {
         ),
         trial("ctr_chain::kill9_master_leaves_nothing", TEST_LIMIT, kill9),
     ])
+    .into_iter()
+    .chain(musl_gated(trial(
+        "ctr_chain::static_musl_agent",
+        // The first run builds the example and its dependencies for musl.
+        Duration::from_secs(900),
+        static_musl_agent,
+    )))
+    .collect()
+}
+
+const MUSL: &str = "x86_64-unknown-linux-musl";
+
+/// Ignored (saying why) unless Rust's musl target is installed.
+fn musl_gated(t: Trial) -> Option<Trial> {
+    let sysroot = std::process::Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let have =
+        sysroot.is_some_and(|s| std::path::Path::new(&format!("{s}/lib/rustlib/{MUSL}")).exists());
+    if have && ctr_bed().is_ok() {
+        return Some(t);
+    }
+    if ctr_bed().is_ok() {
+        eprintln!("*** ctr_chain::static_musl_agent SKIPPED: no Rust std for {MUSL} (rustup target add {MUSL})");
+    }
+    Some(t.with_ignored_flag(true))
+}
+
+/// A program built static (musl) reaches the busybox containers with
+/// nothing brought along.
+fn static_musl_agent() -> TestResult {
+    let c = cb()?;
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // target/<profile>/deps/hosts-HASH → target/
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .ok_or("unexpected test binary location")?
+        .to_path_buf();
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--target",
+            MUSL,
+            "--example",
+            "static_agent",
+        ])
+        .arg("--manifest-path")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .output()
+        .map_err(|e| format!("cargo build --target {MUSL}: {e}"))?;
+    ensure!(
+        out.status.success(),
+        "cargo build --target {MUSL} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let agent = target.join(MUSL).join("debug/examples/static_agent");
+    let r = router()?;
+    for ctx in [
+        r.podman()
+            .container(&c.podman_ctr)
+            .username("alice")
+            .agent_binary(&agent)
+            .connect()?,
+        r.setns(c.nsctr_pid.to_string(), SetnsKind::Pid)
+            .agent_binary(&agent)
+            .connect()?,
+    ] {
+        let c2 = ctx.clone();
+        let (host, _uid, is_static): (String, u32, bool) =
+            bounded("a call", Duration::from_secs(20), move || {
+                c2.call_by_name("static_agent::static_where", &())
+            })??;
+        ensure!(is_static, "{}: the agent is not static", ctx.name());
+        ensure!(
+            host == c.podman_ctr || host == "mtb-ns1",
+            "{}: runs on {host}",
+            ctx.name()
+        );
+        let size = std::fs::metadata(&agent).map(|m| m.len()).unwrap_or(0);
+        let up = ctx.agent_upload_bytes().unwrap_or(0);
+        ensure!(
+            up == 0 || up == size,
+            "{}: uploaded {up} bytes, the agent has {size}",
+            ctx.name()
+        );
+    }
+    Ok(())
 }
 
 fn ssh_to_docker() -> TestResult {
