@@ -82,9 +82,9 @@ fn setns_docker() -> TestResult {
     let ctx = r
         .setns(&c.podman_ctr, SetnsKind::Docker)
         .docker_path(docker)
-        .username("bob")
+        .username("alice")
         .connect()?;
-    check_where(&ctx, &c.podman_ctr, uid_of(c, "bob"), Some(&ns))?;
+    check_where(&ctx, &c.podman_ctr, uid_of(c, "alice"), Some(&ns))?;
     ensure!(ctx.name() == "setns.mtb-ctr1", "name {}", ctx.name());
     Ok(())
 }

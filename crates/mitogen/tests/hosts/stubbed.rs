@@ -78,6 +78,12 @@ fn kubectl() -> TestResult {
         ],
     )?;
     ensure!(ctx.name() == "kubectl.mtb-pod1", "name {}", ctx.name());
+    let again = r
+        .kubectl("mtb-pod1")
+        .kubectl_path(stub(c, "kubectl"))
+        .connect()?;
+    let up = again.agent_upload_bytes().unwrap_or(u64::MAX);
+    ensure!(up == 0, "second connect uploaded {up} bytes");
     let m = expect_kind(
         r.kubectl("missing-pod")
             .kubectl_path(stub(c, "kubectl"))

@@ -69,15 +69,7 @@ impl Tool {
     pub(crate) fn classify(&self, stderr: &str, exit: Option<i32>) -> Option<Error> {
         let l = stderr.to_ascii_lowercase();
         let said = stderr.trim();
-        if self.not_found.iter().any(|t| l.contains(t)) {
-            return Some(
-                TargetError::new(
-                    TargetErrorKind::NotFound,
-                    format!("{}: {} not found: {said}", self.method, self.target),
-                )
-                .into(),
-            );
-        }
+        // First: a missing shell also reads "not found" to some tools.
         let no_sh = l.contains("/bin/sh")
             && (l.contains("no such file") || l.contains("not found"))
             || (exit == Some(127) && l.contains("not found"));
@@ -89,6 +81,15 @@ impl Tool {
                         "{}: {} has no usable /bin/sh to start the agent: {said}",
                         self.method, self.target
                     ),
+                )
+                .into(),
+            );
+        }
+        if self.not_found.iter().any(|t| l.contains(t)) {
+            return Some(
+                TargetError::new(
+                    TargetErrorKind::NotFound,
+                    format!("{}: {} not found: {said}", self.method, self.target),
                 )
                 .into(),
             );
@@ -226,4 +227,66 @@ pub(crate) fn check_name(method: &str, what: &str, name: &str) -> Result<()> {
         return Err(StreamError::new(format!("{method}: bad {what} {name:?}")).into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(not_found: &'static [&'static str]) -> Tool {
+        Tool {
+            method: "t",
+            target: "container c".into(),
+            not_found,
+            pre_exec: None,
+            env: None,
+        }
+    }
+
+    fn kind(e: Option<Error>) -> Option<TargetErrorKind> {
+        match e {
+            Some(Error::Target(t)) => Some(t.kind()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn tool_words_are_read() {
+        let t = tool(&["no such container"]);
+        let e = t.classify("Error: no such container c", Some(1));
+        assert_eq!(kind(e), Some(TargetErrorKind::NotFound));
+        let e = t.classify(
+            "exec: \"/bin/sh\": stat /bin/sh: no such file or directory",
+            Some(127),
+        );
+        assert_eq!(kind(e), Some(TargetErrorKind::NoShell));
+        assert!(t.classify("something else", Some(1)).is_none());
+        let missing = t.start_failed(
+            "/x/tool",
+            StreamError::io("cannot start", std::io::ErrorKind::NotFound.into()).into(),
+        );
+        assert!(
+            matches!(missing, Error::Target(ref e) if e.kind() == TargetErrorKind::ToolNotFound)
+        );
+    }
+
+    #[test]
+    fn a_hanging_tool_is_killed_at_its_deadline() {
+        let t = tool(&[]);
+        let t0 = Instant::now();
+        let argv = ["sleep".to_string(), "30".into()];
+        let r = run_tool(&t, &argv, Duration::from_millis(200));
+        assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        let argv = [
+            "sh".to_string(),
+            "-c".into(),
+            "echo out; echo err >&2; exit 3".into(),
+        ];
+        let o = run_tool(&t, &argv, Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            (o.code, o.stdout.trim(), o.stderr.trim()),
+            (Some(3), "out", "err")
+        );
+    }
 }

@@ -16,7 +16,8 @@
 //! the engine removes it (`--rm`). As a net for a tool killed with us (its
 //! process group), each temporary container is labelled
 //! `mitogen.temporary` and named `mitogen-tmp-HOST-PID-START-N` after the
-//! process that made it: before making another, a sweep removes the ones
+//! process that made it: when another is made, a sweep (on a thread of its
+//! own, off the connect's path, each tool run bounded) removes the ones
 //! whose maker is dead (same host, pid gone or started at another time).
 //! Images are never pulled unless asked ([`DockerBuilder::pull`]): a
 //! download would eat the connect timeout, and tests talk to no registry.
@@ -268,7 +269,11 @@ impl EngineSpec {
         self.validate()?;
         let tool = self.tool();
         if self.image.is_some() {
-            sweep(&self.path, &tool);
+            // Best effort, off the connect's path.
+            let (path, t) = (self.path.clone(), self.tool());
+            let _ = std::thread::Builder::new()
+                .name("mitogen-sweep".into())
+                .spawn(move || sweep(&path, &t));
         }
         let what = self.container.as_ref().or(self.image.as_ref());
         let name = format!("{}.{}", tool.method, what.map_or("", String::as_str));

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Texts of jexec meaning the jail is missing.
-const NOT_FOUND: &[&str] = &["not found"];
+const NOT_FOUND: &[&str] = &["jexec: jail"];
 
 /// The jail parameters; travel to an intermediate for `via`.
 #[derive(Clone, Debug, Serialize, Deserialize)]

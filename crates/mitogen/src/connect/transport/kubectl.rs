@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Texts of kubectl meaning the pod is missing.
-const NOT_FOUND: &[&str] = &["(notfound)", "not found"];
+const NOT_FOUND: &[&str] = &["(notfound)"];
 
 /// The kubectl parameters; travel to an intermediate for `via`.
 #[derive(Clone, Debug, Serialize, Deserialize)]

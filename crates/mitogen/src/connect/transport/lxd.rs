@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Texts of lxc/incus meaning the instance is missing or stopped.
-const NOT_FOUND: &[&str] = &["instance not found", "not found", "is not running"];
+const NOT_FOUND: &[&str] = &["instance not found", "is not running"];
 
 /// The parameters of either tool; travel to an intermediate for `via`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
