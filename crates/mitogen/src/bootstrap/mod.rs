@@ -142,7 +142,9 @@ impl AgentBinary {
         }
         // Hash outside the OnceLock: a fork() during a long initialisation
         // would leave the child's copy waiting forever.
-        let b = Arc::new(AgentBinary::from_path(Path::new("/proc/self/exe"))?);
+        // Normally /proc/self/exe; the agent file itself when this process
+        // runs under a loader brought along (see `runtime`).
+        let b = Arc::new(AgentBinary::from_path(&runtime::own_file().0)?);
         let _ = SELF_BINARY.set(b.clone());
         Ok(SELF_BINARY.get().cloned().unwrap_or(b))
     }

@@ -1,6 +1,9 @@
-//! Tests against real hosts: ssh, sudo, su and doas with real passwords.
+//! Tests against real hosts: ssh, sudo, su and doas with real passwords,
+//! and containers (docker through podman's API, podman, lxc, setns; stubs
+//! for the tools with no engine here).
 //!
-//! The hosts are network namespaces each running a real `sshd`, built by
+//! The hosts are network namespaces each running a real `sshd`, and the
+//! containers podman, LXC and unshare ones, built by
 //! `scripts/testbed/setup.sh` (root only; `./scripts/test.sh` runs it when
 //! it is root). When the test bed is absent every test here is reported
 //! as ignored, and the reason is printed once. Like `tests/core`, this
