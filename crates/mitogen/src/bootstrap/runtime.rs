@@ -155,11 +155,21 @@ fn is_shared_object(path: &Path) -> bool {
 /// for), else by its file name.
 fn rt_file(path: &Path) -> std::io::Result<RtFile> {
     let bytes = std::fs::read(path)?;
+    // The stage splits its list on spaces and colons, unquoted: only
+    // plain names travel.
+    let plain = |n: &String| {
+        !n.is_empty()
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+    };
     let name = Elf::new(&bytes)
         .and_then(|e| e.soname())
-        .filter(|n| !n.is_empty() && !n.contains('/') && !n.contains(':') && !n.contains(' '))
+        .filter(plain)
         .or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default();
+        .filter(plain)
+        .ok_or_else(|| {
+            std::io::Error::other(format!("{}: no plain name to give it", path.display()))
+        })?;
     Ok(RtFile {
         name,
         path: path.to_path_buf(),

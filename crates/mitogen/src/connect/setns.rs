@@ -301,7 +301,14 @@ pub(crate) fn connect_here(
 ) -> Result<Context> {
     spec.validate()?;
     let mut tool = spec.tool();
+    let began = std::time::Instant::now();
     let pid = spec.find_pid(&tool, opts.connect_timeout)?;
+    // The lookup's time comes out of the connect's budget.
+    let mut opts = opts.clone();
+    opts.connect_timeout = opts
+        .connect_timeout
+        .saturating_sub(began.elapsed())
+        .max(Duration::from_millis(1));
     let user = spec.username.as_deref().unwrap_or("root");
     let (uid, gid, home) = match passwd_entry(pid, user) {
         Some(e) => e,
@@ -328,7 +335,7 @@ pub(crate) fn connect_here(
         ("LOGNAME".into(), user.into()),
     ]);
     let name = format!("{}.{}", spec.method(), spec.container);
-    connect_tool(core, id, name, opts, tool, |script| {
+    connect_tool(core, id, name, &opts, tool, |script| {
         vec!["/bin/sh".into(), "-c".into(), script.into()]
     })
 }
