@@ -33,7 +33,7 @@ BARS = {
     "ssh_call_rtt": ("", False),
 }
 for _m in ("docker_exec", "podman_exec", "lxc", "setns_pid", "setns_docker", "setns_lxc",
-           "kubectl", "lxd", "jail", "docker_image"):
+           "kubectl", "lxd", "jail", "docker_image", "docker_exec_pyctr", "setns_docker_pyctr"):
     BARS["ctr_%s_start" % _m] = ("", False)
 HOPS = [1, 3, 5, 10]
 START_SIZES = [10, 50, 100, 200]

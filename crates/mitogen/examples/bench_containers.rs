@@ -7,7 +7,12 @@
 //! stubs (which enter the unshare container with nsenter), so their
 //! numbers measure mitogen-rs and the stub, not a real engine.
 //!
-//! `bench_containers ENV_FILE [--quick]`; prints JSON lines like `bench`.
+//! With `--py-ctr NAME` (a container where the host's Python is visible,
+//! made by `bench/run`), also docker exec and setns into it, the
+//! scenarios `bench/python/ctr_bench.py` measures for Python Mitogen.
+//!
+//! `bench_containers ENV_FILE [--quick] [--py-ctr NAME]`; prints JSON lines
+//! like `bench`.
 
 use mitogen::{Router, SetnsKind};
 use std::collections::HashMap;
@@ -63,6 +68,12 @@ fn main(router: Router) -> mitogen::Result<()> {
         var("TB_LXC_CTR"),
     );
     let (nspid, stubs) = (var("TB_NSCTR_PID"), var("TB_STUBS"));
+    let py_ctr = args
+        .iter()
+        .position(|a| a == "--py-ctr")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_default();
     let n = if quick { 3 } else { 10 };
     let s = |v: &[&str]| -> Vec<String> { v.iter().map(|x| x.to_string()).collect() };
     let stub = |t: &str| format!("{stubs}/{t}");
@@ -139,6 +150,22 @@ fn main(router: Router) -> mitogen::Result<()> {
             "stub",
         ),
     ];
+    if !py_ctr.is_empty() {
+        let pc = py_ctr.as_str();
+        let dk = docker.as_str();
+        cases.push((
+            "docker_exec_pyctr",
+            s(&[dk, "exec", "-i", pc, "true"]),
+            Box::new(move || r.docker().container(pc).docker_path(dk).connect()),
+            "real",
+        ));
+        cases.push((
+            "setns_docker_pyctr",
+            s(&[dk, "inspect", "--format={{.State.Pid}}", pc]),
+            Box::new(move || r.setns(pc, SetnsKind::Docker).docker_path(dk).connect()),
+            "real",
+        ));
+    }
     if !quick {
         cases.push((
             "docker_image",
@@ -173,13 +200,15 @@ fn main(router: Router) -> mitogen::Result<()> {
                 mv - bv
             ),
         );
-        emit(
-            &format!("ctr_{name}_start"),
-            "python",
-            None,
-            "ms",
-            ", \"note\": \"Python Mitogen needs a Python in the container; the busybox ones have none\"",
-        );
+        if !name.ends_with("_pyctr") {
+            emit(
+                &format!("ctr_{name}_start"),
+                "python",
+                None,
+                "ms",
+                ", \"note\": \"Python Mitogen needs a Python in the container; the busybox ones have none\"",
+            );
+        }
     }
     Ok(())
 }
