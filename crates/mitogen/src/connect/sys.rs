@@ -1,6 +1,8 @@
-//! The platform calls of `connect`, in one place: every `unsafe` block
-//! of the connection methods is here, each with its reason, so the
-//! methods themselves are safe code.
+//! The platform calls of `connect`, in one place: every libc call of the
+//! connection methods and their spawning is here (`inflight`'s eventfd,
+//! part of the broker's shutdown, aside), each with its reason, so the methods call
+//! safe functions (what remains `unsafe` outside is the choice to run code
+//! between fork and exec: `fork` itself and `pre_exec`).
 //!
 //! The calls marked *after fork* are async-signal-safe and allocate
 //! nothing: they run between `fork()` and `exec()` (in `pre_exec`, or in
