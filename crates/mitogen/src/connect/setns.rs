@@ -238,16 +238,32 @@ impl SetnsSpec {
     }
 }
 
-/// A user of the container: uid, gid, home.
-fn passwd_entry(pid: u32, user: &str) -> Option<(u32, u32, String)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/root/etc/passwd")).ok()?;
-    text.lines().find_map(|l| {
+/// A user of the container: uid, gid, home, from its `/etc/passwd`, read
+/// beneath its root (the container's processes may have made the file a
+/// link out of it, or a FIFO): at most 1 MiB of a regular file.
+fn passwd_entry(root: &std::fs::File, user: &str) -> Result<Option<(u32, u32, String)>> {
+    use std::io::Read;
+    let fd = sys::open_in_root(root.as_raw_fd(), c"etc/passwd")
+        .map_err(|e| StreamError::io("setns: cannot open the container's /etc/passwd", e))?;
+    let mut f = std::fs::File::from(fd);
+    let regular = f.metadata().map(|m| m.is_file()).unwrap_or(false);
+    if !regular {
+        return Err(
+            StreamError::new("setns: the container's /etc/passwd is not a regular file").into(),
+        );
+    }
+    let mut text = String::new();
+    (&mut f)
+        .take(1 << 20)
+        .read_to_string(&mut text)
+        .map_err(|e| StreamError::io("setns: cannot read the container's /etc/passwd", e))?;
+    Ok(text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
         if f.len() < 6 || f[0] != user {
             return None;
         }
         Some((f[2].parse().ok()?, f[3].parse().ok()?, f[5].to_string()))
-    })
+    }))
 }
 
 /// The namespaces of `pid` that differ from ours, user first, opened.
@@ -310,7 +326,15 @@ pub(crate) fn connect_here(
         .saturating_sub(began.elapsed())
         .max(Duration::from_millis(1));
     let user = spec.username.as_deref().unwrap_or("root");
-    let (uid, gid, home) = match passwd_entry(pid, user) {
+    let root = std::fs::File::open(format!("/proc/{pid}/root"))
+        .map_err(|e| StreamError::io(format!("{}: cannot open its root", tool.method), e))?;
+    let entry = match passwd_entry(&root, user) {
+        Ok(e) => e,
+        // Without a readable passwd, root can still go in.
+        Err(e) if spec.username.is_some() => return Err(e),
+        Err(_) => None,
+    };
+    let (uid, gid, home) = match entry {
         Some(e) => e,
         None if spec.username.is_none() => (0, 0, "/root".into()),
         None => {
@@ -321,8 +345,6 @@ pub(crate) fn connect_here(
             .into())
         }
     };
-    let root = std::fs::File::open(format!("/proc/{pid}/root"))
-        .map_err(|e| StreamError::io(format!("{}: cannot open its root", tool.method), e))?;
     let ids = spec.username.is_some().then_some((uid, gid));
     tool.pre_exec = Some(enter(open_namespaces(pid)?, OwnedFd::from(root), ids));
     tool.env = Some(vec![
@@ -367,5 +389,32 @@ mod tests {
         assert!(SetnsSpec::new("1".into(), SetnsKind::Pid)
             .lookup_argv()
             .is_none());
+    }
+
+    /// The container's passwd is read beneath its root: a link out of it
+    /// does not reach this machine's files, and a FIFO does not block.
+    #[test]
+    fn passwd_stays_in_the_container() {
+        let dir = std::env::temp_dir().join(format!("mitogen-setns-{}", std::process::id()));
+        let etc = dir.join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        let open_root = || std::fs::File::open(&dir).unwrap();
+        let text = "root:x:0:0::/root:/bin/sh\nwww:x:33:34::/var/www:/bin/sh\n";
+        std::fs::write(etc.join("passwd"), text).unwrap();
+        let e = passwd_entry(&open_root(), "www").unwrap();
+        assert_eq!(e, Some((33, 34, "/var/www".to_string())));
+        assert_eq!(passwd_entry(&open_root(), "nobody").unwrap(), None);
+        std::fs::remove_file(etc.join("passwd")).unwrap();
+        // An absolute link resolves inside the root: to a file not there.
+        std::os::unix::fs::symlink("/etc/hostname", etc.join("passwd")).unwrap();
+        assert!(passwd_entry(&open_root(), "root").is_err());
+        std::fs::remove_file(etc.join("passwd")).unwrap();
+        let c = std::ffi::CString::new(etc.join("passwd").to_string_lossy().as_bytes()).unwrap();
+        // SAFETY: a valid path for mkfifo.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let t0 = std::time::Instant::now();
+        let r = passwd_entry(&open_root(), "root");
+        assert!(r.is_err() && t0.elapsed() < Duration::from_secs(5), "{r:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

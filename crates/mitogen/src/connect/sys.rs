@@ -9,6 +9,7 @@
 //! a forked child), where only the forking thread exists and any lock held
 //! by another thread stays held.
 
+use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
@@ -175,4 +176,31 @@ pub(crate) fn wait_code(pid: i32) -> i32 {
     } else {
         128 + libc::WTERMSIG(st)
     }
+}
+
+/// Opens `path` (relative) for reading beneath the directory `root`, as
+/// if `root` were `/`: symbolic links, `..` and absolute links stay inside
+/// it (`openat2` with `RESOLVE_IN_ROOT`), `/proc` magic links are refused,
+/// and a FIFO cannot block the open (`O_NONBLOCK`). For files of a
+/// container that its processes may have planted.
+pub(crate) fn open_in_root(root: RawFd, path: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: open_how is three integers; all zeroes is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: a valid C string and a live open_how of the size given.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root,
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) })
 }
