@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mitogen::frame::{FrameError, Header, HEADER_LEN, MAGIC};
+use mitogen::testing::wire::{FrameError, Header, HEADER_LEN, MAGIC};
 
 /// A small limit, so that both sides of the size check are reachable.
 const MAX: usize = 1024;

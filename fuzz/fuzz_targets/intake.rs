@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mitogen::frame::{handle, Header, HEADER_LEN};
+use mitogen::testing::wire::{handle, Header, HEADER_LEN};
 use mitogen::Message;
 
 /// Whether `data` holds a `DEL_ROUTE` for context 1. The router accepts it

@@ -1,7 +1,8 @@
 //! Procedural macros of [mitogen](https://docs.rs/mitogen): `#[remote]`
 //! exposes a function to parent contexts, `#[main]` makes `main` the entry
 //! point of both the master and its children, `#[with_router]` runs a
-//! function with a router of its own.
+//! function with a router of its own, `#[service]` exposes methods of a
+//! service.
 //!
 //! Use them through the `mitogen` crate (`#[mitogen::remote]`,
 //! `#[mitogen::main]`), whose documentation describes them.
@@ -12,6 +13,19 @@ use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::{format_ident, quote};
 use syn::{parse_macro_input, spanned::Spanned, FnArg, ItemFn, ReturnType, Type};
+
+mod service;
+
+/// Exposes the `#[expose]` methods of a service's impl block. See
+/// `mitogen::service`.
+#[proc_macro_attribute]
+pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let block = parse_macro_input!(item as syn::ItemImpl);
+    match service::expand(attr.into(), block) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
 
 /// Exposes a free function to parent contexts. See `mitogen::remote`.
 #[proc_macro_attribute]
@@ -58,17 +72,71 @@ fn remote_args(attr: TokenStream2) -> syn::Result<bool> {
 enum Injected {
     Router,
     Econtext,
+    /// Service methods only: who called.
+    Caller,
 }
 
-/// `&Router` / `&ExternalContext` (any path ending so) are injected.
-fn injected(ty: &Type) -> Option<Injected> {
+/// `&Router` / `&ExternalContext` (any path ending so) are injected, and
+/// for service methods `&Caller`.
+fn injected(ty: &Type, service: bool) -> Option<Injected> {
     let Type::Reference(r) = ty else { return None };
     let Type::Path(p) = &*r.elem else { return None };
     let last = p.path.segments.last()?.ident.to_string();
     match last.as_str() {
         "Router" => Some(Injected::Router),
         "ExternalContext" => Some(Injected::Econtext),
+        "Caller" if service => Some(Injected::Caller),
         _ => None,
+    }
+}
+
+/// The parameters of a remote function or service method, split into
+/// what is sent (types, and the names bound when decoding) and what the
+/// call passes (sent values and injected ones; `env` is the expression
+/// of the `CallEnv`).
+struct Params {
+    sent_types: Vec<TokenStream2>,
+    sent_names: Vec<syn::Ident>,
+    call_args: Vec<TokenStream2>,
+}
+
+fn params<'a>(
+    inputs: impl Iterator<Item = &'a syn::PatType>,
+    env: TokenStream2,
+    service: bool,
+) -> Params {
+    let mut p = Params {
+        sent_types: Vec::new(),
+        sent_names: Vec::new(),
+        call_args: Vec::new(),
+    };
+    for (i, pt) in inputs.enumerate() {
+        match injected(&pt.ty, service) {
+            Some(Injected::Router) => p.call_args.push(quote!(#env.router)),
+            Some(Injected::Econtext) => p.call_args.push(quote!(#env.econtext)),
+            Some(Injected::Caller) => p.call_args.push(quote!(__env.caller)),
+            None => {
+                let v = format_ident!("__a{}", i);
+                let ty = &pt.ty;
+                p.sent_types.push(quote!(#ty));
+                p.sent_names.push(v.clone());
+                p.call_args.push(quote!(#v));
+            }
+        }
+    }
+    p
+}
+
+/// The output type sent to the caller, and the statement turning the
+/// function's value `__r` into `__out` (a `Result` is split).
+fn output(ret: &ReturnType) -> (TokenStream2, TokenStream2) {
+    match ret {
+        ReturnType::Default => (quote!(()), quote!(let __out = ();)),
+        ReturnType::Type(_, ty) if returns_result(ty) => (
+            quote!(<#ty as ::mitogen::__private::IntoRemoteResult>::Ok),
+            quote!(let __out = ::mitogen::__private::IntoRemoteResult::into_remote(__r)?;),
+        ),
+        ReturnType::Type(_, ty) => (quote!(#ty), quote!(let __out = __r;)),
     }
 }
 
@@ -96,36 +164,24 @@ fn expand_remote(f: &ItemFn, concurrent: bool) -> syn::Result<TokenStream2> {
     }
     let name = &sig.ident;
     let vis = &f.vis;
-    let mut sent_types = Vec::new();
-    let mut sent_names = Vec::new();
-    let mut call_args = Vec::new();
-    for (i, arg) in sig.inputs.iter().enumerate() {
-        let FnArg::Typed(pt) = arg else {
-            return Err(syn::Error::new(
-                arg.span(),
-                "remote functions cannot take self",
-            ));
-        };
-        match injected(&pt.ty) {
-            Some(Injected::Router) => call_args.push(quote!(__env.router)),
-            Some(Injected::Econtext) => call_args.push(quote!(__env.econtext)),
-            None => {
-                let v = format_ident!("__a{}", i);
-                let ty = &pt.ty;
-                sent_types.push(quote!(#ty));
-                sent_names.push(v.clone());
-                call_args.push(quote!(#v));
+    let mut typed = Vec::new();
+    for arg in &sig.inputs {
+        match arg {
+            FnArg::Typed(pt) => typed.push(pt),
+            FnArg::Receiver(_) => {
+                return Err(syn::Error::new(
+                    arg.span(),
+                    "remote functions cannot take self",
+                ))
             }
         }
     }
-    let (output, convert) = match &sig.output {
-        ReturnType::Default => (quote!(()), quote!(let __out = ();)),
-        ReturnType::Type(_, ty) if returns_result(ty) => (
-            quote!(<#ty as ::mitogen::__private::IntoRemoteResult>::Ok),
-            quote!(let __out = ::mitogen::__private::IntoRemoteResult::into_remote(__r)?;),
-        ),
-        ReturnType::Type(_, ty) => (quote!(#ty), quote!(let __out = __r;)),
-    };
+    let Params {
+        sent_types,
+        sent_names,
+        call_args,
+    } = params(typed.into_iter(), quote!(__env), false);
+    let (output, convert) = output(&sig.output);
     let doc = format!(
         "Remote-call marker of [`fn@{name}`]: `ctx.call::<{name}>(args)` runs it in `ctx`."
     );

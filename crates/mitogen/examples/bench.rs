@@ -419,7 +419,7 @@ fn main(router: Router) -> mitogen::Result<()> {
     let (n_start, n_rtt, n_pipe, bulk, n_ctx) = if quick {
         (3, 200, 1000, 8 << 20, 10)
     } else {
-        (10, 2000, 10_000, 64 << 20, 50)
+        (10, 2000, 100_000, 64 << 20, 50)
     };
     let start_sizes: &[usize] = if quick {
         &[10, 50]

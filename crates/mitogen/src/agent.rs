@@ -169,15 +169,16 @@ pub(crate) fn serve(
         cfg.parent_ids.clone(),
         Some(cfg.name.clone()),
     );
-    let max = cfg.max_message_size as usize;
-    core.set_max_message_size(max);
-    core.set_flow_limits(cfg.max_payload as usize, cfg.max_queued as usize);
+    core.limits.apply(&cfg.limits);
+    let max = core.limits.max_message_size();
     core.debug.store(cfg.debug, Ordering::Relaxed);
+    // `debug`: error results carry full backtraces.
+    crate::panics::set_full_backtraces(cfg.debug);
     core.profiling.store(cfg.profiling, Ordering::Relaxed);
     core.unidirectional
         .store(cfg.unidirectional, Ordering::Relaxed);
     let parent_id = cfg.parent_ids.first().copied().unwrap_or(0);
-    core.set_name(parent_id, "parent");
+    core.table.set_name(parent_id, "parent");
     crate::logging::ChildLogger::install(&core, cfg.log_level, cfg.debug);
 
     // The call handler must exist before the first frame is read: the
@@ -196,7 +197,16 @@ pub(crate) fn serve(
         f(dispatcher.econtext());
     }
     start_watchdog(&broker);
-    tracing::debug!("mitogen: {} serving (pid {})", cfg.name, std::process::id());
+    // Who this is, first: what a reader of the master's log needs to
+    // place every later line of this context.
+    tracing::info!(
+        "mitogen {} context {} ({}) serving as pid {}; parent is context {parent_id} ({})",
+        crate::identity::VERSION,
+        cfg.context_id,
+        cfg.name,
+        std::process::id(),
+        cfg.parent_name
+    );
     dispatcher.run();
     broker.shutdown();
     broker.join();

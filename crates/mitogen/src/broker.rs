@@ -7,6 +7,14 @@
 //! to send: a sender writes straight to the socket when it can (see
 //! `stream.rs`); the broker only finishes writes that would have blocked.
 //!
+//! Timers ([`Broker::call_later`]) run on the broker thread in the order
+//! of their due time (ties: the order they were set), so a timer may touch
+//! broker-owned state without locks and must not block. A [`Timer`]
+//! handle cancels one; cancelling is a state change on the handle the
+//! broker checks just before running it, so a `cancel` that returns
+//! `true` means the function never ran and never will. Timers still
+//! pending when the broker stops are dropped without running.
+//!
 //! Shutdown is two-phase, as in the seed: participants (routers) are told to
 //! begin a graceful shutdown, the loop keeps running while any of them
 //! wants to stay alive (children still draining) for at most
@@ -17,6 +25,7 @@ use crate::error::{CallError, Error, Result, StreamError};
 use crate::events::{BrokerEvents, Subscription};
 use crate::latch::Latch;
 use crate::sync::lock;
+use crate::timer::{deadline, Timer, TimerState};
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::{BinaryHeap, HashMap};
@@ -53,6 +62,9 @@ struct Shared {
     shutdown: AtomicBool,
     shutdown_timeout_ms: AtomicU64,
     next_token: AtomicUsize,
+    /// Numbers timers set from any thread: the tie-break of equal due
+    /// times, so they fire in the order they were set.
+    next_timer: AtomicU64,
     thread_id: OnceLock<ThreadId>,
     stopped: Latch<()>,
     join: Mutex<Option<JoinHandle<()>>>,
@@ -134,7 +146,6 @@ pub(crate) struct Loop {
     sources: HashMap<Token, Source>,
     timers: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
     timer_tasks: HashMap<u64, Task>,
-    next_timer: u64,
     shared: Arc<Shared>,
 }
 
@@ -168,11 +179,25 @@ impl Loop {
 
     /// Runs `task` on this thread after `delay`.
     pub(crate) fn after(&mut self, delay: Duration, task: Task) {
-        let id = self.next_timer;
-        self.next_timer += 1;
-        self.timers
-            .push(std::cmp::Reverse((Instant::now() + delay, id)));
+        let id = self.shared.next_timer.fetch_add(1, Ordering::Relaxed);
+        self.at(deadline(delay), id, task);
+    }
+
+    fn at(&mut self, at: Instant, id: u64, task: Task) {
+        self.timers.push(std::cmp::Reverse((at, id)));
         self.timer_tasks.insert(id, task);
+    }
+
+    /// Forgets a cancelled timer. Its heap entry is skipped when due; the
+    /// heap is compacted when such entries outnumber live timers, so
+    /// setting and cancelling long timers does not grow it without bound.
+    fn forget_timer(&mut self, id: u64) {
+        self.timer_tasks.remove(&id);
+        if self.timers.len() > 64 + 2 * self.timer_tasks.len() {
+            let live = &self.timer_tasks;
+            self.timers
+                .retain(|std::cmp::Reverse((_, id))| live.contains_key(id));
+        }
     }
 
     fn run_timers(&mut self) {
@@ -262,6 +287,7 @@ impl Broker {
             shutdown: AtomicBool::new(false),
             shutdown_timeout_ms: AtomicU64::new(DEFAULT_SHUTDOWN_TIMEOUT.as_millis() as u64),
             next_token: AtomicUsize::new(1),
+            next_timer: AtomicU64::new(0),
             thread_id: OnceLock::new(),
             stopped: Latch::new(),
             join: Mutex::new(None),
@@ -275,7 +301,6 @@ impl Broker {
             sources: HashMap::new(),
             timers: BinaryHeap::new(),
             timer_tasks: HashMap::new(),
-            next_timer: 0,
             shared: shared.clone(),
         };
         crate::process::track_fd(std::os::fd::AsRawFd::as_raw_fd(&poll));
@@ -336,6 +361,56 @@ impl Broker {
         }
         self.defer_loop(Box::new(move |_| f()));
         Ok(())
+    }
+
+    /// Runs `f` on the broker thread once `delay` has passed, and returns
+    /// a [`Timer`] that can cancel it.
+    ///
+    /// Timers fire in the order of their due time, those due at the same
+    /// instant in the order they were set. `f` runs on the broker thread:
+    /// it must not block (waiting for a call or a receiver there fails at
+    /// once), and a panic in it is logged. Dropping the [`Timer`] does not
+    /// cancel it. Fails with a [`StreamError`] once shutdown has begun;
+    /// a timer still pending when the broker stops never runs.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let broker = mitogen::Broker::new()?;
+    /// let fired = mitogen::Latch::new();
+    /// let (f1, f2) = (fired.clone(), fired.clone());
+    /// let late = broker.call_later(Duration::from_millis(20), move || { let _ = f1.put("late"); })?;
+    /// let never = broker.call_later(Duration::from_millis(10), move || { let _ = f2.put("never"); })?;
+    /// assert!(never.cancel());
+    /// assert_eq!(fired.get(Some(Duration::from_secs(5)))?, "late");
+    /// assert!(!late.cancel()); // it already ran
+    /// # Ok::<(), mitogen::Error>(())
+    /// ```
+    pub fn call_later(&self, delay: Duration, f: impl FnOnce() + Send + 'static) -> Result<Timer> {
+        if self.is_shutting_down() || self.is_stopped() {
+            return Err(
+                StreamError::new("the broker is shutting down: the timer was refused").into(),
+            );
+        }
+        let at = deadline(delay);
+        let id = self.shared.next_timer.fetch_add(1, Ordering::Relaxed);
+        let state = TimerState::new();
+        let s = state.clone();
+        let task: Task = Box::new(move |_| {
+            if s.claim() {
+                f();
+            }
+        });
+        self.defer_loop(Box::new(move |lp| lp.at(at, id, task)));
+        let broker = self.handle();
+        Ok(Timer::new(
+            state,
+            Box::new(move || {
+                // Free its task now rather than at its due time.
+                if !broker.is_stopped() {
+                    broker.defer_loop(Box::new(move |lp| lp.forget_timer(id)));
+                }
+            }),
+        ))
     }
 
     /// Runs `f` on the broker thread and waits for its result. Called on the
@@ -605,6 +680,30 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(b.defer_sync(|| 8).unwrap(), 8);
+        b.shutdown();
+        b.join();
+    }
+
+    #[test]
+    fn cancelled_timers_do_not_accumulate() {
+        let b = Broker::new().unwrap();
+        for _ in 0..1000 {
+            let t = b.call_later(Duration::from_secs(3600), || ()).unwrap();
+            assert!(t.cancel());
+        }
+        let (live, heap) = b
+            .defer_sync(|| ())
+            .and_then(|()| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                b.defer_loop(Box::new(move |lp| {
+                    let _ = tx.send((lp.timer_tasks.len(), lp.timers.len()));
+                }));
+                rx.recv_timeout(Duration::from_secs(5))
+                    .map_err(|e| StreamError::new(e.to_string()).into())
+            })
+            .unwrap();
+        assert_eq!(live, 0);
+        assert!(heap <= 64, "{heap} heap entries left");
         b.shutdown();
         b.join();
     }

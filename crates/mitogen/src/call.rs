@@ -69,6 +69,11 @@ fn registry() -> &'static HashMap<&'static str, &'static Entry> {
 }
 
 /// Finds a remote function by name.
+/// Name under which [`crate::CallChain::reset`] asks a context to forget a
+/// chain's failure (answered by the dispatcher itself, not a registered
+/// function).
+pub(crate) const FORGET_CHAIN: &str = "mitogen::forget_chain";
+
 pub(crate) fn lookup(name: &str) -> Option<&'static Entry> {
     registry().get(name).copied()
 }
@@ -86,8 +91,12 @@ pub fn decode_args<A: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<A, C
 /// Encodes a call's result (generated code).
 pub fn encode_output<T: Serialize>(value: &T) -> Result<Vec<u8>, CallError> {
     let mut buf = Vec::new();
+    // Sent to the caller: for it, the remote side failed.
     encode_into(&mut buf, value).map_err(|e| match e {
-        crate::Error::Call(c) => c,
+        crate::Error::Codec(c) => CallError::new(
+            "mitogen::EncodeError",
+            std::error::Error::source(&c).map_or_else(|| c.to_string(), |s| s.to_string()),
+        ),
         other => CallError::new("mitogen::EncodeError", other.to_string()),
     })?;
     Ok(buf)

@@ -116,8 +116,9 @@ impl Channel {
         self.receiver.get(timeout)
     }
 
-    /// `true` when no message from the peer is waiting.
-    pub fn empty(&self) -> bool {
+    /// `true` when no message from the peer is waiting; fails once the
+    /// channel's receiver is closed.
+    pub fn empty(&self) -> Result<bool> {
         self.receiver.empty()
     }
 

@@ -142,7 +142,9 @@ impl Context {
     /// [`RemoteFn::NAME`] spells it) with `args` (the tuple of its
     /// parameters, or a [`crate::Value`] array), for programs that choose
     /// what to call at run time. Nothing is checked at compile time: a
-    /// wrong name, argument shape or result type is a [`crate::CallError`].
+    /// wrong name or argument shape is a [`crate::CallError`] (the remote
+    /// side refused it), a result that is not an `R` a
+    /// [`crate::CodecError`].
     /// With `R` = [`crate::Value`], any result decodes.
     pub fn call_by_name<R: serde::de::DeserializeOwned>(
         &self,
@@ -164,6 +166,7 @@ impl Context {
         args: &A,
         reply_to: u32,
     ) -> Result<()> {
+        self.check_serves_calls(handle::CALL_FUNCTION)?;
         let mut m = Message::with_payload(encode_call(chain, name, args)?);
         m.reply_to = reply_to;
         self.core.send(m.to(self.id, handle::CALL_FUNCTION))
@@ -175,6 +178,29 @@ impl Context {
         name: &str,
         args: &A,
     ) -> Result<PendingCall<T>> {
+        self.start_request(handle::CALL_FUNCTION, encode_call(chain, name, args)?)
+    }
+
+    /// Sends `payload` to the reserved handle `to` of this context with a
+    /// fresh reply handle, answered as a call is (a result or a
+    /// [`crate::CallError`]).
+    /// A child serves calls (its own too); the master does not (it does
+    /// serve services): say so at once rather than with a dead message.
+    fn check_serves_calls(&self, to: u32) -> Result<()> {
+        if to == handle::CALL_FUNCTION
+            && self.id == crate::identity::MASTER_ID
+            && self.core.id == self.id
+        {
+            return Err(crate::StreamError::new(
+                "the master serves no calls: call the function directly",
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn start_request<T>(&self, to: u32, payload: Vec<u8>) -> Result<PendingCall<T>> {
+        self.check_serves_calls(to)?;
         let latch = Latch::new();
         let l = latch.clone();
         let h = self.core.add_handler(
@@ -192,10 +218,11 @@ impl Context {
             core: self.core.clone(),
             _t: PhantomData,
         };
-        // A failed send (arguments that do not serialize, no route, a
-        // message over the size limit) is reported here, at once; dropping
-        // `pending` removes the handler.
-        self.send_call(chain, name, args, h)?;
+        // A failed send (no route, a message over the size limit) is
+        // reported here, at once; dropping `pending` removes the handler.
+        let mut m = Message::with_payload(payload);
+        m.reply_to = h;
+        self.core.send(m.to(self.id, to))?;
         Ok(pending)
     }
 
@@ -260,18 +287,22 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
     /// Waits up to `timeout` (`None`: until the context answers or
     /// disconnects) and returns the result.
     pub fn get(&self, timeout: Option<Duration>) -> Result<T> {
+        if let Ok(Some(msg)) = self.latch.try_get() {
+            // Already here: no clock, no wait.
+            return msg.decode();
+        }
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
-        if self.latch.empty() {
+        if self.latch.nothing_queued() {
             crate::broker::refuse_wait_on_broker("a call's result")?;
             // Read the reply ourselves rather than be woken by the broker.
-            if let Some(s) = self.core.stream_for(self.target) {
+            let remote = self.target != self.core.id;
+            if let Some(s) = remote
+                .then(|| self.core.table.stream_for(self.target))
+                .flatten()
+            {
                 let l = &self.latch;
-                crate::direct::read_until(
-                    &self.core,
-                    &s,
-                    &|| !l.empty() || l.is_closed(),
-                    deadline,
-                );
+                self.core
+                    .read_until(&s, &|| !l.nothing_queued() || l.is_closed(), deadline);
             }
         }
         let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
@@ -286,7 +317,7 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
 
     /// `true` once the result (or failure) has arrived.
     pub fn ready(&self) -> bool {
-        !self.latch.empty()
+        !self.latch.nothing_queued()
     }
 }
 
@@ -393,7 +424,7 @@ impl CallChain {
         match saved {
             Some(id) => self
                 .context
-                .send_call(None, crate::dispatch::FORGET_CHAIN, &(id,), 0),
+                .send_call(None, crate::call::FORGET_CHAIN, &(id,), 0),
             None => Ok(()),
         }
     }

@@ -33,12 +33,9 @@ use crate::message::Message;
 use crate::pool::{Job, Pool, PoolSize, DEFAULT_IDLE_TIMEOUT};
 use crate::router::{Policy, Router};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-/// Name under which [`crate::CallChain::reset`] asks a context to forget a
-/// chain's failure.
-pub(crate) const FORGET_CHAIN: &str = "mitogen::forget_chain";
 
 /// The running context, as seen from code running inside it: the seed's
 /// `ExternalContext`. Remote functions receive it by declaring an
@@ -50,6 +47,15 @@ pub struct ExternalContext {
 }
 
 impl ExternalContext {
+    /// The running context as seen through `router`: its parent is the
+    /// first of its parents (the master is its own parent).
+    pub(crate) fn for_router(router: Router) -> ExternalContext {
+        let core = router.core().clone();
+        let parent_id = core.parent_ids.first().copied().unwrap_or(core.id);
+        let parent = Context::new(core, parent_id, "parent");
+        ExternalContext { router, parent }
+    }
+
     /// This context's router.
     pub fn router(&self) -> &Router {
         &self.router
@@ -72,6 +78,52 @@ impl ExternalContext {
     /// This context's id.
     pub fn context_id(&self) -> u32 {
         self.router.context_id()
+    }
+
+    /// Detaches this context from its parent, so that it outlives it: for
+    /// a daemon, or a job that must finish whatever happens upstream.
+    ///
+    /// The parent is told first (and acknowledges): the end of this link
+    /// is then no failure there, and this process is never signalled by
+    /// it. This process leaves its session and ignores SIGHUP (an ssh
+    /// login ending does not take it along). When the link to the parent
+    /// ends, no new call arrives, but the call running on the main thread
+    /// (typically the one that called `detach`) finishes, with this
+    /// context's router and children still working; then the context
+    /// exits as usual.
+    pub fn detach(&self) -> crate::Result<()> {
+        let core = self.router.core();
+        let Some(&parent) = core.parent_ids.first() else {
+            return Err(crate::StreamError::new("the master has no parent to detach from").into());
+        };
+        crate::broker::refuse_wait_on_broker("detaching")?;
+        let answer = Latch::new();
+        let a = answer.clone();
+        let h = core.add_handler(
+            Box::new(move |m| {
+                let _ = a.put(m);
+            }),
+            false,
+            Some(parent),
+            None,
+        );
+        let mut m = Message::encode(&())?.to(parent, handle::DETACHING);
+        m.reply_to = h;
+        let sent = core.send(m);
+        let got = sent.and_then(|()| answer.get(Some(Duration::from_secs(30))));
+        core.del_handler(h);
+        if let Some(why) = got?.dead_reason() {
+            return Err(crate::ChannelError::new(why).into());
+        }
+        core.detached.store(true, Ordering::Release);
+        // SAFETY: setsid and signal take no pointers; setsid fails
+        // harmlessly for a session leader.
+        unsafe {
+            libc::setsid();
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        }
+        tracing::debug!("mitogen: context {} detached from its parent", core.id);
+        Ok(())
     }
 }
 
@@ -117,16 +169,26 @@ struct Shared {
 impl Dispatcher {
     pub(crate) fn new(router: Router, profiling: bool, pool: PoolSize) -> Dispatcher {
         let core = router.core().clone();
-        let parent_id = core.parent_ids.first().copied().unwrap_or(0);
-        let parent = Context::new(core.clone(), parent_id, "parent");
         let queue = Latch::new();
         let q = queue.clone();
         let parents = core.parent_ids.clone();
-        let policy: Policy = Arc::new(move |m: &Message| parents.contains(&m.auth_id));
+        // Its parents may call it, and so may it (its `myself()`).
+        let me = core.id;
+        let policy: Policy =
+            Arc::new(move |m: &Message| m.auth_id == me || parents.contains(&m.auth_id));
+        // A call to oneself goes straight to the pool: the main thread may
+        // well be the caller, waiting for it.
+        let to_pool: Arc<OnceLock<(Arc<Shared>, Pool)>> = Arc::default();
+        let tp = to_pool.clone();
         core.add_handler_at(
             handle::CALL_FUNCTION,
-            Box::new(move |m| {
-                let _ = q.put(m);
+            Box::new(move |m| match tp.get() {
+                Some((shared, pool)) if m.auth_id == me => {
+                    submit(shared, pool, m, Instant::now());
+                }
+                _ => {
+                    let _ = q.put(m);
+                }
             }),
             true,
             None,
@@ -143,16 +205,26 @@ impl Dispatcher {
         }));
         let q = queue.clone();
         let b = core.broker.clone();
+        let weak = Arc::downgrade(&core);
         *crate::sync::lock(&core.on_parent_lost) = Some(Box::new(move || {
             q.close();
-            b.shutdown();
+            // Detached: the running call finishes first; the context
+            // shuts down once the call loop ends.
+            if !weak
+                .upgrade()
+                .is_some_and(|c| c.detached.load(Ordering::Acquire))
+            {
+                b.shutdown();
+            }
         }));
+        let shared = Arc::new(Shared {
+            econtext: ExternalContext::for_router(router),
+            failed_chains: Mutex::new(HashMap::new()),
+            profile: profiling.then(|| Mutex::new(HashMap::new())),
+        });
+        let _ = to_pool.set((shared.clone(), pool.clone()));
         Dispatcher {
-            shared: Arc::new(Shared {
-                econtext: ExternalContext { router, parent },
-                failed_chains: Mutex::new(HashMap::new()),
-                profile: profiling.then(|| Mutex::new(HashMap::new())),
-            }),
+            shared,
             queue,
             pool,
         }
@@ -171,10 +243,10 @@ impl Dispatcher {
                 Ok(Some(m)) => m,
                 Ok(None) => {
                     // Idle: wait for the next call by reading the parent
-                    // link ourselves (see direct.rs); fall back to the queue.
+                    // link ourselves (see link/direct.rs); fall back to the queue.
                     let q = &self.queue;
-                    let read = core.parent_stream().is_some_and(|s| {
-                        crate::direct::read_until(&core, &s, &|| !q.empty() || q.is_closed(), None)
+                    let read = core.table.parent_stream().is_some_and(|s| {
+                        core.read_until(&s, &|| !q.nothing_queued() || q.is_closed(), None)
                     });
                     if read {
                         continue;
@@ -198,6 +270,8 @@ impl Dispatcher {
             Ok(p) => p,
             Err(e) => return self.shared.finish(&msg, "?", None, Err(e), started),
         };
+        // A call to oneself runs on the pool: the main thread may well be
+        // the caller, waiting for it.
         if !lookup(&parts.name).is_some_and(|e| e.concurrent) {
             let r = self
                 .shared
@@ -206,30 +280,34 @@ impl Dispatcher {
                 .shared
                 .finish(&msg, &parts.name, parts.chain, r, started);
         }
-        // A chain that has already failed stays failed without queueing.
-        if let Some(e) = self.shared.chain_failure(parts.chain.as_deref()) {
-            return self
-                .shared
-                .finish(&msg, &parts.name, parts.chain, Err(e), started);
-        }
-        let args_at = msg.data.len() - parts.args.len();
-        let (name, chain) = (Arc::<str>::from(parts.name), parts.chain);
-        let msg = Arc::new(msg);
-        let (s, m, n, c) = (
-            self.shared.clone(),
-            msg.clone(),
-            name.clone(),
-            chain.clone(),
-        );
-        let run = move || {
-            let r = s.run_one(c.as_deref(), &n, &m.data[args_at..]);
-            s.finish(&m, &n, c, r, started);
-        };
-        let s = self.shared.clone();
-        let fail = move |e| s.finish(&msg, &name, chain, Err(e), started);
-        // Refused (full, stopped): `fail` has answered the caller.
-        let _ = self.pool.submit(Job::new(run, fail));
+        drop(parts);
+        submit(&self.shared, &self.pool, msg, started);
     }
+}
+
+/// Hands a call to the worker pool (a concurrent function, or a call to
+/// oneself); a refusal (full, stopped) is answered to the caller.
+fn submit(shared: &Arc<Shared>, pool: &Pool, msg: Message, started: Instant) {
+    let parts = match decode_call(&msg.data) {
+        Ok(p) => p,
+        Err(e) => return shared.finish(&msg, "?", None, Err(e), started),
+    };
+    // A chain that has already failed stays failed without queueing.
+    if let Some(e) = shared.chain_failure(parts.chain.as_deref()) {
+        return shared.finish(&msg, &parts.name, parts.chain, Err(e), started);
+    }
+    let args_at = msg.data.len() - parts.args.len();
+    let (name, chain) = (Arc::<str>::from(parts.name), parts.chain);
+    let msg = Arc::new(msg);
+    let (s, m, n, c) = (shared.clone(), msg.clone(), name.clone(), chain.clone());
+    let run = move || {
+        let r = s.run_one(c.as_deref(), &n, &m.data[args_at..]);
+        s.finish(&m, &n, c, r, started);
+    };
+    let s = shared.clone();
+    let fail = move |e| s.finish(&msg, &name, chain, Err(e), started);
+    // Refused (full, stopped): `fail` has answered the caller.
+    let _ = pool.submit(Job::new(run, fail));
 }
 
 impl Shared {
@@ -289,7 +367,7 @@ impl Shared {
         if let Some(e) = self.chain_failure(chain) {
             return Err(e);
         }
-        if name == FORGET_CHAIN {
+        if name == crate::call::FORGET_CHAIN {
             let (id,): (String,) = crate::call::decode_args(name, args)?;
             crate::sync::lock(&self.failed_chains).remove(&id);
             return crate::call::encode_output(&());
@@ -306,7 +384,7 @@ impl Shared {
         };
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // Handles among the arguments bind to this context's router.
-            crate::sender::decoding_for(self.econtext.router.core(), || (entry.invoke)(&env, args))
+            crate::router::decoding_for(self.econtext.router.core(), || (entry.invoke)(&env, args))
         })) {
             Ok(r) => r,
             Err(p) => Err(CallError::from_panic(name, &*p)),

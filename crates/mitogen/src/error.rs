@@ -44,6 +44,11 @@ pub enum Error {
     /// changed.
     #[error(transparent)]
     HostKey(#[from] HostKeyError),
+    /// A value could not be encoded here, or a payload received here could
+    /// not be decoded into the type asked for. Nothing remote failed (that
+    /// is [`Error::Call`]).
+    #[error(transparent)]
+    Codec(#[from] CodecError),
     /// The target cannot be reached by its method's program, does not
     /// exist, or cannot run the agent (see [`TargetErrorKind`]).
     #[error(transparent)]
@@ -87,11 +92,13 @@ impl CallError {
             type_name: type_name.to_string(),
             message: err.to_string(),
             chain,
-            backtrace: capture_backtrace(),
+            backtrace: crate::panics::backtrace(),
         }
     }
 
-    /// Describes a panic payload caught while running a remote function.
+    /// Describes a panic payload caught while running a remote function:
+    /// its message names the function and where it panicked (`file:line`,
+    /// noted by the runtime's panic hook), whatever `RUST_BACKTRACE` says.
     pub fn from_panic(function: &str, payload: &(dyn std::any::Any + Send)) -> CallError {
         let what = if let Some(s) = payload.downcast_ref::<&str>() {
             (*s).to_string()
@@ -100,11 +107,15 @@ impl CallError {
         } else {
             "panic with a non-string payload".to_string()
         };
+        let caught = crate::panics::take_last();
+        let at = caught
+            .as_ref()
+            .map_or("an unknown location", |c| c.location.as_str());
         CallError {
             type_name: "panic".to_string(),
-            message: format!("{function} panicked: {what}"),
+            message: format!("{function} panicked at {at}: {what}"),
             chain: Vec::new(),
-            backtrace: capture_backtrace(),
+            backtrace: caught.and_then(|c| c.backtrace),
         }
     }
 
@@ -126,14 +137,6 @@ impl CallError {
     /// Remote backtrace, when the remote side captured one.
     pub fn backtrace(&self) -> Option<&str> {
         self.backtrace.as_deref()
-    }
-}
-
-fn capture_backtrace() -> Option<String> {
-    let bt = std::backtrace::Backtrace::capture();
-    match bt.status() {
-        std::backtrace::BacktraceStatus::Captured => Some(bt.to_string()),
-        _ => None,
     }
 }
 
@@ -306,6 +309,55 @@ impl HostKeyError {
     /// `false` when no key was recorded (under `enforce`).
     pub fn changed(&self) -> bool {
         self.changed
+    }
+}
+
+/// Which way a [`CodecError`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodecOp {
+    /// A value to send could not be serialized.
+    Encode,
+    /// A payload could not be read as the type asked for.
+    Decode,
+}
+
+/// A value could not be encoded into a message, or a message's payload
+/// could not be decoded into the type asked for — in this process.
+///
+/// Keeps the serializer's error as its [`std::error::Error::source`].
+/// Compare [`CallError`]: the remote side failed (including when *it*
+/// could not encode its result or decode the arguments it was sent).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {} {type_name}: {source}", match .op { CodecOp::Encode => "encode", CodecOp::Decode => "decode into" })]
+pub struct CodecError {
+    op: CodecOp,
+    type_name: &'static str,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl CodecError {
+    /// An encode or decode of `type_name` that failed with `source`.
+    pub fn new(
+        op: CodecOp,
+        type_name: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> CodecError {
+        CodecError {
+            op,
+            type_name,
+            source: source.into(),
+        }
+    }
+
+    /// Whether encoding or decoding failed.
+    pub fn op(&self) -> CodecOp {
+        self.op
+    }
+
+    /// The Rust type that was being encoded or decoded into.
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
     }
 }
 

@@ -287,6 +287,12 @@ pub mod handle {
     pub const SHUTDOWN: u32 = 106;
     /// Bootstrap handshake frames (hello and config).
     pub const HANDSHAKE: u32 = 107;
+    /// Cut the link to a context: acted on by the router that holds it.
+    pub const DISCONNECT: u32 = 108;
+    /// A child tells its parent it detaches: its link's end is no failure.
+    pub const DETACHING: u32 = 109;
+    /// Call a method of a service (the seed's `CALL_SERVICE`).
+    pub const CALL_SERVICE: u32 = 110;
     /// The first handle given out by `Router::add_handler`.
     pub const FIRST_DYNAMIC: u32 = 1000;
 }

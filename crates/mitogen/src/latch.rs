@@ -2,7 +2,10 @@
 //! blocking API of the crate waits with.
 //!
 //! `put` never blocks; `get` waits up to a timeout; `close` wakes every
-//! waiter with [`LatchError`]. A latch is also a [`Future`] source through
+//! waiter with [`LatchError`]. A latch can also be *ended* (crate-internal,
+//! used by receivers): every current and later `get` that finds the queue
+//! empty gets the same final item, so one `Sender::close` wakes all the
+//! threads waiting on a receiver. A latch is also a [`Future`] source through
 //! [`Latch::get_async`], so the same object serves blocking and async code.
 
 use crate::error::{Error, LatchError, TimeoutError};
@@ -22,7 +25,12 @@ struct State<T> {
     /// Called after every `put` and on `close`: how a [`crate::Select`]
     /// learns that one of its sources has something.
     notify: Option<Notify>,
+    /// Set once the latch is ended: makes the final item.
+    end: Option<End<T>>,
 }
+
+/// Makes the item every `get` of an ended latch returns.
+type End<T> = Arc<dyn Fn() -> T + Send + Sync>;
 
 /// A callback run outside the latch's lock.
 pub(crate) type Notify = Arc<dyn Fn() + Send + Sync>;
@@ -100,6 +108,7 @@ impl<T> Latch<T> {
                     sleepers: 0,
                     wakers: Vec::new(),
                     notify: None,
+                    end: None,
                 }),
                 cond: Condvar::new(),
             }),
@@ -132,6 +141,33 @@ impl<T> Latch<T> {
         Ok(())
     }
 
+    /// Ends the latch: once the queue is empty, every current and later
+    /// `get` returns `last()` instead of waiting. Only the first end counts;
+    /// a closed latch stays closed.
+    pub(crate) fn end_with(&self, last: impl Fn() -> T + Send + Sync + 'static) {
+        let (wakers, notify, sleepers) = {
+            let mut s = self.lock();
+            if s.closed || s.end.is_some() {
+                return;
+            }
+            s.end = Some(Arc::new(last));
+            (std::mem::take(&mut s.wakers), s.notify.clone(), s.sleepers)
+        };
+        if sleepers > 0 {
+            self.inner.cond.notify_all();
+        }
+        wakers.into_iter().for_each(Waker::wake);
+        if let Some(n) = notify {
+            n();
+        }
+    }
+
+    /// `true` when a `get` would wait now: open, nothing queued, not ended.
+    pub(crate) fn would_block(&self) -> bool {
+        let s = self.lock();
+        !s.closed && s.queue.is_empty() && s.end.is_none()
+    }
+
     /// Items queued now.
     pub fn size(&self) -> usize {
         self.lock().queue.len()
@@ -154,7 +190,19 @@ impl<T> Latch<T> {
     }
 
     /// `true` when nothing is queued.
-    pub fn empty(&self) -> bool {
+    ///
+    /// Fails on a closed latch: "empty" would then suggest that waiting
+    /// could help.
+    pub fn empty(&self) -> Result<bool, LatchError> {
+        let s = self.lock();
+        if s.closed {
+            return Err(LatchError);
+        }
+        Ok(s.queue.is_empty() && s.end.is_none())
+    }
+
+    /// `true` when nothing is queued (closed or not, ended or not).
+    pub(crate) fn nothing_queued(&self) -> bool {
         self.lock().queue.is_empty()
     }
 
@@ -189,13 +237,35 @@ impl<T> Latch<T> {
         if s.closed {
             return Err(LatchError);
         }
+        Ok(s.queue.pop_front().or_else(|| s.end.as_ref().map(|f| f())))
+    }
+
+    /// [`Latch::try_get`] of queued items only (an ended latch's final
+    /// item is not returned): how a select takes from its sources, each
+    /// dead message once.
+    pub(crate) fn try_get_queued(&self) -> Result<Option<T>, LatchError> {
+        let mut s = self.lock();
+        if s.closed {
+            return Err(LatchError);
+        }
         Ok(s.queue.pop_front())
     }
 
     /// Waits for an item up to `timeout` (`None`: forever).
     pub fn get(&self, timeout: Option<Duration>) -> Result<T, Error> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        self.wait_for_item(timeout, true)
+    }
+
+    /// [`Latch::get`] that waits for queued items only: an ended latch's
+    /// final item is not returned.
+    pub(crate) fn get_queued(&self, timeout: Option<Duration>) -> Result<T, Error> {
+        self.wait_for_item(timeout, false)
+    }
+
+    fn wait_for_item(&self, timeout: Option<Duration>, until_end: bool) -> Result<T, Error> {
         let mut s = self.lock();
+        // Read the clock only once there is a wait.
+        let mut deadline: Option<Option<Instant>> = None;
         loop {
             if s.closed {
                 return Err(LatchError.into());
@@ -203,6 +273,10 @@ impl<T> Latch<T> {
             if let Some(item) = s.queue.pop_front() {
                 return Ok(item);
             }
+            if let (true, Some(last)) = (until_end, &s.end) {
+                return Ok(last());
+            }
+            let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
             let wait = match deadline {
                 None => None,
                 Some(d) => {
@@ -244,6 +318,9 @@ impl<T> Latch<T> {
         if let Some(item) = s.queue.pop_front() {
             return Poll::Ready(Ok(item));
         }
+        if let Some(last) = &s.end {
+            return Poll::Ready(Ok(last()));
+        }
         if !s.wakers.iter().any(|w| w.will_wake(cx.waker())) {
             s.wakers.push(cx.waker().clone());
         }
@@ -272,9 +349,9 @@ mod tests {
     fn put_then_get() {
         let l = Latch::new();
         l.put(1).unwrap();
-        assert!(!l.empty());
+        assert!(!l.empty().unwrap());
         assert_eq!(l.get(None).unwrap(), 1);
-        assert!(l.empty());
+        assert!(l.empty().unwrap());
     }
 
     #[test]
@@ -317,6 +394,35 @@ mod tests {
             seen[v] = true;
         }
         producers.into_iter().for_each(|p| p.join().unwrap());
-        assert!(l.empty());
+        assert!(l.empty().unwrap());
+    }
+
+    #[test]
+    fn empty_on_a_closed_latch_is_an_error() {
+        let l: Latch<u32> = Latch::new();
+        assert_eq!(l.empty(), Ok(true));
+        l.close();
+        assert_eq!(l.empty(), Err(LatchError));
+    }
+
+    #[test]
+    fn an_ended_latch_answers_every_getter_after_its_queue() {
+        let l: Latch<u32> = Latch::new();
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let l = l.clone();
+                std::thread::spawn(move || l.get(Some(Duration::from_secs(10))).ok())
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        l.end_with(|| 99);
+        for w in waiters {
+            assert_eq!(w.join().unwrap(), Some(99));
+        }
+        l.put(1).unwrap();
+        assert_eq!(l.get(None).unwrap(), 1);
+        assert_eq!(l.get(None).unwrap(), 99);
+        assert!(l.get_queued(Some(Duration::from_millis(10))).is_err());
+        assert_eq!(l.empty(), Ok(false));
     }
 }

@@ -59,29 +59,33 @@ mod channel;
 mod child;
 mod connect;
 mod context;
-mod control;
-mod direct;
 mod dispatch;
 mod error;
 mod events;
-pub mod frame;
+mod frame;
 mod identity;
 mod latch;
 mod link;
 mod logging;
 mod message;
+mod panics;
 mod pool;
 mod process;
 mod reap;
 mod reassembly;
 mod receiver;
+mod redact;
 mod router;
 mod select;
 mod sender;
+pub mod service;
 mod sync;
 #[doc(hidden)]
+#[cfg(feature = "testing")]
 pub mod testing;
+mod timer;
 mod tmpfile;
+pub mod unix;
 mod utils;
 
 pub use broker::{Broker, DEFAULT_SHUTDOWN_TIMEOUT};
@@ -105,23 +109,27 @@ pub use connect::DEFAULT_CONNECT_TIMEOUT;
 pub use context::{CallChain, Context, PendingCall};
 pub use dispatch::ExternalContext;
 pub use error::{
-    CallError, ChannelError, Error, HostKeyError, LatchError, PasswordError, Result, SelectError,
-    StreamError, TargetError, TargetErrorKind, TimeoutError,
+    CallError, ChannelError, CodecError, CodecOp, Error, HostKeyError, LatchError, PasswordError,
+    Result, SelectError, StreamError, TargetError, TargetErrorKind, TimeoutError,
 };
 pub use events::{ChildExit, Disconnect, Subscription};
+pub use frame::{Encoding, DEFAULT_MAX_MESSAGE_SIZE};
 pub use identity::{context_id, is_master, parent_id, parent_ids, MASTER_ID, VERSION};
 pub use latch::{Latch, LatchFuture};
 pub use link::DEFAULT_MAX_QUEUED;
 pub use message::Message;
 pub use pool::{DEFAULT_POOL_QUEUED, DEFAULT_POOL_THREADS};
+pub use process::{default_remote_name, remote_name_of};
 pub use reassembly::DEFAULT_MAX_PAYLOAD;
 pub use receiver::Receiver;
+pub use redact::{Blob, Secret};
 pub use router::{Policy, Router, DEFAULT_SEND_TIMEOUT};
 pub use select::{Event, Select, Selectable, SourceId};
 pub use sender::Sender;
 /// Bytes that serialize as one MessagePack `bin` (not an array of
 /// integers): use it for bulk arguments and results.
 pub use serde_bytes::ByteBuf;
+pub use timer::Timer;
 pub use utils::{cast, log_to_file, run_with_router, Value};
 
 /// Exposes a function to parent contexts.
@@ -196,6 +204,39 @@ pub use utils::{cast, log_to_file, run_with_router, Value};
 /// fn f() {}
 /// ```
 pub use mitogen_macros::remote;
+
+/// Exposes methods of a [`service::Service`] to other contexts.
+///
+/// On an `impl` block of a type implementing [`service::Service`], each
+/// method marked `#[expose]` (parents only) or `#[expose(policy = any)]`
+/// (any context) can be called by name; other methods stay private.
+/// Exposed methods take `&self`, their parameters and result are serde
+/// types, a result spelled `...Result<T, E>` gives `T` to the caller and
+/// its `Err` a [`CallError`] (as for [`remote`]), and parameters of type
+/// `&Router`, `&ExternalContext` and `&service::Caller` are injected,
+/// not sent.
+///
+/// Beside the type, the attribute defines a module named after it in
+/// snake case (`FileService` → `file_service`) holding one marker type
+/// per exposed method, which calls name:
+/// `ctx.call_service::<file_service::fetch>((path,))`. The module is as
+/// visible as the attribute says: `#[mitogen::service]` keeps it private
+/// to the enclosing module, `#[mitogen::service(pub)]` or
+/// `#[mitogen::service(pub(crate))]` widen it. One such `impl` block per
+/// type. See [`mod@service`] for an example.
+///
+/// ```compile_fail
+/// # use mitogen::service::Service;
+/// # struct S;
+/// # impl Service for S { const NAME: &'static str = "s";
+/// #   fn new(_: &mitogen::ExternalContext) -> Result<Self, mitogen::service::BoxError> { Ok(S) } }
+/// #[mitogen::service]
+/// impl S {
+///     #[expose]
+///     fn needs_mut(&mut self) {} // methods run concurrently: &self only
+/// }
+/// ```
+pub use mitogen_macros::service;
 
 /// Makes `main` the entry point of the master and of every child context.
 ///
@@ -273,6 +314,9 @@ pub mod __private {
     //! Used by generated code; not a stable API.
     pub use crate::call::{
         decode_args, encode_output, CallEnv, Entry, IntoRemoteResult, REMOTE_FNS,
+    };
+    pub use crate::service::{
+        activate, instance, Instance, MethodEntry, ServiceEnv, SERVICE_METHODS,
     };
     pub use linkme;
 }

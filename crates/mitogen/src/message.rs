@@ -1,20 +1,35 @@
 //! [`Message`]: one frame's routing fields plus its payload, as user code
 //! sees it.
 
-use crate::error::{CallError, ChannelError, Error, Result, StreamError};
+use crate::error::{CallError, ChannelError, CodecError, CodecOp, Error, Result, StreamError};
 use crate::frame::{Encoding, Header};
-use crate::router::Core;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt;
 use std::sync::Arc;
 
+/// Where a received message came in: the router that handed it to a
+/// handler, as the message sees it.
+///
+/// A message is a plain value through the wire, link and router layers;
+/// only when the router hands it to a handler does it stamp it with its
+/// origin, so that [`Message::reply`] can answer and the handles inside its
+/// payload ([`crate::Sender`], [`crate::Context`]) bind to that router.
+/// Defined here and implemented by the router, so this module knows
+/// nothing above it.
+pub(crate) trait Origin: Send + Sync {
+    /// Sends `msg` through the router the message arrived at.
+    fn send(self: Arc<Self>, msg: Message) -> Result<()>;
+    /// Runs `f` with handles decoded on this thread bound to that router.
+    fn decoding(self: Arc<Self>, f: &mut dyn FnMut());
+}
+
 /// A routed message: the seed's `Message`.
 ///
 /// `data` holds the payload as it travelled; [`Message::decode`] reads a
 /// MessagePack payload into any serde type, [`Message::bytes`] gives raw
-/// bytes. A message received through a [`crate::Router`] remembers that
-/// router, so [`Message::reply`] can answer it.
+/// bytes. A message received through a [`crate::Router`] remembers where
+/// it came in, so [`Message::reply`] can answer it.
 ///
 /// ```
 /// use mitogen::{Message, Receiver};
@@ -57,7 +72,8 @@ pub struct Message {
     pub encoding: Encoding,
     /// The payload.
     pub data: Vec<u8>,
-    pub(crate) core: Option<Arc<Core>>,
+    /// Set when a router hands the message to a handler.
+    pub(crate) origin: Option<Arc<dyn Origin>>,
     /// Fragment flags and id while this is one frame of a larger message
     /// in transit (see `frame.rs`); `(0, 0)` for a whole message.
     pub(crate) frag: (u8, u32),
@@ -88,26 +104,29 @@ pub(crate) fn to_msgpack<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 pub(crate) fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Result<()> {
     value
         .serialize(&mut rmp_serde::Serializer::new(buf).with_struct_map())
-        .map_err(|e| Error::Call(CallError::new("mitogen::EncodeError", e.to_string())))
+        .map_err(|e| CodecError::new(CodecOp::Encode, std::any::type_name::<T>(), e).into())
 }
 
 /// Reads a MessagePack payload into `T`.
 pub(crate) fn from_msgpack<T: DeserializeOwned>(data: &[u8]) -> Result<T> {
     rmp_serde::from_slice(data)
-        .map_err(|e| Error::Call(CallError::new("mitogen::DecodeError", e.to_string())))
+        .map_err(|e| CodecError::new(CodecOp::Decode, std::any::type_name::<T>(), e).into())
 }
 
 impl Message {
     fn with(encoding: Encoding, data: Vec<u8>) -> Message {
+        // Built here: from this context until a router sends it (which
+        // sets both again).
+        let me = crate::identity::context_id();
         Message {
             dst_id: 0,
-            src_id: 0,
-            auth_id: 0,
+            src_id: me,
+            auth_id: me,
             handle: 0,
             reply_to: 0,
             encoding,
             data,
-            core: None,
+            origin: None,
             frag: (0, 0),
         }
     }
@@ -165,9 +184,16 @@ impl Message {
     fn check(&self) -> Result<()> {
         match self.encoding {
             Encoding::Dead => Err(ChannelError::new(String::from_utf8_lossy(&self.data)).into()),
-            Encoding::CallError => Err(from_msgpack::<CallError>(&self.data)
-                .map(Error::Call)
-                .unwrap_or_else(|e| e)),
+            // The remote side failed either way: an error that does not
+            // decode is still its failure, not a local one.
+            Encoding::CallError => Err(Error::Call(
+                from_msgpack::<CallError>(&self.data).unwrap_or_else(|e| {
+                    CallError::new(
+                        "mitogen::DecodeError",
+                        format!("the remote side failed, and its error is unreadable: {e}"),
+                    )
+                }),
+            )),
             _ => Ok(()),
         }
     }
@@ -176,15 +202,20 @@ impl Message {
     /// [`ChannelError`] with its reason; a remote failure [`CallError`].
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         self.check()?;
-        match (self.encoding, &self.core) {
+        match (self.encoding, &self.origin) {
             // Handles inside (Sender, Context) bind to the receiving router.
-            (Encoding::MsgPack, Some(core)) => {
-                crate::sender::decoding_for(core, || from_msgpack(&self.data))
+            (Encoding::MsgPack, Some(origin)) => {
+                let mut out = None;
+                origin
+                    .clone()
+                    .decoding(&mut || out = Some(from_msgpack(&self.data)));
+                out.expect("Origin::decoding runs its closure")
             }
             (Encoding::MsgPack, None) => from_msgpack(&self.data),
-            (_, _) => Err(CallError::new(
-                "mitogen::DecodeError",
-                format!("cannot decode a {:?} payload as a value", self.encoding),
+            (_, _) => Err(CodecError::new(
+                CodecOp::Decode,
+                std::any::type_name::<T>(),
+                format!("a {:?} payload is not a serialized value", self.encoding),
             )
             .into()),
         }
@@ -197,7 +228,7 @@ impl Message {
 
     /// Answers this message with a prepared message.
     pub fn reply_message(&self, msg: Message) -> Result<()> {
-        let core = self.core.as_ref().ok_or_else(|| {
+        let origin = self.origin.as_ref().ok_or_else(|| {
             StreamError::new(
                 "this message was not received through a router; it cannot be replied to",
             )
@@ -205,7 +236,7 @@ impl Message {
         if self.reply_to == 0 {
             return Err(ChannelError::new("the message asked for no reply").into());
         }
-        core.send(msg.to(self.src_id, self.reply_to))
+        origin.clone().send(msg.to(self.src_id, self.reply_to))
     }
 
     pub(crate) fn header(&self) -> Header {
@@ -231,7 +262,7 @@ impl Message {
             reply_to: h.reply_to,
             encoding: h.encoding,
             data,
-            core: None,
+            origin: None,
             frag: (h.flags, h.frag_id),
         }
     }

@@ -132,8 +132,9 @@ pub(crate) fn set_title(title: &str) {
     }
 }
 
-/// Default `remote_name`: `user@host:pid` of this process.
-pub(crate) fn default_remote_name() -> String {
+/// Default `remote_name` of the contexts this process starts:
+/// `user@host:pid` of this process (see [`remote_name_of`]).
+pub fn default_remote_name() -> String {
     let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
         .ok()
         .flatten()
@@ -143,5 +144,28 @@ pub(crate) fn default_remote_name() -> String {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".into());
-    format!("{user}@{host}:{}", std::process::id())
+    remote_name_of(&user, &host, std::process::id())
+}
+
+/// `user@host:pid`, with `/` and `\` in the user name replaced by `_`: a
+/// Windows domain user (`DOM\user`) or a name with a slash must still make
+/// a valid `remote_name` and process title.
+pub fn remote_name_of(user: &str, host: &str, pid: u32) -> String {
+    let user: String = user
+        .chars()
+        .map(|c| if c == '/' || c == '\\' { '_' } else { c })
+        .collect();
+    format!("{user}@{host}:{pid}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_domain_user_makes_a_valid_remote_name() {
+        assert_eq!(remote_name_of("DOM\\alice", "h", 7), "DOM_alice@h:7");
+        assert_eq!(remote_name_of("a/b", "h", 7), "a_b@h:7");
+        assert_eq!(remote_name_of("bob", "h", 7), "bob@h:7");
+    }
 }

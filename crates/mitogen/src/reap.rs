@@ -27,6 +27,9 @@ struct Child {
     name: String,
     since: Instant,
     termed: bool,
+    /// Detached: waited for while this process runs, never signalled,
+    /// never waited on at exit.
+    detached: bool,
 }
 
 /// Processes to reap.
@@ -38,20 +41,32 @@ pub(crate) struct Reaper {
 impl Reaper {
     /// Starts watching `proc` (whose link just closed).
     pub(crate) fn add(&self, proc: ChildProc, name: &str) {
+        self.push(proc, name, false);
+    }
+
+    /// Starts watching a detached child: collected if it exits while this
+    /// process runs, never signalled, and not waited for at exit.
+    pub(crate) fn add_detached(&self, proc: ChildProc, name: &str) {
+        self.push(proc, name, true);
+    }
+
+    fn push(&self, proc: ChildProc, name: &str, detached: bool) {
         lock(&self.children).push(Child {
             proc,
             name: name.to_string(),
             since: Instant::now(),
             termed: false,
+            detached,
         });
     }
 
-    /// `true` when nothing is left to reap.
+    /// `true` when nothing is left to reap but detached children.
     pub(crate) fn is_empty(&self) -> bool {
-        lock(&self.children).is_empty()
+        lock(&self.children).iter().all(|c| c.detached)
     }
 
-    /// One non-blocking pass; returns `true` while children remain. Each
+    /// One non-blocking pass; returns `true` while children remain that
+    /// are not detached (detached ones are only collected). Each
     /// child reaped is announced on `exited` (with no lock held).
     pub(crate) fn pass(&self, exited: &Signal<ChildExit>) -> bool {
         let mut reaped = Vec::new();
@@ -74,6 +89,9 @@ impl Reaper {
                 }
                 Ok(None) => {}
             }
+            if c.detached {
+                return true;
+            }
             let age = c.since.elapsed();
             if age >= KILL_AFTER {
                 let _ = c.proc.signal(libc::SIGKILL);
@@ -87,12 +105,17 @@ impl Reaper {
             }
             true
         });
-        let more = !list.is_empty();
+        let more = list.iter().any(|c| !c.detached);
         drop(list);
         for r in &reaped {
             exited.fire(r);
         }
         more
+    }
+
+    /// `true` while a detached child is still to be collected.
+    pub(crate) fn has_detached(&self) -> bool {
+        lock(&self.children).iter().any(|c| c.detached)
     }
 
     /// Reaps what is left, escalating on schedule; bounded by

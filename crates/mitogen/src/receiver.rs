@@ -114,8 +114,15 @@ impl Receiver {
     fn parts(core: &Arc<Core>) -> (Arc<Core>, Latch<Message>, crate::router::Sink) {
         let latch = Latch::new();
         let l = latch.clone();
-        let sink = Box::new(move |m| {
-            let _ = l.put(m);
+        let sink = Box::new(move |m: Message| {
+            if m.is_dead() {
+                // Every thread waiting in `get` learns, not only one.
+                let last = m.clone();
+                let _ = l.put(m);
+                l.end_with(move || last.clone());
+            } else {
+                let _ = l.put(m);
+            }
         });
         (core.clone(), latch, sink)
     }
@@ -139,17 +146,31 @@ impl Receiver {
         &self.core
     }
 
-    /// `true` when no message is queued.
-    pub fn empty(&self) -> bool {
-        self.latch.empty()
+    /// `true` when a [`Receiver::get`] would wait now. Fails once the
+    /// receiver is closed, as waiting could not help.
+    pub fn empty(&self) -> Result<bool> {
+        self.latch
+            .empty()
+            .map_err(|_| ChannelError::new("the receiver was closed").into())
     }
 
     /// Waits up to `timeout` (`None`: forever) for the next message. A dead
     /// message (its respondent disconnected, the sender closed, a send
     /// failed) becomes [`ChannelError`] with its reason; a closed receiver
     /// says so.
+    ///
+    /// After a dead message every `get` fails with it, in every thread
+    /// waiting now or later: one [`crate::Sender::close`] ends the work of
+    /// all the threads reading a receiver. Messages that arrive later are
+    /// still returned first.
     pub fn get(&self, timeout: Option<Duration>) -> Result<Message> {
-        let m = self.get_message(timeout)?;
+        if self.latch.would_block() {
+            crate::broker::refuse_wait_on_broker("a message")?;
+        }
+        let m = match self.latch.get(timeout) {
+            Err(Error::Latch(_)) => Err(ChannelError::new("the receiver was closed").into()),
+            other => other,
+        }?;
         match m.dead_reason() {
             Some(reason) => Err(ChannelError::new(reason).into()),
             None => Ok(m),
@@ -160,11 +181,14 @@ impl Receiver {
     /// (see [`Message::is_dead`]) instead of an error: the seed's
     /// `get(throw_dead=False)`. For a receiver fed by several senders,
     /// each of which closes it when done.
+    ///
+    /// Each dead message is returned once, here: it does not end the
+    /// receiver for `get_message` callers.
     pub fn get_message(&self, timeout: Option<Duration>) -> Result<Message> {
-        if self.latch.empty() {
+        if self.latch.nothing_queued() {
             crate::broker::refuse_wait_on_broker("a message")?;
         }
-        match self.latch.get(timeout) {
+        match self.latch.get_queued(timeout) {
             Err(Error::Latch(_)) => Err(ChannelError::new("the receiver was closed").into()),
             other => other,
         }
@@ -250,7 +274,7 @@ mod tests {
             })
             .collect();
         assert_eq!(got, [0, 1, 2]);
-        assert!(rx.empty());
+        assert!(rx.empty().unwrap());
         rx.close();
         assert!(matches!(
             rx.get(Some(Duration::from_secs(1))),
@@ -305,7 +329,7 @@ mod tests {
             Err(Error::Channel(e)) => assert!(e.reason().contains("refused by policy"), "{e}"),
             other => panic!("{other:?}"),
         }
-        assert!(rx.empty());
+        assert!(rx.empty().unwrap());
         let mut m = Message::encode(&1u8)
             .unwrap()
             .to(router.context_id(), 999_999);

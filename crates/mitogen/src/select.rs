@@ -287,7 +287,7 @@ impl Select {
     /// `true` when no source has a message waiting (`get` would block).
     pub fn empty(&self) -> bool {
         self.members().iter().all(|s| match &s.0 {
-            Kind::Messages(l) => l.empty() && !l.is_closed(),
+            Kind::Messages(l) => l.nothing_queued() && !l.is_closed(),
             Kind::Nested(i) => Select { inner: i.clone() }.empty(),
         })
     }
@@ -352,7 +352,7 @@ impl Select {
         let src = self.members().iter().find(|s| s.key() == key).cloned();
         let Some(src) = src else { return Ok(None) };
         match &src.0 {
-            Kind::Messages(l) => match l.try_get() {
+            Kind::Messages(l) => match l.try_get_queued() {
                 Ok(Some(m)) => {
                     if self.inner.oneshot {
                         self.take_member(key);

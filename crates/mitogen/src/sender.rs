@@ -10,9 +10,7 @@ use crate::context::Context;
 use crate::error::Result;
 use crate::message::Message;
 use crate::router::Core;
-use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::cell::RefCell;
 use std::sync::Arc;
 
 /// Reason carried by the dead message [`Sender::close`] sends.
@@ -120,34 +118,15 @@ impl Sender {
             .send(Message::raw(bytes).to(self.dst_id, self.handle))
     }
 
-    /// Tells the receiver no more messages will come: its `get` then fails
-    /// with a [`crate::ChannelError`] saying the sender closed it, and its
-    /// iteration ends.
+    /// Tells the receiver no more messages will come: once what was sent
+    /// before is taken, its `get` fails with a [`crate::ChannelError`]
+    /// saying the sender closed it — in every thread waiting on it, now or
+    /// later — and its iteration ends. ([`crate::Receiver::get_message`]
+    /// sees each close once, for receivers fed by several senders.)
     pub fn close(&self) -> Result<()> {
         self.core
             .send(Message::dead(CLOSED).to(self.dst_id, self.handle))
     }
-}
-
-thread_local! {
-    /// The router that handles decoded on this thread are bound to.
-    static DECODING_FOR: RefCell<Option<Arc<Core>>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` with handles decoded on this thread bound to `core`.
-pub(crate) fn decoding_for<R>(core: &Arc<Core>, f: impl FnOnce() -> R) -> R {
-    let prev = DECODING_FOR.with(|d| d.borrow_mut().replace(core.clone()));
-    let r = f();
-    DECODING_FOR.with(|d| *d.borrow_mut() = prev);
-    r
-}
-
-fn current<E: serde::de::Error>(what: &str) -> std::result::Result<Arc<Core>, E> {
-    DECODING_FOR.with(|d| d.borrow().clone()).ok_or_else(|| {
-        E::custom(format!(
-            "a {what} can only be decoded by a context's router"
-        ))
-    })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -170,7 +149,7 @@ impl<'de> Deserialize<'de> for Sender {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Sender, D::Error> {
         let w = SenderWire::deserialize(d)?;
         Ok(Sender::from_parts(
-            current("Sender")?,
+            crate::router::decoding_core("Sender")?,
             w.context_id,
             w.handle,
         ))
@@ -196,13 +175,9 @@ impl Serialize for Context {
 impl<'de> Deserialize<'de> for Context {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Context, D::Error> {
         let w = ContextWire::deserialize(d)?;
-        let core = current("Context")?;
-        if w.context_id == core.id {
-            // A context is never its own remote: refuse rather than loop.
-            return Err(D::Error::custom(
-                "a Context naming the decoding context itself",
-            ));
-        }
+        let core = crate::router::decoding_core("Context")?;
+        // A Context naming the decoding context itself is its `myself()`:
+        // what it sends to it is delivered here.
         Ok(Context::new(core, w.context_id, &w.name))
     }
 }
@@ -238,7 +213,7 @@ mod tests {
         // No router to bind to: a clear error, not a dangling handle.
         let err = wire.decode::<Sender>().unwrap_err();
         assert!(err.to_string().contains("only be decoded"), "{err}");
-        let tx: Sender = decoding_for(router.core(), || wire.decode()).unwrap();
+        let tx: Sender = crate::router::decoding_for(router.core(), || wire.decode()).unwrap();
         assert_eq!(
             (tx.context_id(), tx.handle()),
             (router.context_id(), rx.handle())

@@ -1,8 +1,18 @@
-//! Hooks for the project's own tests and fuzzers; not a stable API.
+//! Hooks for the project's own tests and fuzzers; not a stable API, and
+//! only built with the `testing` cargo feature.
 //!
 //! They let a test play a hostile context (writing arbitrary bytes where
 //! frames are expected) and let a fuzzer drive the frame decoder and the
-//! router's intake without processes.
+//! router's intake without processes. [`wire`] exposes the frame format,
+//! which is otherwise private: users never build frames.
+
+/// The frame format: header, magic, limits and reserved handles.
+pub mod wire {
+    pub use crate::frame::{
+        handle, Encoding, FrameError, Header, DEFAULT_MAX_MESSAGE_SIZE, FRAGMENT, HEADER_LEN, LAST,
+        MAGIC, PROTOCOL_VERSION,
+    };
+}
 
 use crate::frame::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::link::{FrameReader, Stream};
@@ -15,7 +25,7 @@ use std::sync::{Arc, OnceLock};
 /// Writes `bytes` verbatim onto this context's link to its parent, as a
 /// compromised child could. Fails in the master.
 pub fn write_raw_to_parent(router: &Router, bytes: &[u8]) -> std::io::Result<()> {
-    match router.core().parent_stream() {
+    match router.core().table.parent_stream() {
         Some(s) => s.write_raw(bytes),
         None => Err(std::io::Error::other("no parent: this is the master")),
     }
@@ -67,11 +77,15 @@ fn intake() -> Option<&'static Intake> {
             .ok()?;
             let stream = Arc::new(stream);
             let core = router.core().clone();
-            core.add_route(1, &stream);
+            core.table.add_route(1, &stream);
             // Ids 2..=64 are handed out behind the fake child, so
             // announcements of them are accepted and routing past them is
             // exercised.
-            while core.allocate_id_behind(&stream) < 64 {}
+            while core
+                .table
+                .allocate_behind(&stream)
+                .is_some_and(|id| id < 64)
+            {}
             Some(Intake {
                 core,
                 stream,
@@ -106,14 +120,16 @@ mod tests {
     /// withdraw the route to its own parent, cutting off the subtree.
     #[test]
     fn only_a_direct_child_withdraws_routes() {
-        let add5 = crate::message::to_msgpack(&crate::control::RouteNote::new(5, "x")).unwrap();
+        let add5 =
+            crate::message::to_msgpack(&crate::router::control::RouteNote::new(5, "x")).unwrap();
         fuzz_intake(&frame(handle::ADD_ROUTE, 1, 1, &add5));
         let core = &intake().unwrap().core;
         assert!(core.is_connected(5));
         // An id never allocated behind this child: refused. (Not 65: other
         // tests in this process send ALLOCATE_ID through the same child.)
         let add65 =
-            crate::message::to_msgpack(&crate::control::RouteNote::new(1_000_000, "y")).unwrap();
+            crate::message::to_msgpack(&crate::router::control::RouteNote::new(1_000_000, "y"))
+                .unwrap();
         fuzz_intake(&frame(handle::ADD_ROUTE, 1, 1, &add65));
         assert!(
             !core.is_connected(1_000_000),

@@ -8,7 +8,7 @@
 //! [`crate::Context::call_by_name`] with [`Value`]s instead; [`cast`] turns
 //! any serde value into one.
 
-use crate::error::{CallError, Result};
+use crate::error::{CodecError, CodecOp, Result};
 use crate::router::Router;
 use serde::Serialize;
 
@@ -32,7 +32,7 @@ pub use rmpv::Value;
 pub fn cast<T: Serialize + ?Sized>(value: &T) -> Result<Value> {
     let bytes = crate::message::to_msgpack(value)?;
     rmpv::decode::read_value(&mut bytes.as_slice())
-        .map_err(|e| CallError::new("mitogen::DecodeError", e.to_string()).into())
+        .map_err(|e| CodecError::new(CodecOp::Decode, "mitogen::Value", e).into())
 }
 
 /// Runs `f` with a new router (and broker), then shuts them down — every

@@ -9,8 +9,8 @@
 //! --test props` for a longer soak. Failures are shrunk and printed, not
 //! persisted to a regressions file.
 
-use mitogen::frame::{handle, Encoding, FrameError, Header, HEADER_LEN, MAGIC};
 use mitogen::testing::fuzz_intake;
+use mitogen::testing::wire::{handle, Encoding, FrameError, Header, HEADER_LEN, MAGIC};
 use mitogen::{ByteBuf, Error, Message};
 use proptest::collection::vec;
 use proptest::prelude::*;

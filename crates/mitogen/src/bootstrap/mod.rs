@@ -64,15 +64,16 @@ pub(crate) struct Config {
     pub(crate) context_id: u32,
     pub(crate) parent_ids: Vec<u32>,
     pub(crate) name: String,
+    /// The parent's own name, for the child's first log line.
+    #[serde(default)]
+    pub(crate) parent_name: String,
     pub(crate) remote_name: String,
     pub(crate) debug: bool,
     pub(crate) log_level: u8,
     pub(crate) profiling: bool,
     pub(crate) unidirectional: bool,
-    pub(crate) max_message_size: u64,
-    /// The parent's `max_payload_size` and `max_queued`, inherited.
-    pub(crate) max_payload: u64,
-    pub(crate) max_queued: u64,
+    /// The parent's flow limits, inherited.
+    pub(crate) limits: crate::router::FlowLimits,
     pub(crate) binary_sha: String,
     pub(crate) binary_size: u64,
     /// Size of the worker pool for concurrent calls.
@@ -331,7 +332,7 @@ pub(crate) fn run(
             hello.binary, agent.sha
         )));
     }
-    let mut reader = FrameReader::new(cfg.max_message_size as usize);
+    let mut reader = FrameReader::new(cfg.limits.max_message_size as usize);
     reader.push(&io.out[HEADER_LEN + header.length as usize..]);
     // Our config frame.
     let payload = crate::message::to_msgpack(cfg)?;

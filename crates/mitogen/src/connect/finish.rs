@@ -60,7 +60,7 @@ pub(crate) fn finish(
         stderr,
         child,
     } = sp;
-    let max = cfg.max_message_size as usize;
+    let max = cfg.limits.max_message_size as usize;
     let stream = match Stream::new(
         cfg.name.clone(),
         cfg.context_id,
@@ -90,7 +90,7 @@ pub(crate) fn finish(
             })
         }));
     }
-    crate::control::announce_added(core, cfg.context_id, &cfg.name);
+    crate::router::control::announce_added(core, cfg.context_id, &cfg.name);
     Ok(Context::new(core.clone(), cfg.context_id, &cfg.name).with_upload(booted.uploaded))
 }
 

@@ -117,7 +117,7 @@ pub(crate) fn fork_here(
     on_fork: Option<Box<dyn FnOnce()>>,
     on_start: Option<OnStart>,
 ) -> Result<Context> {
-    let flight = Flight::begin(core, opts.connect_timeout)?;
+    let flight = Flight::begin(&core.broker, &core.connects, opts.connect_timeout)?;
     let (ours, theirs) = UnixStream::pair()
         .map_err(|e| StreamError::new(format!("cannot create a socketpair: {e}")))?;
     let agent = crate::bootstrap::known_current().unwrap_or_else(|| {
@@ -162,7 +162,7 @@ pub(crate) fn fork_here(
         .clone()
         .unwrap_or_else(|| format!("fork.{pid}"));
     cfg.name = name.clone();
-    let max = cfg.max_message_size as usize;
+    let max = cfg.limits.max_message_size as usize;
     let stream = match Stream::new(
         name.clone(),
         id,
@@ -186,7 +186,7 @@ pub(crate) fn fork_here(
         kill_and_reap(&child);
         return Err(e);
     }
-    crate::control::announce_added(core, id, &name);
+    crate::router::control::announce_added(core, id, &name);
     Ok(Context::new(core.clone(), id, &name))
 }
 

@@ -33,7 +33,6 @@
 use crate::broker::{Broker, Loop, Participant};
 use crate::error::{Error, Result, StreamError};
 use crate::process::TrackedFd;
-use crate::router::Core;
 use crate::sync::lock;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -148,18 +147,18 @@ fn refused() -> Error {
 }
 
 impl Flight {
-    /// Registers a connect on `core`'s router, to be finished within
-    /// `timeout` from now. Fails at once when the broker is shutting down.
-    pub(crate) fn begin(core: &Core, timeout: Duration) -> Result<Flight> {
-        let registry = core
-            .connects
+    /// Registers a connect in `connects` (a router's, on `broker`), to be
+    /// finished within `timeout` from now. Fails at once when the broker is
+    /// shutting down.
+    pub(crate) fn begin(broker: &Broker, connects: &Connects, timeout: Duration) -> Result<Flight> {
+        let registry = connects
             .registry
             .get_or_init(|| {
                 let r = Arc::new(Registry {
-                    broker: core.broker.handle(),
+                    broker: broker.handle(),
                     state: Mutex::default(),
                 });
-                core.broker.add_participant(r.clone());
+                broker.add_participant(r.clone());
                 r
             })
             .clone();
@@ -262,15 +261,24 @@ impl Drop for Flight {
 mod tests {
     use super::*;
 
-    fn core() -> Arc<Core> {
-        let broker = Broker::new_detached().expect("broker");
-        Core::new(broker, true, 0, Vec::new(), None)
+    /// A broker and a connect registry on it, as a router holds them.
+    struct Core {
+        broker: Broker,
+        connects: Connects,
+    }
+
+    fn core() -> Core {
+        Core {
+            broker: Broker::new_detached().expect("broker"),
+            connects: Connects::default(),
+        }
     }
 
     #[test]
     fn shutdown_cancels_flights_and_wakes_them() {
         let core = core();
-        let f = Flight::begin(&core, Duration::from_secs(30)).expect("begin");
+        let f =
+            Flight::begin(&core.broker, &core.connects, Duration::from_secs(30)).expect("begin");
         assert!(!f.is_cancelled());
         assert!(f.check("x").is_ok());
         core.broker.shutdown();
@@ -300,16 +308,17 @@ mod tests {
     fn no_flight_begins_once_shutdown_was_requested() {
         let core = core();
         core.broker.shutdown();
-        let e = Flight::begin(&core, Duration::from_secs(1)).expect_err("refused");
+        let e = Flight::begin(&core.broker, &core.connects, Duration::from_secs(1))
+            .expect_err("refused");
         assert!(e.to_string().contains("shutting down"), "{e}");
         core.broker.join();
-        assert!(Flight::begin(&core, Duration::from_secs(1)).is_err());
+        assert!(Flight::begin(&core.broker, &core.connects, Duration::from_secs(1)).is_err());
     }
 
     #[test]
     fn a_committed_flight_no_longer_holds_the_broker() {
         let core = core();
-        let f = Flight::begin(&core, Duration::from_secs(1)).expect("begin");
+        let f = Flight::begin(&core.broker, &core.connects, Duration::from_secs(1)).expect("begin");
         assert_eq!(f.commit("x", || 7).expect("commit"), 7);
         assert!(!core.broker.keep_alive());
         core.broker.shutdown();

@@ -157,6 +157,7 @@ impl Options {
             context_id: id,
             parent_ids,
             name: name.to_string(),
+            parent_name: core.name.clone(),
             remote_name: self
                 .remote_name
                 .clone()
@@ -169,9 +170,7 @@ impl Options {
             unidirectional: self
                 .unidirectional
                 .unwrap_or(core.unidirectional.load(Ordering::Relaxed)),
-            max_message_size: core.max_message_size() as u64,
-            max_payload: core.max_payload() as u64,
-            max_queued: core.max_queued() as u64,
+            limits: core.limits.snapshot(),
             binary_sha: agent.sha.clone(),
             binary_size: agent.size,
             pool: self.pool,

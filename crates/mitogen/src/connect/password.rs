@@ -6,8 +6,9 @@
 //! They do travel inside a `via` call to the intermediate context that
 //! types them, as message payload, which is never logged. Everything that
 //! prints a builder or an error goes through `Debug`/`Display`, which this
-//! type redacts.
+//! type redacts: it is a [`crate::Secret`] (zeroed when dropped too).
 
+use crate::redact::Secret;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -15,16 +16,17 @@ use std::fmt;
 /// argv, the environment or a log.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub(crate) struct Password(String);
+pub(crate) struct Password(Secret);
 
 impl Password {
     pub(crate) fn new(s: impl Into<String>) -> Password {
-        Password(s.into())
+        Password(Secret::new(s))
     }
 
-    /// The bytes to type, newline included.
-    pub(crate) fn line(&self) -> Vec<u8> {
-        let mut v = self.0.as_bytes().to_vec();
+    /// The bytes to type, newline included (zeroed when dropped).
+    pub(crate) fn line(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut v = zeroize::Zeroizing::new(Vec::with_capacity(self.0.expose().len() + 1));
+        v.extend_from_slice(self.0.expose().as_bytes());
         v.push(b'\n');
         v
     }
@@ -32,11 +34,7 @@ impl Password {
     /// Replaces any occurrence of the password in `text` (belt and braces
     /// for transcripts that end up in error messages).
     pub(crate) fn scrub(&self, text: &str) -> String {
-        if self.0.is_empty() {
-            text.to_string()
-        } else {
-            text.replace(&self.0, "<password>")
-        }
+        self.0.scrub(text)
     }
 }
 
@@ -55,7 +53,7 @@ mod tests {
         let p = Password::new("hunter2");
         assert!(!format!("{p:?}").contains("hunter2"));
         assert!(!format!("{:?}", Some(p.clone())).contains("hunter2"));
-        assert_eq!(p.scrub("x hunter2 y"), "x <password> y");
-        assert_eq!(p.line(), b"hunter2\n");
+        assert_eq!(p.scrub("x hunter2 y"), "x <redacted> y");
+        assert_eq!(*p.line(), b"hunter2\n");
     }
 }

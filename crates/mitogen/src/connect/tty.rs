@@ -203,7 +203,7 @@ pub(crate) fn connect_with(
     d: &Dialog,
     build: impl FnOnce(&str) -> Vec<String>,
 ) -> Result<Context> {
-    let flight = Flight::begin(core, opts.connect_timeout)?;
+    let flight = Flight::begin(&core.broker, &core.connects, opts.connect_timeout)?;
     let agent = opts.agent()?;
     let script = stage::script(&agent, &opts.agent_command);
     let argv = build(&script);

@@ -100,9 +100,16 @@ pub(crate) fn connect(
     method: &impl Serialize,
     opts: &Options,
 ) -> Result<Context> {
-    let flight = Flight::begin(core, opts.connect_timeout)?;
-    let id = match core.stream_for(via.context_id()) {
-        Some(branch) if core.id == crate::identity::MASTER_ID => core.allocate_id_behind(&branch),
+    let flight = Flight::begin(&core.broker, &core.connects, opts.connect_timeout)?;
+    let id = match core.table.stream_for(via.context_id()) {
+        Some(branch) if core.id == crate::identity::MASTER_ID => {
+            core.table.allocate_behind(&branch).ok_or_else(|| {
+                crate::StreamError::new(format!(
+                    "too many context ids handed out behind {}",
+                    branch.name
+                ))
+            })?
+        }
         _ => core.allocate_id()?,
     };
     let mut opts = opts.clone();
@@ -146,6 +153,6 @@ pub(crate) fn connect(
     let full = format!("{}.{name}", via.name());
     // Once shutdown has begun the new context is not handed out: it goes
     // with its intermediate's link.
-    flight.commit(&full, || core.set_name(id, &full))?;
+    flight.commit(&full, || core.table.set_name(id, &full))?;
     Ok(Context::new(core.clone(), id, &full).with_upload(uploaded))
 }

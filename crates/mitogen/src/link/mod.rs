@@ -9,6 +9,7 @@
 //! input. A link can be *paused*: it is not read while a link its traffic
 //! goes to is over its queue limit (flow control, see `writer.rs`).
 
+pub(crate) mod direct;
 mod reader;
 mod writer;
 
@@ -21,7 +22,8 @@ use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
 
 static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
 
@@ -48,6 +50,14 @@ pub(crate) struct Stream {
     max_queued: AtomicUsize,
     /// Not read while set: traffic from it filled another link's queue.
     paused: AtomicBool,
+    /// The peer detached (`ExternalContext::detach`): its end is no
+    /// failure, and its process is never signalled.
+    pub(crate) detached: AtomicBool,
+    /// How long the queue may stay full before relaying into it is refused
+    /// and the links it paused are let go (ms; 0: never). See `writer.rs`.
+    stall_after_ms: AtomicU64,
+    /// This stream, for the broker timer that checks for a stall.
+    me: OnceLock<std::sync::Weak<Stream>>,
     /// Contexts other than this one whose messages were sent down this
     /// link (the seed's egress ids): who in the peer's subtree may be
     /// waiting on them, and must hear when one of them disconnects.
@@ -112,6 +122,9 @@ impl Stream {
             space: Condvar::new(),
             max_queued: AtomicUsize::new(DEFAULT_MAX_QUEUED),
             paused: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
+            stall_after_ms: AtomicU64::new(0),
+            me: OnceLock::new(),
             egress: Mutex::new(HashSet::new()),
             reader: Mutex::new(FrameReader::new(max)),
             read_token: AtomicUsize::new(usize::MAX),
@@ -133,6 +146,23 @@ impl Stream {
     /// Changes the bound of the output queue.
     pub(crate) fn set_max_queued(&self, n: usize) {
         self.max_queued.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Sets the flow limits of an attached link: the queue bound, and how
+    /// long the queue may stay full before the link counts as stalled
+    /// (`None`: never).
+    pub(crate) fn set_flow(self: &Arc<Self>, max_queued: usize, stall_after: Option<Duration>) {
+        self.set_max_queued(max_queued);
+        let ms = stall_after.map_or(0, |d| (d.as_millis() as u64).max(1));
+        self.stall_after_ms.store(ms, Ordering::Relaxed);
+        let _ = self.me.set(Arc::downgrade(self));
+    }
+
+    pub(crate) fn stall_after(&self) -> Option<Duration> {
+        match self.stall_after_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
     }
 
     pub(crate) fn max_queued(&self) -> usize {
@@ -178,6 +208,13 @@ impl Stream {
     /// `true` when `id` ever sent a message down this link.
     pub(crate) fn carried_from(&self, id: u32) -> bool {
         lock(&self.egress).contains(&id)
+    }
+
+    /// Ends the link towards the peer now (it reads end of file), without
+    /// waiting for the last reference to drop: a disconnect.
+    pub(crate) fn hang_up(&self) {
+        self.mark_closed();
+        self.close_write_side();
     }
 
     fn close_write_side(&self) {

@@ -107,7 +107,9 @@ impl FrameReader {
         }
         loop {
             let avail = &self.buf[self.start..];
-            let Some(h) = Header::decode(avail, self.max).map_err(ReadError::Frame)? else {
+            let decoded = Header::decode(avail, self.max);
+            let decoded = decoded.map_err(|e| ReadError::Frame(e, seen(avail)))?;
+            let Some(h) = decoded else {
                 return Ok(());
             };
             let len = h.length as usize;
@@ -131,8 +133,11 @@ impl FrameReader {
 /// Why reading a stream stopped.
 #[derive(Debug)]
 pub(crate) enum ReadError {
-    /// The peer sent a frame that breaks the wire rules.
-    Frame(FrameError),
+    /// The peer sent a frame that breaks the wire rules, and the first
+    /// bytes received where it began (at most [`SHOWN`]), for the log: a
+    /// shell's error message or a login banner where a frame belongs says
+    /// what went wrong.
+    Frame(FrameError, Vec<u8>),
     /// The descriptor failed.
     Io(io::Error),
 }
@@ -140,7 +145,7 @@ pub(crate) enum ReadError {
 impl std::error::Error for ReadError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ReadError::Frame(e) => Some(e),
+            ReadError::Frame(e, _) => Some(e),
             ReadError::Io(e) => Some(e),
         }
     }
@@ -149,10 +154,22 @@ impl std::error::Error for ReadError {
 impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ReadError::Frame(e) => write!(f, "malformed frame: {e}"),
+            ReadError::Frame(e, bytes) => write!(
+                f,
+                "malformed frame: {e} (received {:?})",
+                String::from_utf8_lossy(bytes)
+            ),
             ReadError::Io(e) => write!(f, "read failed: {e}"),
         }
     }
+}
+
+/// How many bytes of a malformed frame an error quotes.
+pub(crate) const SHOWN: usize = 64;
+
+/// The first bytes of a malformed frame, for its error.
+fn seen(bytes: &[u8]) -> Vec<u8> {
+    bytes[..bytes.len().min(SHOWN)].to_vec()
 }
 
 /// Reads up to `want` bytes onto the end of `buf`.
@@ -216,7 +233,12 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         let mut r = FrameReader::new(1 << 20);
         r.push(b"GET / HTTP/1.1\r\n\r\n and more garbage to fill a header");
-        assert!(matches!(r.drain(&mut |_, _| {}), Err(ReadError::Frame(_))));
+        let err = r.drain(&mut |_, _| {}).expect_err("garbage");
+        assert!(matches!(err, ReadError::Frame(FrameError::BadMagic(_), _)));
+        // The error quotes what came instead of a frame, bounded.
+        let text = err.to_string();
+        assert!(text.contains("GET / HTTP/1.1"), "{text}");
+        assert!(text.len() < 200, "{text}");
     }
 
     #[test]

@@ -22,6 +22,15 @@
 //!   queue drains. Back-pressure thus travels hop by hop to the context
 //!   that produces the data, and an intermediate never buffers more than
 //!   one limit (plus one frame) per link on anyone's behalf.
+//!
+//! A paused link carries everything its peer sends, not only what is
+//! bound for the full queue: replies, calls to the intermediate itself,
+//! traffic for its other children. So a pause must not last forever. A
+//! queue that stays full for the link's `stall_after` (the router's send
+//! timeout) is **stalled**: the links it paused are let go, and relayed
+//! traffic for it is refused (the router answers it dead, naming the
+//! stalled link) until it drains to half its limit. One stopped context
+//! then costs its own traffic, never its siblings' or its parent's.
 
 use super::Stream;
 use crate::frame::HEADER_LEN;
@@ -88,6 +97,11 @@ pub(crate) struct Out {
     waiters: usize,
     /// Links paused because their traffic filled this queue.
     blocked: Vec<Weak<Stream>>,
+    /// Since when the queue has been over its limit (and not yet drained
+    /// to half).
+    full_since: Option<Instant>,
+    /// Full for longer than `stall_after`: relays are refused.
+    stalled: bool,
 }
 
 /// How a sender meets a full queue.
@@ -113,6 +127,8 @@ pub(crate) enum SendError {
     Full,
     /// `Mode::Wait` and the deadline passed with the queue still full.
     TimedOut(Duration),
+    /// `Mode::Relay` into a stalled queue: full for this long.
+    Stalled(Duration),
 }
 
 impl Stream {
@@ -124,11 +140,8 @@ impl Stream {
         body: Body,
         mode: Mode<'_>,
     ) -> Result<(), SendError> {
-        let started = Instant::now();
-        let deadline = match mode {
-            Mode::Wait(Some(d)) => Some(started + d),
-            _ => None,
-        };
+        // Read the clock only once there is a wait: most sends find room.
+        let mut started: Option<Instant> = None;
         let mut out = lock(&self.out);
         loop {
             if out.closed || out.close_when_drained {
@@ -137,18 +150,25 @@ impl Stream {
                     self.name
                 )));
             }
+            if out.stalled {
+                if let (Mode::Relay(_), Some(since)) = (mode, out.full_since) {
+                    return Err(SendError::Stalled(since.elapsed()));
+                }
+            }
             if out.queued < self.max_queued() {
                 break;
             }
             match mode {
                 Mode::Relay(_) => break,
                 Mode::Try => return Err(SendError::Full),
-                Mode::Wait(_) => {
-                    let slice = match deadline {
+                Mode::Wait(limit) => {
+                    let now = Instant::now();
+                    let began = *started.get_or_insert(now);
+                    let slice = match limit {
                         Some(d) => {
-                            let left = d.saturating_duration_since(Instant::now());
+                            let left = (began + d).saturating_duration_since(now);
                             if left.is_zero() {
-                                return Err(SendError::TimedOut(started.elapsed()));
+                                return Err(SendError::TimedOut(now - began));
                             }
                             left
                         }
@@ -181,14 +201,71 @@ impl Stream {
         }
         out.queued += total - done;
         out.queue.push_back(Pending { hdr, body, done });
-        if let Mode::Relay(Some(src)) = mode {
-            if out.queued >= self.max_queued() && src.id != self.id {
-                src.paused.store(true, Ordering::Release);
-                out.blocked.push(Arc::downgrade(src));
+        if out.queued >= self.max_queued() {
+            if let Mode::Relay(Some(src)) = mode {
+                if src.id != self.id {
+                    src.paused.store(true, Ordering::Release);
+                    out.blocked.push(Arc::downgrade(src));
+                }
+            }
+            if out.full_since.is_none() {
+                out.full_since = Some(Instant::now());
+                self.watch_for_stall(self.stall_after());
             }
         }
         self.arm_write(&mut out, true);
         Ok(())
+    }
+
+    /// Has the broker look at this queue again after `after`: still full
+    /// since then, it is stalled.
+    fn watch_for_stall(&self, after: Option<Duration>) {
+        let (Some(after), Some(me), Some(broker)) = (after, self.me.get(), self.broker.get())
+        else {
+            return;
+        };
+        let me = me.clone();
+        broker.defer_loop(Box::new(move |lp| {
+            lp.after(
+                after,
+                Box::new(move |_| {
+                    if let Some(s) = me.upgrade() {
+                        s.check_stall();
+                    }
+                }),
+            )
+        }));
+    }
+
+    /// On the broker's timer: a queue full for `stall_after` is stalled;
+    /// the links it paused may go on.
+    fn check_stall(&self) {
+        let Some(limit) = self.stall_after() else {
+            return;
+        };
+        let mut out = lock(&self.out);
+        let Some(since) = out.full_since else {
+            return;
+        };
+        let waited = since.elapsed();
+        if waited < limit {
+            drop(out);
+            self.watch_for_stall(Some(limit - waited));
+            return;
+        }
+        if out.stalled || out.closed {
+            return;
+        }
+        out.stalled = true;
+        let resume = std::mem::take(&mut out.blocked);
+        drop(out);
+        tracing::warn!(
+            "mitogen: the link to {} made no progress for {waited:?}: traffic relayed \
+             to it is refused until it drains; {} paused link(s) go on",
+            self.name,
+            resume.len()
+        );
+        resume_all(resume);
     }
 
     /// Writes queued frames (broker thread, on writable readiness). Returns
@@ -239,6 +316,10 @@ impl Stream {
         };
         let mut resume = Vec::new();
         if out.queued <= self.max_queued() / 2 {
+            out.full_since = None;
+            if std::mem::take(&mut out.stalled) {
+                tracing::info!("mitogen: the link to {} drains again", self.name);
+            }
             resume = std::mem::take(&mut out.blocked);
             if out.waiters > 0 {
                 self.space.notify_all();
@@ -325,6 +406,7 @@ impl Stream {
     /// Writes `bytes` as they are, bypassing framing and the queue (test
     /// hook: lets a test play a hostile peer). Waits for the peer to read,
     /// within a bound.
+    #[cfg(feature = "testing")]
     pub(crate) fn write_raw(&self, bytes: &[u8]) -> io::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut done = 0;

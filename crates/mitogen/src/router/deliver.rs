@@ -2,13 +2,16 @@
 //! put together, dead messages to those whose respondent was lost. A sink
 //! never runs under a router lock, and a panic in one is contained.
 
+use crate::callbacks::{Callbacks, UserSink};
 use crate::error::reasons;
+use crate::frame::handle;
 use crate::message::Message;
-use crate::reassembly::Assembled;
+use crate::reassembly::{Assembled, Reassembly};
 use crate::sync::lock;
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::*;
 
@@ -22,7 +25,67 @@ pub(super) fn run_sink(handle: u32, sink: &Sink, msg: Message) {
     }
 }
 
+struct Handler {
+    sink: Sink,
+    persist: bool,
+    respondent: Option<u32>,
+    policy: Option<Policy>,
+}
+
+/// What is addressed to this context: the handler registry, the messages
+/// being put together from fragments, and the thread user callbacks run
+/// on.
+pub(super) struct Inbox {
+    handlers: Mutex<HashMap<u32, Arc<Handler>>>,
+    next_handle: AtomicU32,
+    reassembly: Mutex<Reassembly>,
+    callbacks: Arc<Callbacks>,
+}
+
+impl Default for Inbox {
+    fn default() -> Inbox {
+        Inbox {
+            handlers: Mutex::default(),
+            next_handle: AtomicU32::new(handle::FIRST_DYNAMIC),
+            reassembly: Mutex::default(),
+            callbacks: Arc::default(),
+        }
+    }
+}
+
 impl Core {
+    /// Registers a user callback at a new handle; it runs on the handler
+    /// thread (see [`crate::Router::add_handler`]).
+    pub(super) fn add_user_handler(
+        self: &Arc<Self>,
+        user: UserSink,
+        persist: bool,
+        respondent: Option<u32>,
+        policy: Option<Policy>,
+    ) -> u32 {
+        let h = self.inbox.next_handle.fetch_add(1, Ordering::Relaxed);
+        let callbacks = self.inbox.callbacks.clone();
+        let sink: Sink = Box::new(move |m| callbacks.run(h, user.clone(), m));
+        self.add_handler_at(h, sink, persist, respondent, policy);
+        self.check_respondent(respondent);
+        h
+    }
+
+    /// Fails everything still waiting here — pending calls, and receivers
+    /// with or without a respondent — and stops the handler thread: no one
+    /// hangs on a dead broker.
+    pub(super) fn close_inbox(self: &Arc<Self>, reason: &str) {
+        let waiting: Vec<(u32, Arc<Handler>)> = lock(&self.inbox.handlers)
+            .iter()
+            .filter(|(k, _)| **k >= handle::FIRST_DYNAMIC)
+            .map(|(k, h)| (*k, h.clone()))
+            .collect();
+        for (k, h) in waiting {
+            self.deliver_dead(k, &h, reason);
+        }
+        self.inbox.callbacks.stop();
+    }
+
     pub(crate) fn add_handler(
         self: &Arc<Self>,
         sink: Sink,
@@ -30,7 +93,7 @@ impl Core {
         respondent: Option<u32>,
         policy: Option<Policy>,
     ) -> u32 {
-        let h = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        let h = self.inbox.next_handle.fetch_add(1, Ordering::Relaxed);
         self.add_handler_at(h, sink, persist, respondent, policy);
         self.check_respondent(respondent);
         h
@@ -46,7 +109,7 @@ impl Core {
         policy: Option<Policy>,
     ) -> bool {
         {
-            let mut map = lock(&self.handlers);
+            let mut map = lock(&self.inbox.handlers);
             if map.contains_key(&h) {
                 return false;
             }
@@ -67,8 +130,11 @@ impl Core {
     /// A respondent that is already gone gets its dead message at once.
     pub(super) fn check_respondent(self: &Arc<Self>, respondent: Option<u32>) {
         if let Some(r) = respondent {
-            if r != self.id && self.stream_for(r).is_none() {
-                self.fire_dead(&[r], &format!("{} is not connected", self.context_name(r)));
+            if r != self.id && self.table.stream_for(r).is_none() {
+                self.fire_dead(
+                    &[r],
+                    &format!("{} is not connected", self.table.context_name(r)),
+                );
             }
         }
     }
@@ -87,17 +153,17 @@ impl Core {
             respondent,
             policy,
         });
-        lock(&self.handlers).insert(h, handler);
+        lock(&self.inbox.handlers).insert(h, handler);
     }
 
     pub(crate) fn del_handler(&self, h: u32) {
-        lock(&self.handlers).remove(&h);
+        lock(&self.inbox.handlers).remove(&h);
     }
 
     /// Adds a fragment addressed here; delivers the message it completes.
     pub(super) fn reassemble(self: &Arc<Self>, msg: Message) {
-        let max = self.max_payload.load(Ordering::Relaxed);
-        let got = lock(&self.reassembly).add(msg, max);
+        let max = self.limits.max_payload();
+        let got = lock(&self.inbox.reassembly).add(msg, max);
         match got {
             Assembled::Done(m) => self.deliver(m),
             Assembled::Partial | Assembled::Dropped => {}
@@ -112,7 +178,7 @@ impl Core {
 
     pub(super) fn deliver(self: &Arc<Self>, mut msg: Message) {
         let handler = {
-            let mut map = lock(&self.handlers);
+            let mut map = lock(&self.inbox.handlers);
             match map.get(&msg.handle) {
                 Some(h) if h.persist => Some(h.clone()),
                 Some(_) => map.remove(&msg.handle),
@@ -130,13 +196,13 @@ impl Core {
             if !msg.is_dead() && !policy(&msg) {
                 tracing::warn!("mitogen: policy refused {msg:?}");
                 if !h.persist {
-                    lock(&self.handlers).insert(msg.handle, h.clone());
+                    lock(&self.inbox.handlers).insert(msg.handle, h.clone());
                 }
                 self.bounce(&msg, reasons::REFUSED);
                 return;
             }
         }
-        msg.core = Some(self.clone());
+        msg.origin = Some(self.clone());
         let handle = msg.handle;
         run_sink(handle, &h.sink, msg);
     }
@@ -147,9 +213,9 @@ impl Core {
         if lost.is_empty() {
             return;
         }
-        lock(&self.reassembly).forget(lost);
+        lock(&self.inbox.reassembly).forget(lost);
         let hit: Vec<(u32, Arc<Handler>)> = {
-            let mut map = lock(&self.handlers);
+            let mut map = lock(&self.inbox.handlers);
             let keys: Vec<u32> = map
                 .iter()
                 .filter(|(_, h)| h.respondent.is_some_and(|r| lost.contains(&r)))
@@ -172,10 +238,10 @@ impl Core {
 
     /// Hands `h` (registered at handle `k`) a dead message, as if from its
     /// respondent.
-    pub(super) fn deliver_dead(self: &Arc<Self>, k: u32, h: &Handler, reason: &str) {
+    fn deliver_dead(self: &Arc<Self>, k: u32, h: &Handler, reason: &str) {
         let mut m = Message::dead(reason).to(self.id, k);
         m.src_id = h.respondent.unwrap_or(self.id);
-        m.core = Some(self.clone());
+        m.origin = Some(self.clone());
         run_sink(k, &h.sink, m);
     }
 }

@@ -5,27 +5,43 @@
 
 use crate::broker::Loop;
 use crate::events::Disconnect;
-use crate::link::{FrameReader, ReadState, Stream};
+use crate::link::{direct, FrameReader, ReadState, Stream};
 use crate::message::Message;
 use crate::sync::lock;
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
 
-/// Why a read pass ended a stream, for logs and dead messages.
-pub(crate) fn outcome_reason(
-    s: &Stream,
-    outcome: std::result::Result<ReadState, crate::link::ReadError>,
-) -> String {
-    match outcome {
-        Ok(ReadState::Eof) | Ok(ReadState::Open) => "the peer closed the link".to_string(),
-        Err(e) => {
-            tracing::error!("mitogen: disconnecting {}: {e}", s.name);
-            e.to_string()
+/// What the traffic of a process that attached itself to this context
+/// (`unix.rs`: a local process of the same user) may reach. Either way
+/// its messages carry this context's authority, as the seed's Unix
+/// listener gives them: it is the same user acting through this context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// This context only; messages for any other are answered dead.
+    Here,
+    /// Wherever this context may send.
+    Tree,
+}
+
+/// Attached links by link id. `any` spares the lock on the hot path of
+/// routers that never attached one.
+#[derive(Default)]
+pub(crate) struct ForeignLinks {
+    any: AtomicBool,
+    links: Mutex<HashMap<u64, Reach>>,
+}
+
+impl ForeignLinks {
+    fn reach(&self, link: u64) -> Option<Reach> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
         }
+        lock(&self.links).get(&link).copied()
     }
 }
 
@@ -34,17 +50,30 @@ impl Core {
     /// `reader` may hold bytes read past the handshake.
     pub(crate) fn attach(self: &Arc<Self>, stream: Arc<Stream>, reader: FrameReader) {
         *lock(&stream.reader) = reader;
-        stream.set_max_queued(self.max_queued.load(Ordering::Relaxed));
-        if stream.is_parent {
-            *self.parent.write().unwrap_or_else(|e| e.into_inner()) = Some(stream.clone());
-        } else {
-            self.add_route(stream.remote_id, &stream);
-            self.set_name(stream.remote_id, &stream.name);
-        }
-        lock(&self.streams).insert(stream.id, stream.clone());
+        stream.set_flow(self.limits.max_queued(), self.limits.send_timeout());
+        self.table.insert(&stream);
         let core = self.clone();
         self.broker
             .defer_loop(Box::new(move |lp| core.register_stream(lp, stream)));
+    }
+
+    /// [`Core::attach`] for the link of a process that attached itself:
+    /// its messages act with this context's authority, and reach as far
+    /// as `reach` says.
+    pub(crate) fn attach_foreign(
+        self: &Arc<Self>,
+        stream: Arc<Stream>,
+        reader: FrameReader,
+        reach: Reach,
+    ) {
+        lock(&self.foreign.links).insert(stream.id, reach);
+        self.foreign.any.store(true, Ordering::Release);
+        self.attach(stream, reader);
+    }
+
+    /// Links of attached processes held now.
+    pub(crate) fn foreign_links(&self) -> usize {
+        lock(&self.foreign.links).len()
     }
 
     pub(super) fn register_stream(self: &Arc<Self>, lp: &mut Loop, stream: Arc<Stream>) {
@@ -67,11 +96,12 @@ impl Core {
             rfd,
             Interest::READABLE,
             Box::new(move |lp, _| {
-                match crate::direct::try_read_pass(&core, &s) {
+                let route = &mut |h, body| core.route_in(&s, Message::from_frame(h, body));
+                match direct::try_read_pass(&s, route) {
                     // A waiting thread is reading; it hands back when done.
                     None | Some(Ok(ReadState::Open)) => true,
                     Some(outcome) => {
-                        core.close_stream(lp, &s, &outcome_reason(&s, outcome));
+                        core.close_stream(lp, &s, &direct::end_reason(&s, outcome));
                         false
                     }
                 }
@@ -82,11 +112,63 @@ impl Core {
             .store(rtoken.0, std::sync::atomic::Ordering::Release);
     }
 
+    /// Reads `s` on this thread, routing what arrives, until `done()` or
+    /// `deadline` (see `link/direct.rs`). Returns `false` when it read
+    /// nothing: the caller blocks on its latch instead.
+    pub(crate) fn read_until(
+        self: &Arc<Self>,
+        s: &Arc<Stream>,
+        done: &dyn Fn() -> bool,
+        deadline: Option<std::time::Instant>,
+    ) -> bool {
+        let route = &mut |h, body| self.route_in(s, Message::from_frame(h, body));
+        let pass = direct::read_until(s, route, done, deadline);
+        if let Some(outcome) = pass.ended {
+            // The broker owns disconnects: hand it the end it cannot see.
+            let why = direct::end_reason(s, outcome);
+            let (c, st) = (self.clone(), s.clone());
+            self.broker
+                .defer_loop(Box::new(move |lp| c.close_stream(lp, &st, &why)));
+        }
+        pass.ran
+    }
+
+    /// A `DISCONNECT` for the peer of `s`, a child: closes the link, if
+    /// asked from here or from above (never by a child, which must not cut
+    /// its siblings off).
+    pub(super) fn cut_link(
+        self: &Arc<Self>,
+        s: &Arc<Stream>,
+        msg: &Message,
+        from: Option<&Arc<Stream>>,
+    ) {
+        let allowed = from.map_or(true, |f| f.is_parent)
+            && (msg.auth_id == self.id || self.parent_ids.contains(&msg.auth_id));
+        if !allowed {
+            tracing::warn!(
+                "mitogen: refused to disconnect {} at the request of {}",
+                self.table.context_name(msg.dst_id),
+                self.table.context_name(msg.auth_id)
+            );
+            self.bounce(msg, crate::error::reasons::REFUSED);
+            return;
+        }
+        let why = msg
+            .decode::<String>()
+            .unwrap_or_else(|_| "disconnected".to_string());
+        tracing::debug!("mitogen: disconnecting {}: {why}", s.name);
+        let (core, s) = (self.clone(), s.clone());
+        self.broker.defer_loop(Box::new(move |lp| {
+            core.close_stream(lp, &s, &why);
+            s.hang_up();
+        }));
+    }
+
     /// Ends a stream whose reading failed or ended: stops watching both
     /// descriptors (dropping their sources), then the disconnect work.
     /// Safe to call twice: only the first call does anything.
     pub(crate) fn close_stream(self: &Arc<Self>, lp: &mut Loop, s: &Arc<Stream>, why: &str) {
-        if lock(&self.streams).get(&s.id).is_none() {
+        if !self.table.holds(s) {
             return;
         }
         for (fd, token) in [(s.rfd(), &s.read_token), (s.wfd(), &s.write_token)] {
@@ -99,14 +181,9 @@ impl Core {
     }
 
     /// Security checks on a message from a stream, then routing.
-    pub(crate) fn route_in(self: &Arc<Self>, s: &Arc<Stream>, msg: Message) {
+    pub(crate) fn route_in(self: &Arc<Self>, s: &Arc<Stream>, mut msg: Message) {
         if !s.is_parent {
-            let back = self
-                .routes
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&msg.src_id)
-                .map(|r| r.id);
+            let back = self.table.route(msg.src_id).map(|r| r.id);
             if back != Some(s.id) {
                 tracing::warn!(
                     "mitogen: dropped {msg:?} from {}: src_id does not route back through it",
@@ -118,6 +195,18 @@ impl Core {
                 tracing::warn!("mitogen: dropped {msg:?} from {}: forged auth_id", s.name);
                 return;
             }
+            if let Some(reach) = self.foreign.reach(s.id) {
+                if reach == Reach::Here && msg.dst_id != self.id {
+                    tracing::warn!(
+                        "mitogen: refused {msg:?} from {}: it may address {} only",
+                        s.name,
+                        self.name
+                    );
+                    self.bounce(&msg, crate::error::reasons::REFUSED);
+                    return;
+                }
+                msg.auth_id = self.id;
+            }
         }
         let _ = self.route(msg, Some(s));
     }
@@ -126,35 +215,25 @@ impl Core {
     /// the parent, reap the process.
     pub(super) fn on_disconnect(self: &Arc<Self>, lp: &mut Loop, s: &Arc<Stream>, why: &str) {
         s.mark_closed();
-        lock(&self.streams).remove(&s.id);
-        let mut lost = Vec::new();
-        self.routes
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|id, r| {
-                let keep = r.id != s.id;
-                if !keep {
-                    lost.push(*id);
-                }
-                keep
-            });
-        let lost_parent = s.is_parent && {
-            let mut p = self.parent.write().unwrap_or_else(|e| e.into_inner());
-            let was = p.as_ref().is_some_and(|p| p.id == s.id);
-            if was {
-                *p = None;
-            }
-            was
+        lock(&self.foreign.links).remove(&s.id);
+        let (mut lost, lost_parent) = self.table.remove(s);
+        let why = if s.detached.load(std::sync::atomic::Ordering::Acquire) {
+            "it detached"
+        } else {
+            why
         };
         tracing::debug!("mitogen: {} disconnected ({why}); lost {lost:?}", s.name);
-        let reason = format!("{} disconnected: {why}", self.context_name(s.remote_id));
+        let reason = format!(
+            "{} disconnected: {why}",
+            self.table.context_name(s.remote_id)
+        );
         if !lost.contains(&s.remote_id) && !s.is_parent {
             lost.push(s.remote_id);
         }
         self.fire_dead(&lost, &reason);
         if !lost_parent {
-            crate::control::announce_lost(self, &lost);
-            crate::control::announce_lost_down(self, &lost, &reason, Some(s.id));
+            super::control::announce_lost(self, &lost);
+            super::control::announce_lost_down(self, &lost, &reason, Some(s.id));
         }
         self.events.stream_lost.fire(&Disconnect {
             context_id: s.remote_id,
@@ -165,6 +244,7 @@ impl Core {
             lost.push(s.remote_id);
         }
         self.announce_disconnects(&lost, &reason);
+        self.table.forget_names_of(&lost);
         if self.reap_later(s) {
             self.schedule_reap(lp);
         }
@@ -177,20 +257,18 @@ impl Core {
 
     /// Forgets routes to `ids` announced lost by a child, failing waiters.
     pub(crate) fn forget(self: &Arc<Self>, ids: &[u32], reason: &str) {
-        self.routes
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|id, _| !ids.contains(id));
+        self.table.forget_routes(ids);
         self.fire_dead(ids, reason);
         self.announce_disconnects(ids, reason);
+        self.table.forget_names_of(ids);
     }
 
     /// Fires the context-disconnect event for each of `ids`.
     pub(super) fn announce_disconnects(&self, ids: &[u32], reason: &str) {
         for &id in ids {
-            let name = lock(&self.names)
-                .get(&id)
-                .cloned()
+            let name = self
+                .table
+                .name_of(id)
                 .unwrap_or_else(|| format!("context {id}"));
             self.events.context_lost.fire(&Disconnect {
                 context_id: id,
@@ -203,18 +281,31 @@ impl Core {
     /// Puts the stream's process, if any, on the reaping list.
     pub(super) fn reap_later(&self, s: &Stream) -> bool {
         s.child.as_ref().is_some_and(|child| {
-            self.reaper.add(child.clone(), &s.name);
+            if s.detached.load(std::sync::atomic::Ordering::Acquire) {
+                self.reaper.add_detached(child.clone(), &s.name);
+            } else {
+                self.reaper.add(child.clone(), &s.name);
+            }
             true
         })
     }
 
     pub(super) fn schedule_reap(self: &Arc<Self>, lp: &mut Loop) {
+        self.reap_after(lp, Duration::from_millis(5));
+    }
+
+    /// Reaps every few milliseconds while children are to be terminated;
+    /// once only detached ones are left, once a second (they exit when
+    /// their work is done, and must not stay zombies).
+    fn reap_after(self: &Arc<Self>, lp: &mut Loop, delay: Duration) {
         let core = self.clone();
         lp.after(
-            Duration::from_millis(5),
+            delay,
             Box::new(move |lp| {
                 if core.reaper.pass(&core.events.child_exit) {
-                    core.schedule_reap(lp);
+                    core.reap_after(lp, Duration::from_millis(5));
+                } else if core.reaper.has_detached() {
+                    core.reap_after(lp, Duration::from_secs(1));
                 }
             }),
         );

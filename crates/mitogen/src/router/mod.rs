@@ -10,26 +10,30 @@
 //! while a router lock is held.
 
 use crate::broker::{Broker, Loop, Participant};
-use crate::callbacks::{Callbacks, UserSink};
 use crate::error::Result;
 use crate::events::RouterEvents;
-use crate::frame::{handle, DEFAULT_MAX_MESSAGE_SIZE};
-use crate::link::{Stream, DEFAULT_MAX_QUEUED};
+use crate::frame::handle;
 use crate::message::Message;
 use crate::reap::Reaper;
-use crate::reassembly::{Reassembly, DEFAULT_MAX_PAYLOAD};
-use crate::sync::lock;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub(crate) mod control;
+mod decoding;
 mod deliver;
+mod limits;
 mod links;
 mod routing;
+mod table;
 
-pub(crate) use links::outcome_reason;
+pub(crate) use decoding::{decoding_core, decoding_for};
+use deliver::Inbox;
+pub(crate) use limits::FlowLimits;
+use limits::Limits;
+pub(crate) use links::Reach;
+use table::Table;
 
 /// Decides whether a handler accepts a message; refused messages are
 /// answered with a dead message saying "refused by policy".
@@ -37,16 +41,27 @@ pub type Policy = Arc<dyn Fn(&Message) -> bool + Send + Sync>;
 
 pub(crate) type Sink = Box<dyn Fn(Message) + Send + Sync>;
 
+/// How long [`Router::disconnect`] waits for the router holding the link
+/// to cut it.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Set-up run on every new router, registered by layers above this one
+/// (the service host, `service/host.rs`): the router cannot name them
+/// without importing upwards.
+#[cfg(not(test))]
+#[linkme::distributed_slice]
+pub(crate) static ON_NEW_ROUTER: [fn(&Arc<Core>)];
+
+/// The unit-test binary links this crate twice (the crate under test and
+/// the `testing` dev-dependency) and linkme refuses a slice defined
+/// twice: there, routers get no set-up from above (services are tested
+/// in `tests/core`).
+#[cfg(test)]
+pub(crate) static ON_NEW_ROUTER: [fn(&Arc<Core>); 0] = [];
+
 /// How long a user thread waits for room in a full link before its send
 /// fails with a [`crate::TimeoutError`]: the peer made no progress for that long.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
-
-struct Handler {
-    sink: Sink,
-    persist: bool,
-    respondent: Option<u32>,
-    policy: Option<Policy>,
-}
 
 /// Router state shared by every handle, the broker and the streams.
 pub(crate) struct Core {
@@ -54,37 +69,33 @@ pub(crate) struct Core {
     pub(crate) id: u32,
     pub(crate) parent_ids: Vec<u32>,
     pub(crate) name: String,
-    handlers: Mutex<HashMap<u32, Arc<Handler>>>,
-    next_handle: AtomicU32,
-    routes: RwLock<HashMap<u32, Arc<Stream>>>,
-    parent: RwLock<Option<Arc<Stream>>>,
-    streams: Mutex<HashMap<u64, Arc<Stream>>>,
-    names: Mutex<HashMap<u32, String>>,
-    next_context_id: AtomicU32,
+    /// What is addressed here: handlers, partial messages, callbacks.
+    inbox: Inbox,
+    /// Which link leads where.
+    pub(crate) table: Table,
     reaper: Reaper,
     pub(crate) events: RouterEvents,
-    /// Master only: id → the stream (branch) it was allocated behind.
-    allocated: Mutex<HashMap<u32, u64>>,
     pub(crate) debug: AtomicBool,
     pub(crate) profiling: AtomicBool,
     pub(crate) unidirectional: AtomicBool,
-    max_message_size: AtomicUsize,
-    /// Bound of one message put together from fragments.
-    max_payload: AtomicUsize,
-    /// Bound of each link's output queue.
-    max_queued: AtomicUsize,
-    /// How long a user thread waits for room in a full link (ms; 0: no
-    /// limit).
-    send_timeout_ms: AtomicU64,
+    /// Frame, message and queue bounds; inherited by children.
+    pub(crate) limits: Limits,
     next_frag_id: AtomicU32,
-    reassembly: Mutex<Reassembly>,
-    /// Where user handler callbacks run.
-    callbacks: Arc<Callbacks>,
+    /// A child's ids from its last `ALLOCATE_ID` block, not yet used.
+    spare_ids: Mutex<std::ops::Range<u32>>,
     owns_broker: bool,
     /// Called on the broker thread when the link to the parent is lost.
     pub(crate) on_parent_lost: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// This context detached from its parent (`ExternalContext::detach`):
+    /// losing the parent does not shut it down.
+    pub(crate) detached: AtomicBool,
     /// Connects under way, ended by the broker's shutdown.
     pub(crate) connects: crate::connect::inflight::Connects,
+    /// The service host (`service/host.rs`), opaque to this layer.
+    pub(crate) services: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
+    /// Links of processes that attached themselves (`unix.rs`), by link
+    /// id: what their traffic may reach (see `links.rs`).
+    foreign: links::ForeignLinks,
 }
 
 impl std::fmt::Debug for Core {
@@ -103,11 +114,13 @@ pub struct Router {
 
 struct Owner {
     core: Arc<Core>,
+    /// `false` for handles that never stop the broker ([`Router::borrowed`]).
+    owning: bool,
 }
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        if self.core.owns_broker {
+        if self.owning && self.core.owns_broker {
             self.core.broker.shutdown();
             self.core.broker.join();
         }
@@ -148,7 +161,19 @@ impl Router {
 
     pub(crate) fn from_core(core: Arc<Core>) -> Router {
         Router {
-            owner: Arc::new(Owner { core }),
+            owner: Arc::new(Owner { core, owning: true }),
+        }
+    }
+
+    /// A handle that never shuts the broker down when dropped: for state
+    /// kept inside the router itself (services), which must not make the
+    /// router outlive its last user handle.
+    pub(crate) fn borrowed(core: Arc<Core>) -> Router {
+        Router {
+            owner: Arc::new(Owner {
+                core,
+                owning: false,
+            }),
         }
     }
 
@@ -183,14 +208,9 @@ impl Router {
         respondent: Option<u32>,
         policy: Option<Policy>,
     ) -> u32 {
-        let core = &self.owner.core;
-        let h = core.next_handle.fetch_add(1, Ordering::Relaxed);
-        let user: UserSink = Arc::new(sink);
-        let callbacks = core.callbacks.clone();
-        let sink: Sink = Box::new(move |m| callbacks.run(h, user.clone(), m));
-        core.add_handler_at(h, sink, persist, respondent, policy);
-        core.check_respondent(respondent);
-        h
+        self.owner
+            .core
+            .add_user_handler(Arc::new(sink), persist, respondent, policy)
     }
 
     /// Removes a handler; later messages to it get a dead reply.
@@ -214,7 +234,7 @@ impl Router {
     /// `/tmp/mitogen.<pid>.log`, and this one too.
     pub fn enable_debug(&self) {
         self.owner.core.debug.store(true, Ordering::Relaxed);
-        crate::logging::enable_debug_file();
+        crate::logging::record::enable_debug_file();
     }
 
     /// Whether new contexts are started with profiling on.
@@ -240,14 +260,14 @@ impl Router {
 
     /// Largest payload accepted on receive and on route.
     pub fn max_message_size(&self) -> usize {
-        self.owner.core.max_message_size()
+        self.owner.core.limits.max_message_size()
     }
 
     /// Changes the limit for streams created from now on, and for routing.
     /// It bounds one frame; larger messages travel as several frames (see
     /// [`Router::set_max_payload_size`]).
     pub fn set_max_message_size(&self, n: usize) {
-        self.owner.core.max_message_size.store(n, Ordering::Relaxed);
+        self.owner.core.limits.set_max_message_size(n);
     }
 
     /// Largest message, argument or result (split into frames of at most
@@ -255,12 +275,12 @@ impl Router {
     /// or accepts; default [`crate::DEFAULT_MAX_PAYLOAD`] (4 GiB). It also bounds
     /// what one peer may have partly sent here at any time.
     pub fn max_payload_size(&self) -> usize {
-        self.owner.core.max_payload.load(Ordering::Relaxed)
+        self.owner.core.limits.max_payload()
     }
 
     /// Changes [`Router::max_payload_size`].
     pub fn set_max_payload_size(&self, n: usize) {
-        self.owner.core.max_payload.store(n, Ordering::Relaxed);
+        self.owner.core.limits.set_max_payload(n);
     }
 
     /// Bound of each link's output queue, in bytes; default
@@ -269,15 +289,12 @@ impl Router {
     /// relayed from another link pauses that link instead, so no context
     /// buffers without bound on another's behalf.
     pub fn max_queued(&self) -> usize {
-        self.owner.core.max_queued.load(Ordering::Relaxed)
+        self.owner.core.limits.max_queued()
     }
 
     /// Changes [`Router::max_queued`] for links attached from now on.
     pub fn set_max_queued(&self, n: usize) {
-        self.owner
-            .core
-            .max_queued
-            .store(n.max(1), Ordering::Relaxed);
+        self.owner.core.limits.set_max_queued(n);
     }
 
     /// How long a send waits for room in a full link before failing with
@@ -285,20 +302,96 @@ impl Router {
     /// [`crate::DEFAULT_SEND_TIMEOUT`]. Each wait counts from when it began, so a
     /// slow but moving peer never trips it.
     pub fn send_timeout(&self) -> Option<Duration> {
-        self.owner.core.send_timeout()
+        self.owner.core.limits.send_timeout()
     }
 
     /// Changes [`Router::send_timeout`].
     pub fn set_send_timeout(&self, t: Option<Duration>) {
-        let ms = t.map_or(0, |t| (t.as_millis() as u64).max(1));
-        self.owner.core.send_timeout_ms.store(ms, Ordering::Relaxed);
+        self.owner.core.limits.set_send_timeout(t);
     }
 
-    /// This context, as a [`crate::Context`] (to address its own handles, e.g.
-    /// with a [`crate::Sender`]).
+    /// This context, as a [`crate::Context`] named `self`, as in the seed:
+    /// to address its own handles (e.g. with a [`crate::Sender`]), or to
+    /// pass to another context, where it arrives naming this one.
     pub fn myself(&self) -> crate::Context {
         let core = &self.owner.core;
-        crate::Context::new(core.clone(), core.id, &core.name)
+        crate::Context::new(core.clone(), core.id, "self")
+    }
+
+    /// Cuts the link to `context`, held here (a child) or further down (by
+    /// the router that started it): its pending calls and every waiter on
+    /// it fail at once with the disconnect, the disconnect events fire, and
+    /// the context, seeing its link end, exits (unless it detached). Returns
+    /// once this router has forgotten it. Disconnecting a context that is
+    /// already gone does nothing; this context and its parent cannot be
+    /// disconnected from here.
+    pub fn disconnect(&self, context: &crate::Context) -> Result<()> {
+        let core = &self.owner.core;
+        let id = context.context_id();
+        if id == core.id || core.parent_ids.contains(&id) {
+            return Err(crate::ChannelError::new(format!(
+                "{}: a context cannot disconnect itself or its parent",
+                crate::error::reasons::REFUSED
+            ))
+            .into());
+        }
+        if !core.is_connected(id) {
+            return Ok(());
+        }
+        crate::broker::refuse_wait_on_broker("a disconnect")?;
+        let answer = crate::Latch::new();
+        let a = answer.clone();
+        let h = core.add_handler(
+            Box::new(move |m| {
+                let _ = a.put(m);
+            }),
+            false,
+            Some(id),
+            None,
+        );
+        let mut m =
+            Message::encode("disconnected by its parent's router")?.to(id, handle::DISCONNECT);
+        m.reply_to = h;
+        core.send(m)?;
+        let t = DISCONNECT_TIMEOUT;
+        let got = answer.get(Some(t));
+        core.del_handler(h);
+        let msg = got.map_err(|e| match e {
+            crate::Error::Timeout(_) => {
+                crate::TimeoutError::new(format!("disconnecting {}", context.name()), t).into()
+            }
+            e => e,
+        })?;
+        if core.is_connected(id) {
+            let why = msg
+                .dead_reason()
+                .unwrap_or_else(|| "no reason given".into());
+            return Err(crate::ChannelError::new(why).into());
+        }
+        Ok(())
+    }
+
+    /// Cuts the links to every child of this context at once (see
+    /// [`Router::disconnect`]); returns once they are all forgotten.
+    pub fn disconnect_all(&self) -> Result<()> {
+        crate::broker::refuse_wait_on_broker("a disconnect")?;
+        let core = self.owner.core.clone();
+        let done = crate::Latch::new();
+        let d = done.clone();
+        let c = core.clone();
+        core.broker.defer_loop(Box::new(move |lp| {
+            for s in c.table.child_streams() {
+                c.close_stream(lp, &s, "disconnected by its parent's router");
+                s.hang_up();
+            }
+            let _ = d.put(());
+        }));
+        done.get(Some(DISCONNECT_TIMEOUT)).map_err(|e| match e {
+            crate::Error::Timeout(_) => {
+                crate::TimeoutError::new("disconnecting every child", DISCONNECT_TIMEOUT).into()
+            }
+            e => e,
+        })
     }
 
     /// Stops the broker (all routers on it) and waits for it.
@@ -327,136 +420,65 @@ impl Core {
                     format!("context {id}")
                 }
             }),
-            handlers: Mutex::new(HashMap::new()),
-            next_handle: AtomicU32::new(handle::FIRST_DYNAMIC),
-            routes: RwLock::new(HashMap::new()),
-            parent: RwLock::new(None),
-            streams: Mutex::new(HashMap::new()),
-            names: Mutex::new(HashMap::new()),
-            next_context_id: AtomicU32::new(1),
+            inbox: Inbox::default(),
+            table: Table::default(),
             reaper: Reaper::default(),
             events: RouterEvents::default(),
-            allocated: Mutex::new(HashMap::new()),
             debug: AtomicBool::new(false),
             profiling: AtomicBool::new(false),
             unidirectional: AtomicBool::new(false),
-            max_message_size: AtomicUsize::new(DEFAULT_MAX_MESSAGE_SIZE),
-            max_payload: AtomicUsize::new(DEFAULT_MAX_PAYLOAD),
-            max_queued: AtomicUsize::new(DEFAULT_MAX_QUEUED),
-            send_timeout_ms: AtomicU64::new(DEFAULT_SEND_TIMEOUT.as_millis() as u64),
+            limits: Limits::default(),
             next_frag_id: AtomicU32::new(1),
-            reassembly: Mutex::new(Reassembly::default()),
-            callbacks: Arc::new(Callbacks::default()),
+            spare_ids: Mutex::new(0..0),
             owns_broker,
             on_parent_lost: Mutex::new(None),
+            detached: AtomicBool::new(false),
             connects: Default::default(),
+            services: Default::default(),
+            foreign: Default::default(),
         });
-        crate::control::install(&core);
+        crate::panics::install();
+        core.table.set_name(core.id, &core.name);
+        control::install(&core);
+        for setup in ON_NEW_ROUTER {
+            setup(&core);
+        }
         broker.add_participant(core.clone());
         core
     }
 
-    pub(crate) fn max_message_size(&self) -> usize {
-        self.max_message_size.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_max_message_size(&self, n: usize) {
-        self.max_message_size.store(n, Ordering::Relaxed);
-    }
-
-    pub(crate) fn max_payload(&self) -> usize {
-        self.max_payload.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn max_queued(&self) -> usize {
-        self.max_queued.load(Ordering::Relaxed)
-    }
-
-    /// Sets `max_payload_size` and `max_queued` (a child inherits its
-    /// parent's).
-    pub(crate) fn set_flow_limits(&self, max_payload: usize, max_queued: usize) {
-        self.max_payload.store(max_payload, Ordering::Relaxed);
-        self.max_queued.store(max_queued.max(1), Ordering::Relaxed);
-    }
-
-    pub(crate) fn send_timeout(&self) -> Option<Duration> {
-        match self.send_timeout_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(Duration::from_millis(ms)),
-        }
-    }
-
     pub(crate) fn allocate_id(self: &Arc<Self>) -> Result<u32> {
         if self.id == crate::identity::MASTER_ID {
-            return Ok(self.next_context_id.fetch_add(1, Ordering::Relaxed));
+            return Ok(self.table.allocate());
         }
-        crate::control::request_id(self)
-    }
-
-    /// In the master: a fresh id for a context that will appear behind
-    /// `branch` (the stream towards the context starting it). Only that
-    /// branch may later announce a route to it (`ADD_ROUTE`).
-    pub(crate) fn allocate_id_behind(self: &Arc<Self>, branch: &Stream) -> u32 {
-        let id = self.next_context_id.fetch_add(1, Ordering::Relaxed);
-        lock(&self.allocated).insert(id, branch.id);
-        id
-    }
-
-    /// In the master: was `id` handed out for a context behind `branch`?
-    pub(crate) fn allocated_behind(&self, id: u32, branch: &Stream) -> bool {
-        lock(&self.allocated).get(&id) == Some(&branch.id)
-    }
-
-    /// The link to the parent, in a child.
-    pub(crate) fn parent_stream(&self) -> Option<Arc<Stream>> {
-        self.parent
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Streams to children.
-    pub(crate) fn child_streams(&self) -> Vec<Arc<Stream>> {
-        lock(&self.streams)
-            .values()
-            .filter(|s| !s.is_parent)
-            .cloned()
-            .collect()
+        // One round trip to the master per block of ids, not per id.
+        let mut ids = crate::sync::lock(&self.spare_ids);
+        if ids.is_empty() {
+            *ids = control::request_ids(self)?;
+        }
+        ids.next().ok_or_else(|| {
+            crate::StreamError::new("the master handed out an empty block of ids").into()
+        })
     }
 }
 
 impl Participant for Core {
     fn on_shutdown(self: Arc<Self>, _lp: &mut Loop) {
-        for s in self.child_streams() {
+        for s in self.table.child_streams() {
             s.close_gracefully();
         }
     }
 
     fn keep_alive(&self) -> bool {
-        !self.child_streams().is_empty() || !self.reaper.is_empty()
+        !self.table.child_streams().is_empty() || !self.reaper.is_empty()
     }
 
     fn on_exit(self: Arc<Self>, _lp: &mut Loop) {
-        for s in lock(&self.streams).drain().map(|(_, s)| s) {
+        for s in self.table.clear() {
             s.mark_closed();
             self.reap_later(&s);
         }
-        self.routes
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-        *self.parent.write().unwrap_or_else(|e| e.into_inner()) = None;
-        // Fail everything still waiting — pending calls, and receivers
-        // with or without a respondent: no one hangs on a dead broker.
-        let waiting: Vec<(u32, Arc<Handler>)> = lock(&self.handlers)
-            .iter()
-            .filter(|(k, _)| **k >= handle::FIRST_DYNAMIC)
-            .map(|(k, h)| (*k, h.clone()))
-            .collect();
-        for (k, h) in waiting {
-            self.deliver_dead(k, &h, "the broker shut down");
-        }
-        self.callbacks.stop();
+        self.close_inbox("the broker shut down");
         self.reaper.finish(&self.events.child_exit);
     }
 }

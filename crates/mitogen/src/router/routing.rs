@@ -9,7 +9,6 @@ use crate::frame::{FRAGMENT, LAST};
 use crate::link::{Body, Mode, SendError, Stream};
 use crate::message::Message;
 use crate::reassembly::FRAGMENT_SIZE;
-use crate::sync::lock;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,52 +25,18 @@ pub(super) fn err_is_closed(e: &Error) -> bool {
 }
 
 impl Core {
-    pub(crate) fn context_name(&self, id: u32) -> String {
-        match lock(&self.names).get(&id) {
-            Some(n) => format!("context {n:?} (id {id})"),
-            None => format!("context id {id}"),
-        }
-    }
-
-    pub(crate) fn set_name(&self, id: u32, name: &str) {
-        lock(&self.names).insert(id, name.to_string());
-    }
-
-    /// The stream leading towards `id`: a route, or else the parent.
-    pub(crate) fn stream_for(&self, id: u32) -> Option<Arc<Stream>> {
-        if let Some(s) = self
-            .routes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-        {
-            return Some(s.clone());
-        }
-        self.parent
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
     /// `true` while `id` is reachable.
     pub(crate) fn is_connected(&self, id: u32) -> bool {
-        id == self.id || self.stream_for(id).is_some()
-    }
-
-    pub(crate) fn add_route(&self, id: u32, stream: &Arc<Stream>) {
-        self.routes
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, stream.clone());
+        id == self.id || self.table.stream_for(id).is_some()
     }
 
     /// Sends a message originating here. From a user thread, waits for
     /// room in a full link (at most the send timeout).
     pub(crate) fn send(self: &Arc<Self>, msg: Message) -> Result<()> {
-        let mode = if crate::broker::on_a_broker_thread() || crate::direct::routing_here() {
+        let mode = if crate::broker::on_a_broker_thread() || crate::link::direct::routing_here() {
             Mode::Relay(None)
         } else {
-            Mode::Wait(self.send_timeout())
+            Mode::Wait(self.limits.send_timeout())
         };
         self.send_with(msg, mode)
     }
@@ -97,6 +62,25 @@ impl Core {
         from: Option<&Arc<Stream>>,
         mode: Mode<'_>,
     ) -> Result<()> {
+        // A whole message (not a fragment, which is a frame) obeys the
+        // message bound wherever it goes, a local handle included.
+        let max = self.limits.max_payload();
+        if msg.frag.0 & FRAGMENT == 0 && msg.data.len() > max {
+            let why = format!(
+                "message of {} bytes exceeds max_payload_size {max}",
+                msg.data.len()
+            );
+            tracing::warn!(
+                "mitogen: refused a message of {} bytes from {} to {} (handle {}): \
+                 over max_payload_size {max}",
+                msg.data.len(),
+                self.table.context_name(msg.src_id),
+                self.table.context_name(msg.dst_id),
+                msg.handle
+            );
+            self.bounce(&msg, &why);
+            return Err(ChannelError::new(why).into());
+        }
         if msg.dst_id == self.id {
             if msg.frag.0 & FRAGMENT != 0 {
                 self.reassemble(msg);
@@ -105,31 +89,42 @@ impl Core {
             }
             return Ok(());
         }
-        let max = self.max_payload.load(Ordering::Relaxed);
-        if msg.data.len() > max {
-            let why = format!(
-                "message of {} bytes exceeds max_payload_size {max}",
-                msg.data.len()
-            );
-            self.bounce(&msg, &why);
-            return Err(ChannelError::new(why).into());
-        }
-        let stream = match self.stream_for(msg.dst_id) {
+        let stream = match self.table.stream_for(msg.dst_id) {
             // From the parent, for an id with no route here: sending it
             // back up would loop. Say so, as for any unroutable message.
             Some(s) if from.is_some_and(|f| f.id == s.id) => None,
             other => other,
         };
         let Some(stream) = stream else {
-            let why = format!("{}: {}", reasons::NO_ROUTE, self.context_name(msg.dst_id));
+            let why = format!(
+                "{}: {}",
+                reasons::NO_ROUTE,
+                self.table.context_name(msg.dst_id)
+            );
             self.bounce(&msg, &why);
             return Err(ChannelError::new(why).into());
         };
+        if msg.handle == crate::frame::handle::DISCONNECT
+            && stream.remote_id == msg.dst_id
+            && !stream.is_parent
+        {
+            // This router holds the link to cut.
+            self.cut_link(&stream, &msg, from);
+            return Ok(());
+        }
         if let Some(f) = from {
             if self.unidirectional.load(Ordering::Relaxed) && !f.is_parent && !stream.is_parent {
                 let why = format!(
                     "{}: unidirectional routing forbids sibling traffic",
                     reasons::REFUSED
+                );
+                tracing::warn!(
+                    "mitogen: unidirectional routing refused a message from {} to {} \
+                     (arrived from {}, would leave to {})",
+                    self.table.context_name(msg.src_id),
+                    self.table.context_name(msg.dst_id),
+                    f.name,
+                    stream.name
                 );
                 self.bounce(&msg, &why);
                 return Ok(());
@@ -149,7 +144,7 @@ impl Core {
         msg: Message,
         mode: Mode<'_>,
     ) -> Result<()> {
-        let limit = FRAGMENT_SIZE.min(self.max_message_size()).max(1);
+        let limit = FRAGMENT_SIZE.min(self.limits.max_message_size()).max(1);
         let mut h = msg.header();
         let reply = (msg.src_id, msg.reply_to, msg.is_dead());
         let sent = if msg.data.len() <= limit || msg.frag.0 != 0 {
@@ -183,7 +178,7 @@ impl Core {
                 }
                 if let Mode::Try = mode {
                     // Once the first fragment is in, the rest must follow.
-                    mode = Mode::Wait(self.send_timeout());
+                    mode = Mode::Wait(self.limits.send_timeout());
                 }
                 start = end;
             }
@@ -204,6 +199,16 @@ impl Core {
                 std::io::ErrorKind::WouldBlock,
             )
             .into(),
+            Err(SendError::Stalled(after)) => {
+                // Relayed: whoever sent it learns, the link it came on
+                // goes on.
+                let why = format!(
+                    "the link to {} made no progress for {after:?}: message refused",
+                    stream.name
+                );
+                self.answer_dead(reply, &why);
+                return Err(ChannelError::new(why).into());
+            }
             Err(SendError::TimedOut(after)) => TimeoutError::new(
                 format!(
                     "room in the link to {} (its peer stopped reading)",

@@ -145,7 +145,7 @@ fn chatty(lines: u32) -> u32 {
         eprintln!("stderr line {i} of a chatty remote function");
     }
     let mut out = std::io::stdout();
-    let _ = out.write_all(&mitogen::frame::MAGIC);
+    let _ = out.write_all(&mitogen::testing::wire::MAGIC);
     let _ = out.write_all(&[0, 1, 2, 0xff, 0xfe, b'\n']);
     let _ = out.write_all(&vec![b'x'; 200_000]);
     let _ = out.flush();

@@ -13,6 +13,11 @@ pub fn tests() -> Vec<Trial> {
         trial("errors::io_error", TEST_LIMIT, io_error),
         trial("errors::source_chain", TEST_LIMIT, source_chain),
         trial("errors::panic_then_serve", TEST_LIMIT, panic_then_serve),
+        trial(
+            "errors::debug_gives_full_backtraces",
+            TEST_LIMIT,
+            debug_gives_full_backtraces,
+        ),
         trial("errors::killed_mid_call", TEST_LIMIT, killed_mid_call),
         trial(
             "errors::pending_call_timeout",
@@ -39,6 +44,11 @@ pub fn tests() -> Vec<Trial> {
             "errors::child_calls_master_fails",
             TEST_LIMIT,
             child_calls_master_fails,
+        ),
+        trial(
+            "errors::reply_of_the_wrong_type",
+            TEST_LIMIT,
+            reply_of_the_wrong_type,
         ),
         // Former library bugs (hangs, a doubled message), kept as regression tests.
         trial(
@@ -245,6 +255,13 @@ fn panic_then_serve() -> TestResult {
         "message {:?}",
         e.message()
     );
+    // The function and where it panicked, whatever RUST_BACKTRACE is.
+    ensure!(
+        e.message().contains("explode panicked at ")
+            && e.message().contains("tests/core/errors.rs:"),
+        "message {:?}",
+        e.message()
+    );
     ensure!(ctx.call::<add>((2, 2))? == 4, "call after a panic");
 
     let err = ctx.call::<explode_with_number>(());
@@ -255,6 +272,31 @@ fn panic_then_serve() -> TestResult {
     // Still the same process serving.
     ensure!(ctx.call::<pid>(())? == pid, "the context was replaced");
     ensure!(ctx.call::<add>((3, 3))? == 6, "call after a second panic");
+    Ok(())
+}
+
+/// A context started with `debug` puts a full backtrace in error results
+/// and panics, whatever RUST_BACKTRACE says; without it, none (the test
+/// environment does not set RUST_BACKTRACE for children).
+fn debug_gives_full_backtraces() -> TestResult {
+    let router = util::router()?;
+    let plain = router.local().connect()?;
+    let Err(Error::Call(e)) = plain.call::<explode>(("quiet".into(),)) else {
+        return Err("expected a CallError".into());
+    };
+    if std::env::var_os("RUST_BACKTRACE").is_none() {
+        ensure!(e.backtrace().is_none(), "a backtrace without debug");
+    }
+    let verbose = router.local().debug(true).connect()?;
+    let Err(Error::Call(e)) = verbose.call::<explode>(("loud".into(),)) else {
+        return Err("expected a CallError".into());
+    };
+    let bt = e.backtrace().unwrap_or_default();
+    ensure!(bt.contains("explode"), "the panic's backtrace: {bt:?}");
+    let Err(Error::Call(e)) = verbose.call::<open_missing>(("/nonexistent/x".into(),)) else {
+        return Err("expected a CallError".into());
+    };
+    ensure!(e.backtrace().is_some(), "no backtrace for an error result");
     Ok(())
 }
 
@@ -394,14 +436,7 @@ fn unserializable_argument_no_reply() -> TestResult {
     let router = util::router()?;
     let ctx = router.local().connect()?;
     let r = ctx.call_no_reply::<take_unserializable>((Unserializable,));
-    match &r {
-        Err(Error::Call(e)) => ensure!(
-            e.message().contains("refusing to serialize"),
-            "message {:?}",
-            e.message()
-        ),
-        other => return Err(format!("expected Error::Call, got {other:?}").into()),
-    }
+    local_encode_failure(&r)?;
     ensure!(ctx.call::<add>((1, 2))? == 3, "next call");
     Ok(())
 }
@@ -458,14 +493,48 @@ fn unserializable_argument_fails_call() -> TestResult {
     let r = ctx
         .call_async::<take_unserializable>((Unserializable,))
         .and_then(|p| p.get(Some(Duration::from_secs(5))));
-    match &r {
-        Err(Error::Call(e)) => ensure!(
-            e.message().contains("refusing to serialize"),
-            "message {:?}",
-            e.message()
-        ),
-        other => return Err(format!("expected Error::Call, got {other:?}").into()),
-    }
+    local_encode_failure(&r)?;
+    Ok(())
+}
+
+/// An argument that cannot be encoded fails here, as a [`CodecError`]
+/// keeping the serializer's error as its source — not as a `CallError`,
+/// which would say the remote side failed.
+fn local_encode_failure<T: std::fmt::Debug>(r: &mitogen::Result<T>) -> TestResult {
+    let Err(Error::Codec(e)) = r else {
+        return Err(format!("expected Error::Codec, got {r:?}").into());
+    };
+    ensure!(e.op() == mitogen::CodecOp::Encode, "op {:?}", e.op());
+    ensure!(
+        e.type_name().contains("Unserializable"),
+        "type {}",
+        e.type_name()
+    );
+    let source = std::error::Error::source(e).map(|s| s.to_string());
+    ensure!(
+        source
+            .as_deref()
+            .is_some_and(|s| s.contains("refusing to serialize")),
+        "source {source:?}"
+    );
+    Ok(())
+}
+
+/// A result that does not decode into the type the caller asked for is a
+/// local [`CodecError`] naming that type; the context is fine.
+fn reply_of_the_wrong_type() -> TestResult {
+    use mitogen::RemoteFn;
+    let router = util::router()?;
+    let ctx = router.local().connect()?;
+    // `call_master` returns a String.
+    let got = ctx.call_by_name::<u64>(<call_master as RemoteFn>::NAME, &());
+    let Err(Error::Codec(e)) = &got else {
+        return Err(format!("expected Error::Codec, got {got:?}").into());
+    };
+    ensure!(e.op() == mitogen::CodecOp::Decode, "op {:?}", e.op());
+    ensure!(e.type_name() == "u64", "type {}", e.type_name());
+    ensure!(std::error::Error::source(e).is_some(), "no source kept");
+    ensure!(ctx.call::<add>((1, 2))? == 3, "next call");
     Ok(())
 }
 

@@ -10,6 +10,16 @@ use std::sync::{Mutex, OnceLock};
 pub fn tests() -> Vec<Trial> {
     vec![
         trial("logs::child_stdout", TEST_LIMIT, child_stdout),
+        trial(
+            "logs::a_child_first_names_itself_and_its_parent",
+            TEST_LIMIT,
+            a_child_first_names_itself_and_its_parent,
+        ),
+        trial(
+            "logs::refusals_name_the_contexts",
+            TEST_LIMIT,
+            refusals_name_the_contexts,
+        ),
         trial("logs::child_tracing", TEST_LIMIT, child_tracing),
         trial("logs::grandchild_tracing", TEST_LIMIT, grandchild_tracing),
         trial(
@@ -153,5 +163,77 @@ fn fork_of_master_tracing() -> TestResult {
         line.contains("WARN") && line.contains("mitogen::child"),
         "not forwarded as a record: {line}"
     );
+    Ok(())
+}
+
+static INBOX: Mutex<Option<mitogen::Receiver>> = Mutex::new(None);
+
+/// Opens a receiver in this context and returns a sender to it.
+#[mitogen::remote]
+fn open_inbox(router: &mitogen::Router) -> mitogen::Sender {
+    let rx = mitogen::Receiver::open(router);
+    let tx = rx.to_sender();
+    *INBOX.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx);
+    tx
+}
+
+#[mitogen::remote]
+fn send_text(tx: mitogen::Sender, text: String) -> mitogen::Result<()> {
+    tx.send(&text)
+}
+
+/// Before: a unidirectional refusal and an oversized message were
+/// answered dead without a word in the log of the router that refused.
+fn refusals_name_the_contexts() -> TestResult {
+    capture();
+    let router = util::router()?;
+    router.set_unidirectional(true);
+    let a = router.local().remote_name("refuse-a").connect()?;
+    let b = router.local().remote_name("refuse-b").connect()?;
+    let tx = a.call::<open_inbox>(())?;
+    b.call::<send_text>((tx, "across".into()))?;
+    let (ida, idb) = (a.context_id(), b.context_id());
+    let expect = format!("unidirectional routing refused a message from context \"{}\" (id {idb}) to context \"{}\" (id {ida})", b.name(), a.name());
+    ensure!(seen(&expect), "no log line {expect:?}");
+    // An oversized message to a local handle is refused like any other,
+    // and logged with its size and both ends.
+    router.set_max_payload_size(1000);
+    let rx = mitogen::Receiver::open(&router);
+    let r = rx.to_sender().send_bytes(vec![0u8; 4321]);
+    ensure!(
+        matches!(&r, Err(mitogen::Error::Channel(e)) if e.reason().contains("max_payload_size")),
+        "a local message over the bound: {r:?}"
+    );
+    ensure!(
+        seen("refused a message of 4321 bytes from context \"master\" (id 0) to context \"master\" (id 0)"),
+        "no log line for the oversized message"
+    );
+    Ok(())
+}
+
+/// Before: nothing in the master's log said which version a child runs
+/// and who its parent is.
+fn a_child_first_names_itself_and_its_parent() -> TestResult {
+    capture();
+    let router = util::router()?;
+    let a = router.local().remote_name("first-a").connect()?;
+    let b = router.local().via(&a).connect()?;
+    let parent_of_b = format!("context {} ({})", a.context_id(), a.name());
+    for (ctx, parent) in [(&a, "context 0 (master)"), (&b, parent_of_b.as_str())] {
+        let head = format!(
+            "mitogen {} context {} (",
+            mitogen::VERSION,
+            ctx.context_id()
+        );
+        let tail = format!(
+            ") serving as pid {}; parent is {parent}",
+            ctx.call::<util::pid>(())?
+        );
+        let found = util::wait_for(WAIT, || {
+            let text = CAPTURED.lock().unwrap_or_else(|e| e.into_inner());
+            text.lines().any(|l| l.contains(&head) && l.contains(&tail))
+        });
+        ensure!(found, "no log line {head}...{tail}");
+    }
     Ok(())
 }

@@ -8,11 +8,13 @@
 mod util;
 
 mod asyncs;
+mod attach;
 mod bootstrap;
 mod calls;
 mod chain;
 mod concurrent;
 mod connects;
+mod disconnects;
 mod errors;
 mod events;
 mod flow;
@@ -20,10 +22,15 @@ mod fork;
 mod hostile;
 mod identity;
 mod lifetimes;
+mod limits;
 mod logs;
 mod messaging;
 mod senders;
+mod services;
+mod stalls;
+mod timers;
 mod trees;
+mod values;
 
 fn tests() -> Vec<libtest_mimic::Trial> {
     let mut all = Vec::new();
@@ -44,11 +51,23 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(trees::tests());
     all.extend(hostile::tests());
     all.extend(flow::tests());
+    all.extend(limits::tests());
+    all.extend(stalls::tests());
+    all.extend(disconnects::tests());
+    all.extend(values::tests());
+    all.extend(services::tests());
+    all.extend(attach::tests());
+    all.extend(timers::tests());
     all
 }
 
 fn main() {
-    mitogen::main(|_router| {
+    mitogen::main(|router| {
+        // Run again by `attach` as a separate process of this program.
+        if let Some(code) = attach::helper(&router) {
+            drop(router); // stops the broker: children reaped, files removed
+            std::process::exit(code);
+        }
         let args = libtest_mimic::Arguments::from_args();
         libtest_mimic::run(&args, tests()).exit()
     })

@@ -14,6 +14,16 @@ use std::time::{Duration, Instant};
 pub fn tests() -> Vec<Trial> {
     vec![
         trial(
+            "messaging::close_wakes_every_waiting_thread",
+            TEST_LIMIT,
+            close_wakes_every_waiting_thread,
+        ),
+        trial(
+            "messaging::each_close_is_seen_once_by_get_message",
+            TEST_LIMIT,
+            each_close_is_seen_once_by_get_message,
+        ),
+        trial(
             "messaging::receiver_explicit_handle",
             TEST_LIMIT,
             explicit_handle,
@@ -201,12 +211,7 @@ fn eight_threads() -> TestResult {
         })
         .collect();
     ensure!(pending.get(T)? == N, "the sender did not finish");
-    // The close arrives as one dead message: one taker sees it and stops.
-    // The others stop when we close the receiver.
-    let ok = util::wait_for(WAIT, || rx.empty());
-    ensure!(ok, "messages left unread");
-    std::thread::sleep(Duration::from_millis(100));
-    rx.close();
+    // The close wakes every taker: each stops once the queue is empty.
     let mut seen = HashSet::new();
     let mut total = 0;
     for t in takers {
@@ -250,8 +255,9 @@ fn sender_bytes() -> TestResult {
         got.push(b.len());
     }
     ensure!(got == sizes, "sizes {got:?}");
-    match rx.get(Some(Duration::from_millis(200))) {
-        Err(Error::Timeout(_)) => Ok(()),
+    // Closed: later gets fail at once, saying so.
+    match rx.get(Some(Duration::from_secs(5))) {
+        Err(Error::Channel(e)) if e.reason().contains("closed") => Ok(()),
         other => Err(format!("after close: {other:?}").into()),
     }
 }
@@ -264,7 +270,7 @@ fn channel_peer_gone() -> TestResult {
     let _call = ctx.call_async::<channel_then_wait>((first.handle(),))?;
     let theirs: u32 = first.get(T)?.decode()?;
     let chan = Channel::new(&router, &ctx, theirs, None)?;
-    ensure!(chan.empty(), "nothing sent yet");
+    ensure!(chan.empty()?, "nothing sent yet");
     util::kill9(peer_pid)?;
     let start = Instant::now();
     match chan.get(T) {
@@ -624,5 +630,71 @@ fn send_await() -> TestResult {
         Err(Error::Channel(e)) => ensure!(e.reason().contains("no receiver"), "{e}"),
         other => return Err(format!("to a missing handle: {other:?}").into()),
     }
+    Ok(())
+}
+
+/// Before: a `Sender::close` was one dead message, so one of the threads
+/// waiting on the receiver learned and the others waited forever.
+fn close_wakes_every_waiting_thread() -> TestResult {
+    let router = util::router()?;
+    let rx = std::sync::Arc::new(mitogen::Receiver::open(&router));
+    let tx = rx.to_sender();
+    tx.send(&1u32)?;
+    let waiters: Vec<_> = (0..4)
+        .map(|_| {
+            let rx = rx.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                loop {
+                    match rx.get(Some(Duration::from_secs(20))) {
+                        Ok(m) => got.push(m.decode::<u32>().unwrap_or(0)),
+                        Err(e) => return (got, e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    tx.close()?;
+    let mut seen = Vec::new();
+    for w in waiters {
+        let (got, why) = w.join().map_err(|_| "a waiter panicked".to_string())?;
+        ensure!(why.contains("closed"), "a waiter ended with {why:?}");
+        seen.extend(got);
+    }
+    ensure!(seen == [1], "messages seen: {seen:?}");
+    // Later calls fail at once too, and later messages still come first.
+    tx.send(&2u32)?;
+    ensure!(rx.get(Some(WAIT))?.decode::<u32>()? == 2, "a later message");
+    ensure!(rx.get(Some(WAIT)).is_err(), "get after the close");
+    ensure!(!rx.empty()?, "an ended receiver does not block");
+    Ok(())
+}
+
+/// A receiver fed by several senders, each closing it when done: with
+/// `get_message` each close is one dead message, seen once.
+fn each_close_is_seen_once_by_get_message() -> TestResult {
+    let router = util::router()?;
+    let rx = mitogen::Receiver::open(&router);
+    let (a, b) = (rx.to_sender(), rx.to_sender());
+    a.send(&1u32)?;
+    a.close()?;
+    b.send(&2u32)?;
+    b.close()?;
+    let mut data = Vec::new();
+    let mut closes = 0;
+    while closes < 2 {
+        let m = rx.get_message(Some(WAIT))?;
+        if m.is_dead() {
+            closes += 1;
+        } else {
+            data.push(m.decode::<u32>()?);
+        }
+    }
+    ensure!(data == [1, 2], "data {data:?}");
+    ensure!(
+        rx.try_get()?.is_some_and(|m| m.is_dead()),
+        "ended after the closes"
+    );
     Ok(())
 }

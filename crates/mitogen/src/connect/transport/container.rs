@@ -107,7 +107,7 @@ pub(crate) fn connect_tool(
     mut tool: Tool,
     build: impl FnOnce(&str) -> Vec<String>,
 ) -> Result<Context> {
-    let flight = Flight::begin(core, opts.connect_timeout)?;
+    let flight = Flight::begin(&core.broker, &core.connects, opts.connect_timeout)?;
     let agent = opts.agent()?;
     let argv = build(&stage::script(&agent, &opts.agent_command));
     let how = How {

@@ -69,7 +69,7 @@ pub(crate) fn connect_here(
     name: Option<String>,
     opts: &Options,
 ) -> Result<Context> {
-    let flight = Flight::begin(core, opts.connect_timeout)?;
+    let flight = Flight::begin(&core.broker, &core.connects, opts.connect_timeout)?;
     let agent = opts.agent()?;
     let script = stage::script(&agent, &opts.agent_command);
     let argv = ["/bin/sh".to_string(), "-c".into(), script];

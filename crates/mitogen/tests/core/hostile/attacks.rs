@@ -31,7 +31,7 @@ pub(super) fn forged_src_sibling(env: &Env) -> TestResult {
     ensure!(out == "sent", "attack: {out}");
     // The forged frame came before the attack's reply on the same link.
     ensure!(
-        rx.empty(),
+        rx.empty()?,
         "a message claiming to be the sibling was delivered: {:?}",
         rx.get(Some(Duration::ZERO))
     );

@@ -7,7 +7,7 @@
 use crate::util::{self, trial, TempDir, TestResult, WAIT};
 use crate::util::{pid, sleep_ms};
 use libtest_mimic::{Failed, Trial};
-use mitogen::frame::{handle, Encoding, Header, HEADER_LEN};
+use mitogen::testing::wire::{handle, Encoding, Header, HEADER_LEN};
 use mitogen::{Context, Error, Message, Receiver, RemoteFn, Router};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

@@ -7,11 +7,12 @@
 //! stream and tells its own parent, up to the master. Losses travel the same
 //! way, so a waiter anywhere above a dead context gets a dead message.
 
+use super::table::{ID_BLOCK, MAX_BLOCKS_PER_BRANCH};
+use super::Core;
 use crate::error::Result;
 use crate::frame::handle;
 use crate::latch::Latch;
 use crate::message::Message;
-use crate::router::Core;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,14 +37,18 @@ impl RouteNote {
 fn from_descendant(core: &Core, src: u32) -> bool {
     src != core.id
         && !core.parent_ids.contains(&src)
-        && core.stream_for(src).is_some_and(|s| !s.is_parent)
+        && core.table.stream_for(src).is_some_and(|s| !s.is_parent)
 }
 
 /// Is `src` a direct child of `core` (the peer of one of its streams)?
 /// Only a direct child may announce or withdraw routes: a grandchild must
 /// not be able to cut its parent off.
 fn from_immediate_child(core: &Core, src: u32) -> bool {
-    from_descendant(core, src) && core.stream_for(src).is_some_and(|s| s.remote_id == src)
+    from_descendant(core, src)
+        && core
+            .table
+            .stream_for(src)
+            .is_some_and(|s| s.remote_id == src)
 }
 
 /// Is `auth` one of `core`'s parents?
@@ -72,12 +77,13 @@ pub(crate) fn install(core: &Arc<Core>) {
                 );
                 return;
             }
-            let Some(via) = core.stream_for(msg.src_id) else {
+            let Some(via) = core.table.stream_for(msg.src_id) else {
                 return;
             };
             // The master knows which branch each id was handed out for: an
             // announcement from any other branch is a hijack attempt.
-            if core.id == crate::identity::MASTER_ID && !core.allocated_behind(note.id, &via) {
+            if core.id == crate::identity::MASTER_ID && !core.table.allocated_behind(note.id, &via)
+            {
                 tracing::warn!(
                     "mitogen: refused route to {} from {}: not allocated behind it",
                     note.id,
@@ -86,6 +92,7 @@ pub(crate) fn install(core: &Arc<Core>) {
                 return;
             }
             if core
+                .table
                 .stream_for(note.id)
                 .is_some_and(|s| !s.is_parent && s.id != via.id)
             {
@@ -96,8 +103,8 @@ pub(crate) fn install(core: &Arc<Core>) {
                 );
                 return;
             }
-            core.add_route(note.id, &via);
-            core.set_name(note.id, &note.name);
+            core.table.add_route(note.id, &via);
+            core.table.set_name(note.id, &note.name);
             announce_added(&core, note.id, &note.name);
         }),
         true,
@@ -121,7 +128,8 @@ pub(crate) fn install(core: &Arc<Core>) {
                 }
                 return;
             }
-            let (Some(via), Some(route)) = (core.stream_for(msg.src_id), core.stream_for(id))
+            let (Some(via), Some(route)) =
+                (core.table.stream_for(msg.src_id), core.table.stream_for(id))
             else {
                 return;
             };
@@ -148,8 +156,28 @@ pub(crate) fn install(core: &Arc<Core>) {
                 core.bounce(&msg, crate::error::reasons::REFUSED);
                 return;
             }
-            if let Some(branch) = core.stream_for(msg.src_id) {
-                let _ = msg.reply(&core.allocate_id_behind(&branch));
+            if let Some(branch) = core.table.stream_for(msg.src_id) {
+                match core.table.allocate_block_behind(&branch, ID_BLOCK) {
+                    Some(block) => {
+                        let _ = msg.reply(&(block.start, block.end));
+                    }
+                    None => {
+                        tracing::warn!(
+                            "mitogen: refused ALLOCATE_ID from {}: its branch ({}) holds \
+                             {MAX_BLOCKS_PER_BRANCH} blocks of ids already",
+                            core.table.context_name(msg.src_id),
+                            branch.name
+                        );
+                        core.bounce(
+                            &msg,
+                            &format!(
+                                "{}: too many context ids handed out behind {}",
+                                crate::error::reasons::REFUSED,
+                                branch.name
+                            ),
+                        );
+                    }
+                }
             }
         }),
         true,
@@ -172,14 +200,51 @@ pub(crate) fn install(core: &Arc<Core>) {
         None,
         None,
     );
+    let w = weak.clone();
+    core.add_handler_at(
+        handle::DISCONNECT,
+        Box::new(move |msg| {
+            // Delivered here: this context is the target, or its parent.
+            let Some(core) = w.upgrade() else { return };
+            core.bounce(
+                &msg,
+                &format!(
+                    "{}: a context cannot disconnect itself or its parent",
+                    crate::error::reasons::REFUSED
+                ),
+            );
+        }),
+        true,
+        None,
+        None,
+    );
+    let w = weak.clone();
+    core.add_handler_at(
+        handle::DETACHING,
+        Box::new(move |msg| {
+            let Some(core) = w.upgrade() else { return };
+            if !from_immediate_child(&core, msg.src_id) {
+                tracing::warn!("mitogen: refused DETACHING from {}", msg.src_id);
+                return;
+            }
+            if let Some(s) = core.table.route(msg.src_id) {
+                tracing::debug!("mitogen: {} detaches", s.name);
+                s.detached.store(true, std::sync::atomic::Ordering::Release);
+            }
+            let _ = msg.reply(&());
+        }),
+        true,
+        None,
+        None,
+    );
     let w = weak;
     core.add_handler_at(
         handle::FORWARD_LOG,
         Box::new(move |msg| {
             let Some(core) = w.upgrade() else { return };
             if from_descendant(&core, msg.src_id) {
-                let name = core.context_name(msg.src_id);
-                crate::logging::emit_forwarded(&name, &msg);
+                let name = core.table.context_name(msg.src_id);
+                crate::logging::record::emit_forwarded(&name, &msg);
             }
         }),
         true,
@@ -211,7 +276,7 @@ fn announce_lost_why(core: &Arc<Core>, lost: &[u32], why: &str) {
         return;
     };
     for id in lost {
-        let reason = format!("{} {why}", core.context_name(*id));
+        let reason = format!("{} {why}", core.table.context_name(*id));
         if let Ok(m) = Message::encode(&(*id, reason)) {
             let _ = core.send(m.to(*parent, handle::DEL_ROUTE));
         }
@@ -223,7 +288,7 @@ fn announce_lost_why(core: &Arc<Core>, lost: &[u32], why: &str) {
 /// from: a context waiting on a sibling or a cousin learns of its death
 /// at once, not only its ancestors.
 pub(crate) fn announce_lost_down(core: &Arc<Core>, lost: &[u32], reason: &str, skip: Option<u64>) {
-    for s in core.child_streams() {
+    for s in core.table.child_streams() {
         if Some(s.id) == skip {
             continue;
         }
@@ -235,8 +300,9 @@ pub(crate) fn announce_lost_down(core: &Arc<Core>, lost: &[u32], reason: &str, s
     }
 }
 
-/// Asks the master for a fresh context id (children only; blocks).
-pub(crate) fn request_id(core: &Arc<Core>) -> Result<u32> {
+/// Asks the master for a block of fresh context ids (children only;
+/// blocks the caller for one round trip).
+pub(crate) fn request_ids(core: &Arc<Core>) -> Result<std::ops::Range<u32>> {
     crate::broker::refuse_wait_on_broker("a new context id")?;
     let latch = Latch::new();
     let l = latch.clone();
@@ -253,5 +319,6 @@ pub(crate) fn request_id(core: &Arc<Core>) -> Result<u32> {
     core.send(m)?;
     let reply = latch.get(Some(Duration::from_secs(30)));
     core.del_handler(h);
-    reply?.decode()
+    let (start, end): (u32, u32) = reply?.decode()?;
+    Ok(start..end.max(start))
 }

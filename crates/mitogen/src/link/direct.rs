@@ -15,26 +15,32 @@
 //! Whoever holds the reader lock also routes what it read before letting
 //! go, so frames are routed in the order they arrived. End of file and
 //! read errors are left to the broker, which owns disconnect handling.
+//!
+//! This module only reads: every frame goes to the `route` callback the
+//! router passes in, so the link knows nothing of routing.
 
-use crate::link::{FrameReader, ReadError, ReadState, Stream};
-use crate::message::Message;
-use crate::router::Core;
+use super::{FrameReader, ReadError, ReadState, Stream};
+use crate::frame::Header;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, TryLockError};
 use std::time::Instant;
 
+/// Where a read pass hands each whole frame.
+pub(crate) type Route<'a> = &'a mut dyn FnMut(Header, Vec<u8>);
+
+/// How a read pass on a stream ended: `Ok(Open)` when the stream may be
+/// read again.
+pub(crate) type Outcome = Result<ReadState, ReadError>;
+
 /// Reads and routes what `s` has now, unless another thread holds its
 /// reader (`None`: that thread will see the data).
-pub(crate) fn try_read_pass(
-    core: &Arc<Core>,
-    s: &Arc<Stream>,
-) -> Option<Result<ReadState, ReadError>> {
+pub(crate) fn try_read_pass(s: &Arc<Stream>, route: Route<'_>) -> Option<Outcome> {
     let mut reader = match s.reader.try_lock() {
         Ok(r) => r,
         Err(TryLockError::Poisoned(p)) => p.into_inner(),
         Err(TryLockError::WouldBlock) => return None,
     };
-    Some(read_pass(core, s, &mut reader))
+    Some(read_pass(s, &mut reader, route))
 }
 
 thread_local! {
@@ -49,45 +55,42 @@ pub(crate) fn routing_here() -> bool {
 }
 
 /// Reads and routes what `s` has now, its reader held by the caller.
-fn read_pass(
-    core: &Arc<Core>,
-    s: &Arc<Stream>,
-    reader: &mut FrameReader,
-) -> Result<ReadState, ReadError> {
+fn read_pass(s: &Arc<Stream>, reader: &mut FrameReader, route: Route<'_>) -> Outcome {
     let was = ROUTING.with(|r| r.replace(true));
-    let outcome = read_pass_inner(core, s, reader);
+    let outcome = reader.read_from(s.rfd(), route, &|| s.is_paused());
     ROUTING.with(|r| r.set(was));
-    outcome
-}
-
-fn read_pass_inner(
-    core: &Arc<Core>,
-    s: &Arc<Stream>,
-    reader: &mut FrameReader,
-) -> Result<ReadState, ReadError> {
-    let outcome = reader.read_from(
-        s.rfd(),
-        &mut |h, body| core.route_in(s, Message::from_frame(h, body)),
-        &|| s.is_paused(),
-    );
     if !matches!(outcome, Ok(ReadState::Open)) {
         s.read_done.store(true, Ordering::Release);
     }
     outcome
 }
 
-/// Reads `s` on this thread until `done()` or `deadline`. Returns `false`
-/// when it read nothing (the broker or another thread is reading, the
-/// stream is finished, or this is the broker thread): block on the latch
-/// instead.
+/// What [`read_until`] did.
+pub(crate) struct Pass {
+    /// `false` when it read nothing (the broker or another thread is
+    /// reading, the stream is finished, or this is the broker thread): the
+    /// caller blocks on its latch instead.
+    pub(crate) ran: bool,
+    /// Set when the stream ended (end of file or a read error) during the
+    /// pass: the bytes that told are consumed, so no readiness event will
+    /// tell the broker; the caller must.
+    pub(crate) ended: Option<Outcome>,
+}
+
+/// Reads `s` on this thread until `done()` or `deadline`, handing each
+/// frame to `route`.
 pub(crate) fn read_until(
-    core: &Arc<Core>,
     s: &Arc<Stream>,
+    route: Route<'_>,
     done: &dyn Fn() -> bool,
     deadline: Option<Instant>,
-) -> bool {
+) -> Pass {
+    let idle = Pass {
+        ran: false,
+        ended: None,
+    };
     if crate::broker::on_a_broker_thread() || s.read_done.load(Ordering::Acquire) {
-        return false;
+        return idle;
     }
     // The reader stays locked throughout, also while polling: a broker
     // event still queued from before the interest change then finds it
@@ -95,15 +98,12 @@ pub(crate) fn read_until(
     // sleep in poll() unaware.
     let mut reader = match s.reader.try_lock() {
         Ok(r) => r,
-        Err(_) => return false,
+        Err(_) => return idle,
     };
     s.set_read_interest(false);
     let mut ran = false;
-    // Stops on EOF or an error, which the broker then handles: the bytes
-    // that caused it are already consumed, so no readiness event would
-    // tell it; it is told with a task.
     let ended = loop {
-        match read_pass(core, s, &mut reader) {
+        match read_pass(s, &mut reader, route) {
             Ok(ReadState::Open) => {}
             other => break Some(other),
         }
@@ -136,11 +136,16 @@ pub(crate) fn read_until(
     // free, or the broker would skip it and nobody would read.
     drop(reader);
     s.set_read_interest(true);
-    if let Some(outcome) = ended {
-        let why = crate::router::outcome_reason(s, outcome);
-        let (c, st) = (core.clone(), s.clone());
-        core.broker
-            .defer_loop(Box::new(move |lp| c.close_stream(lp, &st, &why)));
+    Pass { ran, ended }
+}
+
+/// Why a read pass ended a stream, for logs and dead messages.
+pub(crate) fn end_reason(s: &Stream, outcome: Outcome) -> String {
+    match outcome {
+        Ok(ReadState::Eof) | Ok(ReadState::Open) => "the peer closed the link".to_string(),
+        Err(e) => {
+            tracing::error!("mitogen: disconnecting {}: {e}", s.name);
+            e.to_string()
+        }
     }
-    ran
 }
