@@ -234,7 +234,7 @@ pub(crate) fn connect_with(
 ) -> Result<Context> {
     let flight = Flight::begin(&core.broker, &core.connects, opts.connect_timeout)?;
     let agent = opts.agent()?;
-    let script = stage::script(&agent.sha, agent.size, &opts.agent_command);
+    let script = stage::script(&agent, &opts.agent_command);
     let argv = build(&script);
     let sp = spawn(
         &argv,
@@ -242,7 +242,7 @@ pub(crate) fn connect_with(
             pty: d.pty,
             stdin_tty: d.stdin_tty,
             c_locale: true,
-            pre_exec: None,
+            ..How::default()
         },
     )?;
     flight.set_pid(sp.child.pid());
