@@ -26,6 +26,17 @@ echo "== format"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== examples (tests run some; built here, not under the tests' clock)"
+cargo build --workspace --examples
+musl=x86_64-unknown-linux-musl
+if [ ! -d "$(rustc --print sysroot)/lib/rustlib/$musl" ] && command -v rustup >/dev/null; then
+    rustup target add "$musl" || true
+fi
+if [ -d "$(rustc --print sysroot)/lib/rustlib/$musl" ]; then
+    cargo build --target "$musl" -p mitogen --example static_agent
+else
+    echo "(no Rust std for $musl: the static-agent test will say it is skipped)"
+fi
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast

@@ -80,10 +80,18 @@ else
         localhost/mtb-busybox:latest /bin/sleep infinity >/dev/null || die "podman run mtb-ctr1"
 fi
 sp=$(cat "$TB_DIR/podman-service.pid" 2>/dev/null || true)
+# A service whose working directory was deleted (started from a checkout
+# since removed) starts containers that fail ("conmon: Failed to get
+# working directory"): replace it. It is always started from /.
+if [ -n "$sp" ] && [ "$(readlink "/proc/$sp/cwd" 2>/dev/null)" != / ]; then
+    kill "$sp" 2>/dev/null || true
+    sleep 0.5
+    sp=""
+fi
 if [ -z "$sp" ] || ! tr '\0' ' ' <"/proc/$sp/cmdline" 2>/dev/null | grep -q "unix://$TB_DIR/podman.sock"; then
     rm -f "$TB_DIR/podman.sock"
-    setsid podman system service --time=0 "unix://$TB_DIR/podman.sock" \
-        </dev/null >"$TB_DIR/podman-service.log" 2>&1 &
+    (cd / && exec setsid podman system service --time=0 "unix://$TB_DIR/podman.sock" \
+        </dev/null >"$TB_DIR/podman-service.log" 2>&1) &
     echo $! >"$TB_DIR/podman-service.pid"
     for _ in $(seq 100); do [ -S "$TB_DIR/podman.sock" ] && break; sleep 0.1; done
     [ -S "$TB_DIR/podman.sock" ] || die "podman API socket did not appear"

@@ -92,7 +92,7 @@ pub(crate) fn spawn(argv: &[String], how: How) -> Result<Spawned> {
     // The cause is kept: a missing program is told apart by its kind.
     let mut child = cmd
         .spawn()
-        .map_err(|e| Error::from(StreamError::io(format!("cannot start {prog}: {e}"), e)))?;
+        .map_err(|e| crate::process::fd_error(&format!("cannot start {prog}"), e))?;
     let stderr = match master {
         Some(m) => Some(m),
         None => child.stderr.take().map(OwnedFd::from),
