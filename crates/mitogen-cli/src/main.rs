@@ -5,13 +5,24 @@
 //! The binary is also the agent: every target runs a copy of it, which
 //! enters through `#[mitogen::main]` and serves calls before any argument
 //! is parsed. Modules, by concern: `target` and `nodeset` (the syntax),
-//! `inventory` (groups and selection), `cli` (the commands).
+//! `inventory` (groups and selection), `plan` (the hop tree, connected
+//! once per shared prefix, with bounded fan-out), `remote` (the functions
+//! run on targets), `session` (one run: reports, progress, Ctrl-C),
+//! `output` (gathered, inline, JSON), `secret` (become passwords),
+//! `interrupt` (Ctrl-C on and off a terminal), `cli` and `commands`.
 
 #![deny(missing_docs, rust_2018_idioms)]
 
 mod cli;
+mod commands;
+mod interrupt;
 mod inventory;
 mod nodeset;
+mod output;
+mod plan;
+mod remote;
+mod secret;
+mod session;
 mod target;
 
 #[mitogen::main]
