@@ -41,6 +41,15 @@ enum Command {
     Facts(Common),
     /// Connect every target and show the tree of contexts.
     Tree(Common),
+    /// Connect the targets and keep them for later commands (`--master
+    /// NAME`) until Ctrl-C.
+    Master {
+        #[command(flatten)]
+        common: Common,
+        /// The master's name, which later commands give to `--master`.
+        #[arg(long, value_name = "NAME", default_value = "default")]
+        name: String,
+    },
     /// Print the targets a selection expands to, one per line.
     List {
         #[command(flatten)]
@@ -141,6 +150,10 @@ pub struct Common {
     /// No progress display, even on a terminal.
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Use the contexts of the warm master NAME (`mitogen master`)
+    /// instead of connecting.
+    #[arg(long, value_name = "NAME")]
+    master: Option<String>,
 }
 
 /// `run`'s arguments.
@@ -268,9 +281,19 @@ impl Common {
         }
     }
 
+    /// Bound on one call of `ping` or `facts` (the connect timeout).
+    pub fn call_timeout(&self) -> Result<Duration, String> {
+        secs("--connect-timeout", self.connect.connect_timeout)
+    }
+
     /// Whether to print JSON lines.
     pub fn json(&self) -> bool {
         self.json
+    }
+
+    /// The warm master to attach to, if any.
+    pub fn master(&self) -> Option<&str> {
+        self.master.as_deref()
     }
 
     /// Whether the progress display is off.
@@ -288,6 +311,7 @@ pub fn main(router: &mitogen::Router) -> ExitCode {
         Command::Ping(c) => crate::commands::ping(router, &c),
         Command::Facts(c) => crate::commands::facts(router, &c),
         Command::Tree(c) => crate::commands::tree(router, &c),
+        Command::Master { common, name } => crate::commands::master(router, &common, &name),
         Command::List { select, fold } => select.targets().map(|ts| {
             let names: Vec<String> = ts.iter().map(|t| t.name()).collect();
             if fold {

@@ -34,12 +34,18 @@ fn stop_all(ctxs: &[Context]) {
 
 fn session<'r>(router: &'r mitogen::Router, c: &Common) -> Result<Session<'r>, String> {
     let (targets, opts) = c.resolve()?;
+    let plan = Plan::new(targets);
+    let attached = match c.master() {
+        Some(name) => Some(crate::master::attach(name, &plan, opts.connect_timeout)?),
+        None => None,
+    };
     Ok(Session {
         router,
-        plan: Arc::new(Plan::new(targets)),
+        plan: Arc::new(plan),
         opts,
         forks: c.forks()?,
         quiet: c.quiet(),
+        _attached: attached,
     })
 }
 
@@ -210,7 +216,7 @@ fn ms(d: Duration) -> f64 {
 
 /// `mitogen ping TARGETS`: start each target and time a round trip.
 pub fn ping(router: &mitogen::Router, c: &Common) -> Result<ExitCode, String> {
-    let timeout = secs("--connect-timeout", 15.0)?;
+    let timeout = c.call_timeout()?;
     rows(router, c, move |ctx, took| {
         let t = Instant::now();
         ctx.call_async::<remote::ping>(())
@@ -242,7 +248,7 @@ fn uptime(s: u64) -> String {
 
 /// `mitogen facts TARGETS`.
 pub fn facts(router: &mitogen::Router, c: &Common) -> Result<ExitCode, String> {
-    let timeout = secs("--connect-timeout", 15.0)?;
+    let timeout = c.call_timeout()?;
     rows(router, c, move |ctx, _| {
         let f: Facts = ctx
             .call_async::<remote::facts>(())
@@ -351,4 +357,43 @@ pub fn tree(router: &mitogen::Router, c: &Common) -> Result<ExitCode, String> {
         fin.took.as_secs_f64()
     );
     Ok(status(reached == plan.targets.len(), fin.interrupted))
+}
+
+/// `mitogen master --name NAME TARGETS`: connect, then hold the contexts
+/// for attached commands until Ctrl-C (or SIGTERM).
+pub fn master(router: &mitogen::Router, c: &Common, name: &str) -> Result<ExitCode, String> {
+    if c.master().is_some() {
+        return Err("a master does not attach to another (--master)".into());
+    }
+    // Fails early, before connecting anything, when the name is bad.
+    let path = crate::master::socket(name)?;
+    let s = session(router, c)?;
+    let fin = s.run(
+        |_, ctx: Result<Context, String>, _| ctx.err(),
+        |p, i, err: &Option<String>| {
+            if let Some(e) = err {
+                let t = s.plan.targets[i].0.name();
+                p.suspend(|| eprintln!("mitogen: {t}: [unreachable] {e}"));
+            }
+            err.is_none()
+        },
+        |_| {},
+    );
+    if fin.interrupted {
+        return Ok(status(false, true));
+    }
+    let (listener, n) = crate::master::serve(router, name, &s.plan)?;
+    eprintln!(
+        "mitogen: master {name:?} holds {n} of {} targets on {} (Ctrl-C to stop)",
+        s.plan.targets.len(),
+        path.display()
+    );
+    let interrupt = crate::interrupt::Interrupt::install();
+    while !interrupt.fired() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(interrupt);
+    listener.close();
+    eprintln!("mitogen: master {name:?} stopped");
+    Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,8 @@
 //! once per shared prefix, with bounded fan-out), `remote` (the functions
 //! run on targets), `session` (one run: reports, progress, Ctrl-C),
 //! `output` (gathered, inline, JSON), `secret` (become passwords),
-//! `interrupt` (Ctrl-C on and off a terminal), `cli` and `commands`.
+//! `interrupt` (Ctrl-C on and off a terminal), `master` (the warm
+//! master and attaching to it), `cli` and `commands`.
 
 #![deny(missing_docs, rust_2018_idioms)]
 
@@ -17,6 +18,7 @@ mod cli;
 mod commands;
 mod interrupt;
 mod inventory;
+mod master;
 mod nodeset;
 mod output;
 mod plan;

@@ -113,6 +113,11 @@ impl Plan {
         i: usize,
     ) -> Result<Context, String> {
         let node = &self.nodes[i];
+        // Known already: connected by another target, or given by a
+        // warm master.
+        if let Some(r) = node.link.get() {
+            return r.as_ref().map(|l| l.ctx.clone()).map_err(Clone::clone);
+        }
         let via = match node.parent {
             Some(p) => match self.reach(router, opts, p) {
                 Ok(ctx) => Some(ctx),

@@ -102,6 +102,8 @@ pub struct Session<'r> {
     pub forks: usize,
     /// No progress display even on a terminal.
     pub quiet: bool,
+    /// The warm master whose contexts the plan uses, kept attached.
+    pub _attached: Option<crate::master::Attached>,
 }
 
 impl Session<'_> {

@@ -357,3 +357,84 @@ fn terminal_session_shows_progress_and_ctrl_c_stops_the_commands() {
         "{out:?}"
     );
 }
+
+/// `mitogen master` holds contexts; `--master` runs on them without
+/// connecting (the same agent processes serve two runs).
+#[test]
+fn a_warm_master_serves_later_commands() {
+    let name = format!("test-{}", std::process::id());
+    let mut master = Command::new(BIN)
+        .args(["master", "-q", "--name", &name, "local[1-2]"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the master starts");
+    let log = Arc::new(Mutex::new(String::new()));
+    let mut err = master.stderr.take().unwrap();
+    let l = log.clone();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 1024];
+        while let Ok(n) = err.read(&mut b) {
+            if n == 0 {
+                break;
+            }
+            l.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&b[..n]));
+        }
+    });
+    let start = Instant::now();
+    while !log.lock().unwrap().contains("holds 2 of 2 targets") {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = master.kill();
+            panic!("the master did not come up: {}", log.lock().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = || {
+        mitogen(&[
+            "run",
+            "--master",
+            &name,
+            "--json",
+            "local[1-3]",
+            "--",
+            "echo $PPID",
+        ])
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a.code, Some(1), "local3 is not held: {a:?}");
+    for i in 1..=2 {
+        let t = format!("local{i}");
+        assert_eq!(a.target(&t)["ok"], true, "{a:?}");
+        assert_eq!(
+            a.target(&t)["stdout"],
+            b.target(&t)["stdout"],
+            "the same context ran both"
+        );
+    }
+    let e = a.target("local3")["error"].as_str().unwrap().to_string();
+    assert!(e.contains("does not hold local3"), "{e}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(master.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = master.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the master did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{}", log.lock().unwrap());
+    let r = mitogen(&["ping", "--master", &name, "local1"]);
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("no master is listening"), "{}", r.stderr);
+}
