@@ -7,7 +7,7 @@ use crate::output::Mode;
 use crate::plan::ConnectOptions;
 use crate::target::{BecomeMethod, Hop, Target};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -314,11 +314,16 @@ pub fn main(router: &mitogen::Router) -> ExitCode {
         Command::Master { common, name } => crate::commands::master(router, &common, &name),
         Command::List { select, fold } => select.targets().map(|ts| {
             let names: Vec<String> = ts.iter().map(|t| t.name()).collect();
+            // A closed pipe (`| head`) ends the listing quietly.
+            let out = std::io::stdout();
+            let mut o = out.lock();
             if fold {
-                println!("{}", crate::nodeset::fold_str(&names));
+                let _ = writeln!(o, "{}", crate::nodeset::fold_str(&names));
             } else {
                 for n in names {
-                    println!("{n}");
+                    if writeln!(o, "{n}").is_err() {
+                        break;
+                    }
                 }
             }
             ExitCode::SUCCESS

@@ -4,8 +4,7 @@
 
 mod util;
 
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -272,79 +271,20 @@ fn a_password_from_the_environment_is_not_passed_on() {
 /// running commands, prints what finished and what did not, exits 130.
 #[test]
 fn terminal_session_shows_progress_and_ctrl_c_stops_the_commands() {
-    use nix::pty::{openpty, Winsize};
-    let ws = Winsize {
-        ws_row: 24,
-        ws_col: 120,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    let pty = openpty(Some(&ws), None).expect("a pty");
-    let mut cmd = Command::new(BIN);
     // Two at a time: local1 and local2 run, local3 and local4 never start.
-    cmd.args([
+    let mut t = util::Pty::spawn(&[
         "run",
         "-f",
         "2",
         "local[1-4]",
         "--",
         "echo started; sleep 30",
-    ])
-    .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
-    .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
-    .stderr(Stdio::from(pty.slave));
-    // SAFETY: setsid and ioctl take no pointers and allocate nothing.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("the binary starts");
-    drop(cmd);
-    let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let mut master = std::fs::File::from(pty.master);
-    let mut reader = master.try_clone().unwrap();
-    let s = seen.clone();
-    std::thread::spawn(move || {
-        let mut b = [0u8; 4096];
-        while let Ok(n) = reader.read(&mut b) {
-            if n == 0 {
-                break;
-            }
-            s.lock().unwrap().extend_from_slice(&b[..n]);
-        }
-    });
-    let text = || String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
-    let start = Instant::now();
-    while !text().contains("connected 2 · running 2") {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no progress: {:?}",
-            text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    ]);
+    t.wait_for("connected 2 · running 2", Duration::from_secs(30));
     // Let the commands print their first line.
     std::thread::sleep(Duration::from_millis(500));
-    master.write_all(&[3]).unwrap();
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "Ctrl-C did not end it: {:?}",
-            text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    std::thread::sleep(Duration::from_millis(200));
-    let out = text();
+    t.type_(&[3]);
+    let (status, out) = t.wait(Duration::from_secs(15));
     assert_eq!(status.code(), Some(130), "{out}");
     assert!(
         out.contains("0/4 done"),

@@ -160,3 +160,34 @@ fn a_become_password_read_from_a_file_descriptor() {
     assert!(e.to_lowercase().contains("password"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `-K` asks once on the terminal, for every target, and the password is
+/// not echoed.
+#[test]
+fn a_become_password_asked_once_on_the_terminal() {
+    let Some(tb) = testbed() else { return };
+    let targets = format!("alice@{},alice@{}", tb.hosts[0], tb.hosts[1]);
+    let mut t = util::Pty::spawn(&[
+        "run",
+        "-F",
+        &tb.ssh_config,
+        "-b",
+        "-K",
+        "-i",
+        &targets,
+        "--",
+        "id -un",
+    ]);
+    t.wait_for("BECOME password: ", Duration::from_secs(20));
+    t.type_(format!("{}\n", tb.alice_pw).as_bytes());
+    let (status, out) = t.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert_eq!(out.matches("BECOME password: ").count(), 1, "{out}");
+    for h in &tb.hosts[..2] {
+        assert!(out.contains(&format!("alice@{h}/sudo:root: root")), "{out}");
+    }
+    assert!(
+        !out.contains(&tb.alice_pw),
+        "the password was echoed: {out}"
+    );
+}

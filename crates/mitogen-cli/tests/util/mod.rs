@@ -3,8 +3,10 @@
 
 #![allow(dead_code)]
 
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -131,5 +133,102 @@ pub fn testbed() -> Option<Testbed> {
             alice_pw: pw,
         }),
         _ => skip(format!("{path} lacks a TB_ variable")),
+    }
+}
+
+/// The binary run on a terminal of its own (a PTY whose slave is its
+/// controlling terminal), as a person would run it.
+pub struct Pty {
+    child: Child,
+    master: std::fs::File,
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Pty {
+    /// Starts `mitogen ARGS` on a new 120x24 terminal.
+    pub fn spawn(args: &[&str]) -> Pty {
+        use nix::pty::{openpty, Winsize};
+        let ws = Winsize {
+            ws_row: 24,
+            ws_col: 120,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = openpty(Some(&ws), None).expect("a pty");
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .stdin(Stdio::from(pty.slave.try_clone().expect("dup")))
+            .stdout(Stdio::from(pty.slave.try_clone().expect("dup")))
+            .stderr(Stdio::from(pty.slave));
+        // SAFETY: setsid and ioctl take no pointers and allocate nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("the binary starts");
+        drop(cmd);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let master = std::fs::File::from(pty.master);
+        let mut reader = master.try_clone().expect("dup");
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 4096];
+            // EIO once every holder of the slave has closed it.
+            while let Ok(n) = reader.read(&mut b) {
+                if n == 0 {
+                    break;
+                }
+                s.lock().unwrap().extend_from_slice(&b[..n]);
+            }
+        });
+        Pty {
+            child,
+            master,
+            seen,
+        }
+    }
+
+    /// Everything the terminal showed so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.seen.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the terminal shows `what`, at most `limit`.
+    pub fn wait_for(&mut self, what: &str, limit: Duration) {
+        let start = Instant::now();
+        while !self.text().contains(what) {
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("the terminal never showed {what:?}: {:?}", self.text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Types `bytes`.
+    pub fn type_(&mut self, bytes: &[u8]) {
+        self.master.write_all(bytes).expect("typing");
+    }
+
+    /// Waits for the exit, at most `limit`; then the terminal's text.
+    pub fn wait(&mut self, limit: Duration) -> (ExitStatus, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("did not exit within {limit:?}: {:?}", self.text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        (status, self.text())
     }
 }
