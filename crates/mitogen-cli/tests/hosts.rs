@@ -1,16 +1,73 @@
 //! End to end against the real test hosts (`scripts/testbed/setup.sh`:
-//! three sshd in network namespaces, users alice/bob, sudo rules). Each
-//! test prints SKIPPED and passes when the test bed is not up.
+//! three sshd in network namespaces, users alice/bob, sudo rules).
+//! Without the test bed every test is reported as ignored and the reason
+//! is printed once (libtest-mimic, as `crates/mitogen/tests/hosts`).
 
 mod util;
 
+use libtest_mimic::{Arguments, Trial};
 use std::process::Command;
 use std::time::Duration;
-use util::{mitogen, testbed, BIN};
+use util::{mitogen, Testbed, BIN};
 
-#[test]
-fn run_over_the_three_hosts_and_local_contexts_in_one_invocation() {
-    let Some(tb) = testbed() else { return };
+/// One test on the test bed.
+type HostTest = fn(&Testbed);
+
+fn main() {
+    let args = Arguments::from_args();
+    let tests: [(&str, HostTest); 6] = [
+        (
+            "run_over_the_three_hosts_and_local_contexts_in_one_invocation",
+            run_over_the_three_hosts_and_local_contexts_in_one_invocation,
+        ),
+        (
+            "an_unreachable_host_is_reported_on_its_own_and_fails_the_run",
+            an_unreachable_host_is_reported_on_its_own_and_fails_the_run,
+        ),
+        (
+            "identical_outputs_of_hosts_are_gathered",
+            identical_outputs_of_hosts_are_gathered,
+        ),
+        (
+            "hosts_behind_one_bastion_share_its_connection",
+            hosts_behind_one_bastion_share_its_connection,
+        ),
+        (
+            "a_become_password_read_from_a_file_descriptor",
+            a_become_password_read_from_a_file_descriptor,
+        ),
+        (
+            "a_become_password_asked_once_on_the_terminal",
+            a_become_password_asked_once_on_the_terminal,
+        ),
+    ];
+    let tb = match util::testbed() {
+        Ok(tb) => Some(&*Box::leak(Box::new(tb))),
+        Err(why) => {
+            if !args.list {
+                eprintln!(
+                    "\n*** mitogen-cli hosts tests: {} tests SKIPPED: {why}\n*** run \
+                     ./scripts/test.sh as root (it builds the test bed)\n",
+                    tests.len()
+                );
+            }
+            None
+        }
+    };
+    let trials = tests
+        .into_iter()
+        .map(|(name, f)| match tb {
+            Some(tb) => Trial::test(name, move || {
+                f(tb);
+                Ok(())
+            }),
+            None => Trial::test(name, || Ok(())).with_ignored_flag(true),
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit()
+}
+
+fn run_over_the_three_hosts_and_local_contexts_in_one_invocation(tb: &Testbed) {
     let targets = format!("{},{},{},local[1-2]", tb.hosts[0], tb.hosts[1], tb.hosts[2]);
     let r = mitogen(&[
         "run",
@@ -30,9 +87,7 @@ fn run_over_the_three_hosts_and_local_contexts_in_one_invocation() {
     assert_eq!(r.target("local2")["stdout"], local);
 }
 
-#[test]
-fn an_unreachable_host_is_reported_on_its_own_and_fails_the_run() {
-    let Some(tb) = testbed() else { return };
+fn an_unreachable_host_is_reported_on_its_own_and_fails_the_run(tb: &Testbed) {
     let bad = format!("root@{}", tb.unreachable);
     let targets = format!("{},{},{bad}", tb.hosts[0], tb.hosts[1]);
     let r = mitogen(&[
@@ -63,9 +118,7 @@ fn an_unreachable_host_is_reported_on_its_own_and_fails_the_run() {
     );
 }
 
-#[test]
-fn identical_outputs_of_hosts_are_gathered() {
-    let Some(tb) = testbed() else { return };
+fn identical_outputs_of_hosts_are_gathered(tb: &Testbed) {
     let targets = format!("{},{},{},local", tb.hosts[0], tb.hosts[1], tb.hosts[2]);
     let r = mitogen(&[
         "run",
@@ -83,9 +136,7 @@ fn identical_outputs_of_hosts_are_gathered() {
     assert_eq!(r.stdout.matches("same\n").count(), 1, "{}", r.stdout);
 }
 
-#[test]
-fn hosts_behind_one_bastion_share_its_connection() {
-    let Some(tb) = testbed() else { return };
+fn hosts_behind_one_bastion_share_its_connection(tb: &Testbed) {
     let targets = format!(
         "root@{}/root@{}/sudo:bob,root@{}/root@{}",
         tb.hosts[0], tb.hosts[1], tb.hosts[0], tb.hosts[2]
@@ -110,9 +161,7 @@ fn hosts_behind_one_bastion_share_its_connection() {
 }
 
 /// alice's sudo rule asks her password every time: it comes from fd 3.
-#[test]
-fn a_become_password_read_from_a_file_descriptor() {
-    let Some(tb) = testbed() else { return };
+fn a_become_password_read_from_a_file_descriptor(tb: &Testbed) {
     let dir = std::env::temp_dir().join(format!("mitogen-cli-pw-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pw = dir.join("pw");
@@ -163,9 +212,7 @@ fn a_become_password_read_from_a_file_descriptor() {
 
 /// `-K` asks once on the terminal, for every target, and the password is
 /// not echoed.
-#[test]
-fn a_become_password_asked_once_on_the_terminal() {
-    let Some(tb) = testbed() else { return };
+fn a_become_password_asked_once_on_the_terminal(tb: &Testbed) {
     let targets = format!("alice@{},alice@{}", tb.hosts[0], tb.hosts[1]);
     let mut t = util::Pty::spawn(&[
         "run",

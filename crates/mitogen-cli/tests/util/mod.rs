@@ -98,20 +98,13 @@ pub struct Testbed {
     pub alice_pw: String,
 }
 
-/// The test bed, or why there is none (printed, so a skip is loud).
-pub fn testbed() -> Option<Testbed> {
+/// The test bed, or why there is none.
+pub fn testbed() -> Result<Testbed, String> {
     let path =
         std::env::var("MITOGEN_TESTBED").unwrap_or_else(|_| "/var/lib/mitogen-testbed/env".into());
-    let skip = |why: String| {
-        eprintln!("SKIPPED (no test bed): {why}; run scripts/testbed/setup.sh as root");
-        None
-    };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => return skip(format!("cannot read {path}: {e}")),
-    };
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
     if !std::path::Path::new("/run/netns/mtb-host1").exists() {
-        return skip("the test bed's namespaces are gone".into());
+        return Err("the test bed's namespaces are gone".into());
     }
     let get = |k: &str| {
         text.lines()
@@ -126,13 +119,13 @@ pub fn testbed() -> Option<Testbed> {
         get("TB_SSH_CONFIG"),
         get("TB_ALICE_PW"),
     ) {
-        (Some(a), Some(b), Some(c), Some(u), Some(cfg), Some(pw)) => Some(Testbed {
+        (Some(a), Some(b), Some(c), Some(u), Some(cfg), Some(pw)) => Ok(Testbed {
             hosts: [a, b, c],
             unreachable: u,
             ssh_config: cfg,
             alice_pw: pw,
         }),
-        _ => skip(format!("{path} lacks a TB_ variable")),
+        _ => Err(format!("{path} lacks a TB_ variable")),
     }
 }
 
