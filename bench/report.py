@@ -32,6 +32,9 @@ BARS = {
     "ssh_start_upload": ("", False),
     "ssh_call_rtt": ("", False),
 }
+for _m in ("docker_exec", "podman_exec", "lxc", "setns_pid", "setns_docker", "setns_lxc",
+           "kubectl", "lxd", "jail", "docker_image", "docker_exec_pyctr", "setns_docker_pyctr"):
+    BARS["ctr_%s_start" % _m] = ("", False)
 HOPS = [1, 3, 5, 10]
 START_SIZES = [10, 50, 100, 200]
 for _kind in ("flat", "tree"):
@@ -69,6 +72,8 @@ def main(path):
                 ref = rows.get((pl, "pipe_throughput", "raw"))
             elif sc.startswith("ssh_start"):
                 ref = rows.get((pl, "ssh_bare_true", "raw"))
+            elif sc.startswith("ctr_"):
+                ref = rows.get((pl, sc[:-len("_start")] + "_bare", "raw"))
             refv = ref["value"] if ref else None
             ratio = "%.2f" % (v / refv) if refv else ""
             fmt = lambda x: "" if x is None else ("%.3g %s" % (x, unit))
@@ -85,6 +90,8 @@ def main(path):
                     rs["idle"], unit, rs["ratio"])
             if sc.startswith("ssh_start") and refv:
                 extra += "  rs - bare ssh true = %+.1f ms" % (v - refv)
+            if sc.startswith("ctr_") and refv:
+                extra += "  rs - bare tool = %+.1f ms (%s)" % (v - refv, rs.get("engine", ""))
             pys = fmt(pv)
             if py and pv is None:
                 pys = "skipped"

@@ -3,7 +3,8 @@
 #
 # As root it first builds the real test hosts (scripts/testbed/setup.sh:
 # network namespaces with their own sshd, users with passwords, sudo and
-# doas rules), which the ssh/sudo/su/doas tests in crates/mitogen/tests/hosts
+# doas rules, podman/docker/LXC/unshare containers and stubs for the tools
+# with no engine here), which the tests in crates/mitogen/tests/hosts
 # use. Not as root, those tests are skipped, and this script says so.
 set -eu
 cd "$(dirname "$0")/.."

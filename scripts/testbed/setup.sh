@@ -25,6 +25,17 @@
 #     owner, wrong owner): the stage must refuse all of them.
 #   * root's key $TB_DIR/id_ed25519, accepted for root, carol, dan, alice
 #     and bob; $TB_DIR/known_hosts with the hosts' real keys.
+#   * containers (MTB_CONTAINERS=1, the default; packages podman, runc,
+#     lxc, busybox-static; see containers.sh): a busybox root file system
+#     built from the busybox-static package (no glibc inside, no registry),
+#     imported as the podman image localhost/mtb-busybox; the podman
+#     container mtb-ctr1 (runtime runc, no network); podman's
+#     Docker-compatible API on unix://$TB_DIR/podman.sock, so the real
+#     docker CLI reaches the same engine; the LXC container mtb-lxc1
+#     (busybox template, no network); an unshare(1) "container" (own
+#     pid/mnt/uts/ipc/net namespaces, chroot to the rootfs, hostname
+#     mtb-ns1) for setns; argv-checking stubs for the tools with no engine
+#     here (kubectl, lxc (LXD), incus, jexec, buildah, machinectl).
 #   * $TB_DIR/env: KEY=VALUE lines (sourceable) the tests read.
 set -euo pipefail
 
@@ -35,6 +46,7 @@ ALICE_PW=alicepw
 BOB_PW=bobpw
 ERIN_PW=erinpw
 MARK=mitogen-testbed
+CONTAINERS=${MTB_CONTAINERS:-1}
 
 log() { printf '[testbed] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -45,7 +57,9 @@ chmod 755 "$TB_DIR"
 
 # -------------------------------------------------------------- packages
 missing=()
-for p in openssh-server openssh-client sudo opendoas iproute2 tcsh; do
+pkgs=(openssh-server openssh-client sudo opendoas iproute2 tcsh)
+[ "$CONTAINERS" = 1 ] && pkgs+=(podman runc lxc busybox-static)
+for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if ((${#missing[@]})); then
@@ -190,6 +204,12 @@ chmod 0644 "$TB_DIR/known_hosts" "$TB_DIR/id_ed25519.pub"
     echo "  LogLevel ERROR"
 } >"$TB_DIR/ssh_config"
 
+# -------------------------------------------------------------- containers
+if [ "$CONTAINERS" = 1 ]; then
+    # shellcheck source=containers.sh
+    . "$(dirname "$0")/containers.sh"
+fi
+
 cat >"$TB_DIR/env" <<EOF
 # mitogen-testbed: read by crates/mitogen/tests/hosts; sourceable.
 TB_DIR=$TB_DIR
@@ -204,6 +224,19 @@ TB_ALICE_PW=$ALICE_PW
 TB_BOB_PW=$BOB_PW
 TB_ERIN_PW=$ERIN_PW
 EOF
+if [ "$CONTAINERS" = 1 ]; then
+    cat >>"$TB_DIR/env" <<EOF
+TB_ROOTFS=$TB_DIR/rootfs
+TB_IMAGE=localhost/mtb-busybox:latest
+TB_NOSHELL_IMAGE=localhost/mtb-noshell:latest
+TB_PODMAN_CTR=mtb-ctr1
+TB_DOCKER_HOST=unix://$TB_DIR/podman.sock
+TB_DOCKER=$DOCKER_WRAPPER
+TB_LXC_CTR=mtb-lxc1
+TB_NSCTR_PID=$(cat "$TB_DIR/nsctr.pid")
+TB_STUBS=$TB_DIR/stubs
+EOF
+fi
 
 # -------------------------------------------------------------- self-check
 C=$TB_DIR/ssh_config
@@ -215,4 +248,14 @@ out=$(echo "$ALICE_PW" | runuser -u alice -- sudo -S -p '' -u bob id -un 2>&1) |
 [ "$out" = bob ] || die "sudo alice->bob gave $out"
 out=$(runuser -u bob -- doas -n -u alice id -un 2>&1) || die "doas: $out"
 [ "$out" = alice ] || die "doas bob->alice gave $out"
+if [ "$CONTAINERS" = 1 ]; then
+    out=$(podman exec mtb-ctr1 hostname 2>&1) && [ "$out" = mtb-ctr1 ] || die "podman exec: $out"
+    if [ -n "$DOCKER_CLI" ]; then
+        out=$(DOCKER_HOST="unix://$TB_DIR/podman.sock" "$DOCKER_CLI" exec mtb-ctr1 hostname 2>&1) \
+            && [ "$out" = mtb-ctr1 ] || die "docker exec through the podman API: $out"
+    fi
+    out=$(lxc-attach -n mtb-lxc1 -- hostname 2>&1) && [ "$out" = mtb-lxc1 ] || die "lxc-attach: $out"
+    out=$(nsenter -t "$(cat "$TB_DIR/nsctr.pid")" -a -r -w hostname 2>&1) && [ "$out" = mtb-ns1 ] \
+        || die "nsenter: $out"
+fi
 log "ready: $TB_DIR/env"

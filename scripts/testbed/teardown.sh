@@ -28,6 +28,36 @@ stop() {  # stop PID...: TERM, up to 3 s, then KILL
     for p in "$@"; do kill -9 "$p" 2>/dev/null; done
 }
 
+# ---- containers (only ours: by name, label, pid file)
+if command -v podman >/dev/null 2>&1; then
+    for c in $(podman ps -a -q --filter "label=$MARK" 2>/dev/null) \
+             $(podman ps -a -q --filter "label=mitogen.temporary" 2>/dev/null); do
+        podman rm -f -t 0 "$c" >/dev/null 2>&1 && log "removed podman container $c"
+    done
+    for i in localhost/mtb-busybox:latest localhost/mtb-noshell:latest; do
+        if podman image exists "$i" 2>/dev/null; then
+            podman rmi -f "$i" >/dev/null 2>&1 && log "removed image $i"
+        fi
+    done
+fi
+sp=$(cat "$TB_DIR/podman-service.pid" 2>/dev/null)
+if [ -n "$sp" ] && tr '\0' ' ' <"/proc/$sp/cmdline" 2>/dev/null | grep -q "unix://$TB_DIR/podman.sock"; then
+    stop "$sp"; log "stopped the podman API service"
+fi
+if [ -f /etc/containers/containers.conf ] && grep -q "$MARK" /etc/containers/containers.conf; then
+    rm -f /etc/containers/containers.conf
+fi
+if command -v lxc-info >/dev/null 2>&1 && lxc-info -n mtb-lxc1 >/dev/null 2>&1; then
+    lxc-stop -n mtb-lxc1 -k >/dev/null 2>&1
+    lxc-destroy -n mtb-lxc1 >/dev/null 2>&1 && log "destroyed LXC container mtb-lxc1"
+fi
+np=$(cat "$TB_DIR/nsctr.pid" 2>/dev/null)
+up=$(cat "$TB_DIR/nsctr-unshare.pid" 2>/dev/null)
+if [ -n "$up" ] && tr '\0' ' ' <"/proc/$up/cmdline" 2>/dev/null | grep -q "^unshare "; then
+    # the init of a PID namespace ignores SIGTERM from outside
+    kill -9 "$up" ${np:+"$np"} 2>/dev/null; log "stopped the unshare container"
+fi
+
 for d in "$TB_DIR"/host*/; do
     [ -d "$d" ] || continue
     d=${d%/}

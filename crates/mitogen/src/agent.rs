@@ -48,13 +48,7 @@ fn boot() -> Result<()> {
         protocol: PROTOCOL_VERSION,
         version: crate::VERSION.to_string(),
         pid: std::process::id(),
-        binary: std::fs::read_link("/proc/self/exe")
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            // Linux marks a file replaced since it was executed (another
-            // connect renamed an identical copy over it) " (deleted)".
-            .map(|n| n.trim_end_matches(" (deleted)").to_string())
-            .unwrap_or_default(),
+        binary: crate::bootstrap::runtime::own_file().1,
     };
     write_frame(1, &crate::message::to_msgpack(&hello)?)?;
     let cfg: Config = read_config(0)?;

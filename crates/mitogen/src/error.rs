@@ -49,6 +49,10 @@ pub enum Error {
     /// is [`Error::Call`]).
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// The target cannot be reached by its method's program, does not
+    /// exist, or cannot run the agent (see [`TargetErrorKind`]).
+    #[error(transparent)]
+    Target(#[from] TargetError),
 }
 
 /// A remote function returned an error, panicked, or was not callable.
@@ -222,6 +226,55 @@ impl PasswordError {
         PasswordError {
             message: message.into(),
         }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// What is wrong with a target (see [`TargetError`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum TargetErrorKind {
+    /// The method's program (`docker`, `lxc-attach`, `kubectl`, …) was not
+    /// found or could not be executed.
+    ToolNotFound,
+    /// The container, pod, jail or machine does not exist (or is not
+    /// running).
+    NotFound,
+    /// The target runs another architecture than the agent was built for.
+    WrongArchitecture,
+    /// The target has no usable `/bin/sh`.
+    NoShell,
+    /// The agent is dynamically linked, the target lacks its loader, and
+    /// none could be brought (see `agent_binary`).
+    NoLoader,
+}
+
+/// A target that cannot be reached by its method's program, does not
+/// exist, or cannot run the agent. The message names the tool, the target
+/// and the tool's own words.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TargetError {
+    kind: TargetErrorKind,
+    message: String,
+}
+
+impl TargetError {
+    /// Builds an error of `kind` with a message a user can act on.
+    pub fn new(kind: TargetErrorKind, message: impl Into<String>) -> TargetError {
+        TargetError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// What is wrong.
+    pub fn kind(&self) -> TargetErrorKind {
+        self.kind
     }
 
     /// The message.

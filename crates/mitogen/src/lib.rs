@@ -94,15 +94,23 @@ pub use channel::Channel;
 pub use connect::doas::{DoasBuilder, DOAS_INCORRECT_PROMPTS};
 pub use connect::fork::ForkBuilder;
 pub use connect::local::LocalBuilder;
+pub use connect::machinectl::MachinectlBuilder;
+pub use connect::setns::{SetnsBuilder, SetnsKind};
 pub use connect::ssh::{HostKeyCheck, SshBuilder, DEFAULT_KEEPALIVE};
 pub use connect::su::{SuBuilder, SU_INCORRECT_PROMPTS};
 pub use connect::sudo::SudoBuilder;
+pub use connect::transport::buildah::BuildahBuilder;
+pub use connect::transport::docker::{DockerBuilder, PodmanBuilder};
+pub use connect::transport::jail::JailBuilder;
+pub use connect::transport::kubectl::KubectlBuilder;
+pub use connect::transport::lxc::LxcBuilder;
+pub use connect::transport::lxd::{IncusBuilder, LxdBuilder};
 pub use connect::DEFAULT_CONNECT_TIMEOUT;
 pub use context::{CallChain, Context, PendingCall};
 pub use dispatch::ExternalContext;
 pub use error::{
     CallError, ChannelError, CodecError, CodecOp, Error, HostKeyError, LatchError, PasswordError,
-    Result, SelectError, StreamError, TimeoutError,
+    Result, SelectError, StreamError, TargetError, TargetErrorKind, TimeoutError,
 };
 pub use events::{ChildExit, Disconnect, Subscription};
 pub use frame::{Encoding, DEFAULT_MAX_MESSAGE_SIZE};

@@ -158,6 +158,30 @@ pub fn remote_name_of(user: &str, host: &str, pid: u32) -> String {
     format!("{user}@{host}:{pid}")
 }
 
+/// A failure to get a descriptor, as the error a user reads: when the
+/// process is out of descriptors (`EMFILE`, `ENFILE`), it says so, with
+/// the limit and what to do; the `io::Error` stays its source.
+pub(crate) fn fd_error(what: &str, e: io::Error) -> crate::Error {
+    let msg = match e.raw_os_error() {
+        Some(libc::EMFILE) => {
+            let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map(|(soft, _)| soft.to_string())
+                .unwrap_or_else(|_| "?".into());
+            format!(
+                "{what}: this process has used all the descriptors it may open \
+                 (ulimit -n is {limit}): raise it (`ulimit -n`, RLIMIT_NOFILE) to start more \
+                 contexts; those already started are not affected"
+            )
+        }
+        Some(libc::ENFILE) => format!(
+            "{what}: the system is out of file descriptors (fs.file-max); contexts already \
+             started are not affected"
+        ),
+        _ => format!("{what}: {e}"),
+    };
+    crate::error::StreamError::io(msg, e).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,10 +17,11 @@
 //! deadline that passes is a [`TimeoutError`] naming the method and the
 //! target, like every other timeout of the runtime.
 
+pub(crate) mod runtime;
 pub(crate) mod stage;
 
 use crate::child::ChildProc;
-use crate::error::{Error, Result, StreamError, TimeoutError};
+use crate::error::{Error, Result, StreamError, TargetError, TargetErrorKind, TimeoutError};
 use crate::frame::{handle, Encoding, Header, HEADER_LEN, PROTOCOL_VERSION};
 use crate::link::FrameReader;
 use serde::{Deserialize, Serialize};
@@ -142,7 +143,9 @@ impl AgentBinary {
         }
         // Hash outside the OnceLock: a fork() during a long initialisation
         // would leave the child's copy waiting forever.
-        let b = Arc::new(AgentBinary::from_path(Path::new("/proc/self/exe"))?);
+        // Normally /proc/self/exe; the agent file itself when this process
+        // runs under a loader brought along (see `runtime`).
+        let b = Arc::new(AgentBinary::from_path(&runtime::own_file().0)?);
         let _ = SELF_BINARY.set(b.clone());
         Ok(SELF_BINARY.get().cloned().unwrap_or(b))
     }
@@ -153,7 +156,7 @@ impl AgentBinary {
             return;
         }
         let _ = SELF_BINARY.set(Arc::new(AgentBinary {
-            path: PathBuf::from("/proc/self/exe"),
+            path: runtime::own_file().0,
             sha,
             size,
         }));
@@ -202,6 +205,9 @@ pub(crate) struct Booted {
     pub(crate) reader: FrameReader,
     /// Bytes the agent binary upload cost (0 when cached).
     pub(crate) uploaded: u64,
+    /// What the transport wrote on its stderr before the agent ran (a
+    /// wrapper's words, ssh's debug lines): logged once it is up.
+    pub(crate) early_stderr: String,
 }
 
 const HINT: &str =
@@ -257,8 +263,44 @@ pub(crate) fn run(
                     agent.size
                 )));
             }
-            io.upload(agent)?;
-            uploaded = agent.size;
+            io.upload(&agent.path, agent.size, "agent")?;
+            uploaded += agent.size;
+        } else if let Some(want) = line.strip_prefix("MITO-NEED-FILE ") {
+            let mut w = want.split_whitespace();
+            let (sha, size) = (w.next().unwrap_or(""), w.next().unwrap_or(""));
+            let rt = runtime::for_agent(agent);
+            let Some(f) = rt.as_deref().and_then(|rt| rt.file(sha)) else {
+                return Err(io.fail(&format!("the stage asked for an unknown file {sha}")));
+            };
+            if size.parse::<u64>().ok() != Some(f.size) {
+                return Err(io.fail(&format!(
+                    "the stage asked for {size} bytes of {}, it has {}",
+                    f.name, f.size
+                )));
+            }
+            io.upload(&f.path, f.size, &f.name)?;
+            uploaded += f.size;
+        } else if let Some(m) = line.strip_prefix("MITO-ARCH ") {
+            let built = runtime::elf_info(&agent.path)
+                .map(|e| e.machines.first().copied().unwrap_or("?"))
+                .unwrap_or("?");
+            return Err(TargetError::new(
+                TargetErrorKind::WrongArchitecture,
+                format!(
+                    "connecting {who} failed: the target's machine is {m}, the agent is built for {built}"
+                ),
+            )
+            .into());
+        } else if let Some(p) = line.strip_prefix("MITO-NOLOADER ") {
+            return Err(TargetError::new(
+                TargetErrorKind::NoLoader,
+                format!(
+                    "connecting {who} failed: the agent is dynamically linked and the target lacks \
+                     its loader {p}; build it static (musl) or run this program itself as the \
+                     agent, whose loader is brought along"
+                ),
+            )
+            .into());
         } else if line == "MITO-EXEC" {
             break;
         } else if let Some(why) = line.strip_prefix("MITO-ERR ") {
@@ -314,6 +356,7 @@ pub(crate) fn run(
         hello,
         reader,
         uploaded,
+        early_stderr: String::from_utf8_lossy(&io.err).into_owned(),
     })
 }
 
@@ -546,32 +589,25 @@ impl Io<'_> {
         Ok(())
     }
 
-    fn upload(&mut self, agent: &AgentBinary) -> Result<()> {
-        let path = if agent.path.as_os_str() == "/proc/self/exe" {
-            PathBuf::from("/proc/self/exe")
-        } else {
-            agent.path.clone()
-        };
-        let mut f = std::fs::File::open(&path)
-            .map_err(|e| self.fail(&format!("cannot read the agent {}: {e}", path.display())))?;
+    /// Sends exactly `size` bytes of the file at `path` (the agent, or a
+    /// file of its runtime: `what` names it).
+    fn upload(&mut self, path: &Path, size: u64, what: &str) -> Result<()> {
+        let mut f = std::fs::File::open(path)
+            .map_err(|e| self.fail(&format!("cannot read the {what} {}: {e}", path.display())))?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut sent = 0u64;
-        while sent < agent.size {
-            let want = buf.len().min((agent.size - sent) as usize);
+        while sent < size {
+            let want = buf.len().min((size - sent) as usize);
             let n = f
                 .read(&mut buf[..want])
-                .map_err(|e| self.fail(&format!("cannot read the agent: {e}")))?;
+                .map_err(|e| self.fail(&format!("cannot read the {what}: {e}")))?;
             if n == 0 {
-                return Err(self.fail("the agent binary shrank while being sent"));
+                return Err(self.fail(&format!("the {what} shrank while being sent")));
             }
             self.write_all(&buf[..n])?;
             sent += n as u64;
         }
-        tracing::debug!(
-            "mitogen: sent the {}-byte agent to {}",
-            agent.size,
-            self.who
-        );
+        tracing::debug!("mitogen: sent the {size}-byte {what} to {}", self.who);
         Ok(())
     }
 }

@@ -6,7 +6,7 @@
 use crate::bootstrap::{self, AgentBinary, Bounds, Config, Spawned};
 use crate::connect::inflight::Flight;
 use crate::context::Context;
-use crate::error::{Result, StreamError};
+use crate::error::Result;
 use crate::link::Stream;
 use crate::router::Core;
 use std::os::fd::RawFd;
@@ -73,7 +73,7 @@ pub(crate) fn finish(
         Ok(s) => s,
         Err(e) => {
             kill_and_reap(&child);
-            return Err(StreamError::new(format!("cannot set up the stream: {e}")).into());
+            return Err(crate::process::fd_error("cannot set up the stream", e));
         }
     };
     // Attached only if shutdown has not begun; else the stream is dropped.
@@ -81,6 +81,16 @@ pub(crate) fn finish(
     if let Err(e) = attached {
         kill_and_reap(&child);
         return Err(e);
+    }
+    // What it said before the agent ran goes to the log like what it says
+    // later, not only into error messages.
+    for line in booted.early_stderr.lines().filter(|l| !l.trim().is_empty()) {
+        tracing::warn!(
+            target: "mitogen::child",
+            context = cfg.name.as_str(),
+            "stderr: {}",
+            line.trim_end()
+        );
     }
     if let Some(err) = stderr {
         let name = cfg.name.clone();

@@ -119,7 +119,7 @@ pub(crate) fn fork_here(
 ) -> Result<Context> {
     let flight = Flight::begin(&core.broker, &core.connects, opts.connect_timeout)?;
     let (ours, theirs) = UnixStream::pair()
-        .map_err(|e| StreamError::new(format!("cannot create a socketpair: {e}")))?;
+        .map_err(|e| crate::process::fd_error("cannot create a socketpair", e))?;
     let agent = crate::bootstrap::known_current().unwrap_or_else(|| {
         Arc::new(AgentBinary {
             path: "/proc/self/exe".into(),
@@ -175,7 +175,7 @@ pub(crate) fn fork_here(
         Ok(s) => s,
         Err(e) => {
             kill_and_reap(&child);
-            return Err(StreamError::new(format!("cannot set up the stream: {e}")).into());
+            return Err(crate::process::fd_error("cannot set up the stream", e));
         }
     };
     // Attached only if shutdown has not begun (see `inflight`).

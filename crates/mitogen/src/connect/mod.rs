@@ -11,11 +11,14 @@
 //! The methods come in families, each a folder:
 //!
 //! - [`transport`]: programs that reach another machine or userland and
-//!   run a command there (`local`, `ssh`, the container tools);
+//!   run a command there (`local`, `ssh`, and the container tools `docker`,
+//!   `podman`, `lxc`, `lxd`, `incus`, `kubectl`, `jail`, `buildah`, which
+//!   share `transport::container`);
 //! - [`become_`]: programs that run a command as another user (`sudo`,
 //!   `su`, `doas`), usually after asking for a password;
-//! - `fork` and `setns` beside them: the child is made here, by `fork()`,
-//!   not by another program.
+//! - [`fork`] and [`setns`] beside them: the child is made here, by
+//!   `fork()`, not by another program (setns enters a container's
+//!   namespaces itself; [`machinectl`] is setns with machinectl's leader).
 //!
 //! What they share, once each: [`options`] (the common parameters and
 //! setters), [`method`] (what a method is; [`method::start`], where every
@@ -31,10 +34,12 @@ pub(crate) mod become_;
 pub(crate) mod finish;
 pub(crate) mod fork;
 pub(crate) mod inflight;
+pub(crate) mod machinectl;
 pub(crate) mod method;
 pub(crate) mod options;
 pub(crate) mod password;
 pub(crate) mod registry;
+pub(crate) mod setns;
 pub(crate) mod spawn;
 pub(crate) mod sys;
 pub(crate) mod transport;

@@ -7,7 +7,11 @@
 use crate::connect::become_::{doas, su, sudo};
 use crate::connect::fork::ForkSpec;
 use crate::connect::method::Method;
-use crate::connect::transport::{local::LocalSpec, ssh::SshSpec};
+use crate::connect::setns::SetnsSpec;
+use crate::connect::transport::{
+    buildah::BuildahSpec, docker, jail::JailSpec, kubectl::KubectlSpec, local::LocalSpec,
+    lxc::LxcSpec, lxd, ssh::SshSpec,
+};
 use crate::connect::via::{reply, ViaReply, ViaSpec};
 use crate::connect::Options;
 use crate::context::Context;
@@ -36,6 +40,15 @@ pub(crate) fn connect_tagged(
         sudo::SudoSpec::TAG => run::<sudo::SudoSpec>,
         su::SuSpec::TAG => run::<su::SuSpec>,
         doas::DoasSpec::TAG => run::<doas::DoasSpec>,
+        docker::DockerSpec::TAG => run::<docker::DockerSpec>,
+        docker::PodmanSpec::TAG => run::<docker::PodmanSpec>,
+        LxcSpec::TAG => run::<LxcSpec>,
+        lxd::LxdSpec::TAG => run::<lxd::LxdSpec>,
+        lxd::IncusSpec::TAG => run::<lxd::IncusSpec>,
+        KubectlSpec::TAG => run::<KubectlSpec>,
+        JailSpec::TAG => run::<JailSpec>,
+        BuildahSpec::TAG => run::<BuildahSpec>,
+        SetnsSpec::TAG => run::<SetnsSpec>,
         _ => {
             return Err(StreamError::new(format!(
                 "unknown connection method {tag:?} (a different version of this program?)"

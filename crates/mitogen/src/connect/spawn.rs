@@ -32,6 +32,8 @@ pub(crate) struct How {
     pub(crate) c_locale: bool,
     /// Runs last in the child before exec.
     pub(crate) pre_exec: Option<PreExec>,
+    /// Replaces the environment (else it is inherited).
+    pub(crate) env: Option<Vec<(String, String)>>,
 }
 
 impl std::fmt::Debug for How {
@@ -41,6 +43,7 @@ impl std::fmt::Debug for How {
             .field("stdin_tty", &self.stdin_tty)
             .field("c_locale", &self.c_locale)
             .field("pre_exec", &self.pre_exec.is_some())
+            .field("env", &self.env)
             .finish()
     }
 }
@@ -51,7 +54,7 @@ pub(crate) fn spawn(argv: &[String], how: How) -> Result<Spawned> {
         return Err(StreamError::new("empty transport command").into());
     };
     let err = |what: &str, e: std::io::Error| -> Error {
-        StreamError::new(format!("cannot start {prog}: {what}: {e}")).into()
+        crate::process::fd_error(&format!("cannot start {prog}: {what}"), e)
     };
     let (ours, theirs) = UnixStream::pair().map_err(|e| err("socketpair", e))?;
     let theirs_out = theirs.try_clone().map_err(|e| err("dup", e))?;
@@ -59,6 +62,9 @@ pub(crate) fn spawn(argv: &[String], how: How) -> Result<Spawned> {
     cmd.args(args)
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::from(OwnedFd::from(theirs_out)));
+    if let Some(env) = &how.env {
+        cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    }
     if how.c_locale {
         cmd.env("LC_ALL", "C");
     }
@@ -83,7 +89,10 @@ pub(crate) fn spawn(argv: &[String], how: How) -> Result<Spawned> {
         // SAFETY: PreExec is documented to keep to async-signal-safe calls.
         unsafe { cmd.pre_exec(f) };
     }
-    let mut child = cmd.spawn().map_err(|e| err("exec", e))?;
+    // The cause is kept: a missing program is told apart by its kind.
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::from(StreamError::io(format!("cannot start {prog}: {e}"), e)))?;
     let stderr = match master {
         Some(m) => Some(m),
         None => child.stderr.take().map(OwnedFd::from),

@@ -1,12 +1,15 @@
-//! The platform calls of `connect`, in one place: every `unsafe` block
-//! of the connection methods is here, each with its reason, so the
-//! methods themselves are safe code.
+//! The platform calls of `connect`, in one place: every libc call of the
+//! connection methods and their spawning is here (`inflight`'s eventfd,
+//! part of the broker's shutdown, aside), each with its reason, so the methods call
+//! safe functions (what remains `unsafe` outside is the choice to run code
+//! between fork and exec: `fork` itself and `pre_exec`).
 //!
 //! The calls marked *after fork* are async-signal-safe and allocate
 //! nothing: they run between `fork()` and `exec()` (in `pre_exec`, or in
 //! a forked child), where only the forking thread exists and any lock held
 //! by another thread stays held.
 
+use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
@@ -106,4 +109,98 @@ pub(crate) fn close(fd: RawFd) {
 pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: terminating this process.
     unsafe { libc::_exit(code) }
+}
+
+/// *After fork*: joins the namespace open on `fd` (`nstype` 0: any kind).
+pub(crate) fn setns(fd: RawFd) -> io::Result<()> {
+    // SAFETY: setns takes integers.
+    check(unsafe { libc::setns(fd, 0) }).map(drop)
+}
+
+/// *After fork*: `fchdir(fd)` then `chroot(".")` and `chdir("/")`: makes
+/// the directory open on `fd` the root.
+pub(crate) fn chroot_fd(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fchdir takes an integer; chroot and chdir static C strings.
+    unsafe {
+        check(libc::fchdir(fd))?;
+        check(libc::chroot(c".".as_ptr()))?;
+        check(libc::chdir(c"/".as_ptr()))?;
+    }
+    Ok(())
+}
+
+/// *After fork*: drops to `uid`/`gid`, with only `gid` as group.
+pub(crate) fn become_ids(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: integer arguments; a one-element array for setgroups.
+    unsafe {
+        check(libc::setgroups(1, &gid))?;
+        check(libc::setgid(gid))?;
+        check(libc::setuid(uid))?;
+    }
+    Ok(())
+}
+
+/// *After fork*: this process gets SIGKILL when its parent dies.
+pub(crate) fn die_with_parent() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) }).map(drop)
+}
+
+/// *After fork*: closes every descriptor from `first` on.
+pub(crate) fn close_from(first: RawFd) {
+    // SAFETY: close_range takes integers; on kernels without it, a loop.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, u32::MAX, 0) };
+    if r != 0 {
+        for fd in first..4096 {
+            close(fd);
+        }
+    }
+}
+
+/// *After fork*: waits for child `pid` and returns the exit code it
+/// should be reported as (128 + signal for a killed one).
+pub(crate) fn wait_code(pid: i32) -> i32 {
+    let mut st = 0;
+    loop {
+        // SAFETY: waitpid writes into a live integer.
+        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return 127;
+        }
+    }
+    if libc::WIFEXITED(st) {
+        libc::WEXITSTATUS(st)
+    } else {
+        128 + libc::WTERMSIG(st)
+    }
+}
+
+/// Opens `path` (relative) for reading beneath the directory `root`, as
+/// if `root` were `/`: symbolic links, `..` and absolute links stay inside
+/// it (`openat2` with `RESOLVE_IN_ROOT`), `/proc` magic links are refused,
+/// and a FIFO cannot block the open (`O_NONBLOCK`). For files of a
+/// container that its processes may have planted.
+pub(crate) fn open_in_root(root: RawFd, path: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: open_how is three integers; all zeroes is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: a valid C string and a live open_how of the size given.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root,
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) })
 }

@@ -107,6 +107,35 @@ impl Dialog {
                     .into(),
                 );
             }
+            // A question ssh asks and that nobody here can answer (a host
+            // key to confirm, whatever check_host_keys says, when the user's
+            // ssh config asks; a second factor): waiting would only end at
+            // the connect timeout.
+            if find(&l, "are you sure you want to continue connecting").is_some() {
+                return Some(
+                    HostKeyError::new(
+                        format!(
+                            "ssh to {t} asked to confirm a host key, which mitogen cannot \
+                             answer (check_host_keys and the ssh config disagree?): {}",
+                            self.tail(text)
+                        ),
+                        false,
+                    )
+                    .into(),
+                );
+            }
+            if ["verification code:", "one-time password", "otp:"]
+                .iter()
+                .any(|q| find(&l, q).is_some())
+            {
+                return Some(
+                    PasswordError::new(format!(
+                        "ssh to {t} asked for a second factor, which mitogen cannot answer: {}",
+                        self.tail(text)
+                    ))
+                    .into(),
+                );
+            }
             if find(&l, "host key verification failed").is_some() {
                 return Some(
                     HostKeyError::new(
@@ -205,7 +234,7 @@ pub(crate) fn connect_with(
 ) -> Result<Context> {
     let flight = Flight::begin(&core.broker, &core.connects, opts.connect_timeout)?;
     let agent = opts.agent()?;
-    let script = stage::script(&agent.sha, agent.size, &opts.agent_command);
+    let script = stage::script(&agent, &opts.agent_command);
     let argv = build(&script);
     let sp = spawn(
         &argv,
@@ -213,7 +242,7 @@ pub(crate) fn connect_with(
             pty: d.pty,
             stdin_tty: d.stdin_tty,
             c_locale: true,
-            pre_exec: None,
+            ..How::default()
         },
     )?;
     flight.set_pid(sp.child.pid());
@@ -236,7 +265,21 @@ pub(crate) fn connect_with(
         )
     };
     let who = format!("{name} ({} to {})", d.method, d.target);
-    finish(core, sp, &agent, &cfg, &flight, &who, Some(&classify))
+    let ctx = finish(core, sp, &agent, &cfg, &flight, &who, Some(&classify))?;
+    // What the terminal showed goes to the log, as stderr does; not the
+    // prompts (answered), and never a password.
+    let text = match &d.password {
+        Some(p) => p.scrub(&transcript.text),
+        None => transcript.text.clone(),
+    };
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let l = lower(line.as_bytes());
+        if d.prompts.iter().any(|p| find(&l, p).is_some()) {
+            continue;
+        }
+        tracing::info!(target: "mitogen::child", context = name.as_str(), "terminal: {line}");
+    }
+    Ok(ctx)
 }
 
 /// What the terminal showed before the stage started.
@@ -451,5 +494,20 @@ mod tests {
             d.classify("", false, refused, Some(255), t),
             Some(Error::Stream(_))
         ));
+    }
+
+    #[test]
+    fn questions_nobody_can_answer_fail_at_once() {
+        let d = ssh_dialog();
+        let q = "The authenticity of host '10.0.0.9 (10.0.0.9)' can't be established.\n\
+                 ED25519 key fingerprint is SHA256:abc.\n\
+                 Are you sure you want to continue connecting (yes/no/[fingerprint])? ";
+        let e = d.known_failure(q, false);
+        assert!(
+            matches!(&e, Some(Error::HostKey(h)) if h.to_string().contains("continue connecting")),
+            "{e:?}"
+        );
+        let e = d.known_failure("(root@10.0.0.9) Verification code: ", false);
+        assert!(matches!(e, Some(Error::Password(_))), "{e:?}");
     }
 }

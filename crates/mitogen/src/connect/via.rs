@@ -14,7 +14,10 @@
 use crate::connect::inflight::Flight;
 use crate::connect::Options;
 use crate::context::Context;
-use crate::error::{Error, HostKeyError, PasswordError, Result, StreamError, TimeoutError};
+use crate::error::{
+    Error, HostKeyError, PasswordError, Result, StreamError, TargetError, TargetErrorKind,
+    TimeoutError,
+};
 use crate::router::Core;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -52,6 +55,10 @@ pub(crate) enum ViaReply {
         after: std::time::Duration,
     },
     Stream(String),
+    Target {
+        kind: TargetErrorKind,
+        message: String,
+    },
     Other(String),
 }
 
@@ -72,6 +79,10 @@ pub(crate) fn reply(r: Result<Context>) -> ViaReply {
             after: e.after(),
         },
         Err(Error::Stream(e)) => ViaReply::Stream(e.message().to_string()),
+        Err(Error::Target(e)) => ViaReply::Target {
+            kind: e.kind(),
+            message: e.message().to_string(),
+        },
         Err(e) => ViaReply::Other(e.to_string()),
     }
 }
@@ -134,6 +145,9 @@ pub(crate) fn connect(
             return Err(TimeoutError::new(format!("{what} (via {at})"), after).into())
         }
         ViaReply::Stream(m) => return Err(StreamError::new(format!("via {at}: {m}")).into()),
+        ViaReply::Target { kind, message } => {
+            return Err(TargetError::new(kind, format!("via {at}: {message}")).into())
+        }
         ViaReply::Other(m) => return Err(StreamError::new(format!("via {at}: {m}")).into()),
     };
     let full = format!("{}.{name}", via.name());

@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 pub fn tests() -> Vec<Trial> {
     vec![
         trial(
+            "connects::out_of_descriptors_says_so",
+            TEST_LIMIT,
+            out_of_descriptors_says_so,
+        ),
+        trial(
             "connects::stalled_connect_is_a_timeout",
             TEST_LIMIT,
             stalled_connect_is_a_timeout,
@@ -369,4 +374,43 @@ fn children_named(name: &str) -> Vec<PathBuf> {
                 && stat.contains(&format!("({name}"))
         })
         .collect()
+}
+
+/// In a child: lowers its own descriptor limit to what it uses plus
+/// `spare`, then starts contexts until one fails; returns how many
+/// started, the failure, and whether the first still answers.
+#[mitogen::remote]
+fn start_until_out_of_fds(router: &mitogen::Router, spare: u64) -> (usize, String, bool) {
+    let used = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as u64)
+        .unwrap_or(64);
+    let limit = used + spare;
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .unwrap_or((limit, limit));
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, limit, hard);
+    let mut started = Vec::new();
+    for _ in 0..50 {
+        match router.local().connect() {
+            Ok(c) => started.push(c),
+            Err(e) => {
+                let first_ok = started
+                    .first()
+                    .is_some_and(|c| c.call::<crate::util::pid>(()).is_ok());
+                return (started.len(), e.to_string(), first_ok);
+            }
+        }
+    }
+    (started.len(), String::new(), true)
+}
+
+/// Before: the error said "Too many open files" with nothing to do about
+/// it; a user starting many contexts needs the limit and the remedy.
+fn out_of_descriptors_says_so() -> TestResult {
+    let router = util::router()?;
+    let ctx = router.local().connect()?;
+    let (n, err, first_ok) = ctx.call::<start_until_out_of_fds>((12,))?;
+    ensure!(n >= 1, "no context started at all: {err}");
+    ensure!(err.contains("ulimit -n"), "after {n} contexts: {err:?}");
+    ensure!(first_ok, "a context already up stopped answering");
+    Ok(())
 }

@@ -16,6 +16,11 @@ pub fn tests() -> Vec<Trial> {
             a_child_first_names_itself_and_its_parent,
         ),
         trial(
+            "logs::words_before_the_agent_reach_the_log",
+            TEST_LIMIT,
+            words_before_the_agent_reach_the_log,
+        ),
+        trial(
             "logs::refusals_name_the_contexts",
             TEST_LIMIT,
             refusals_name_the_contexts,
@@ -234,6 +239,24 @@ fn a_child_first_names_itself_and_its_parent() -> TestResult {
             text.lines().any(|l| l.contains(&head) && l.contains(&tail))
         });
         ensure!(found, "no log line {head}...{tail}");
+    }
+    Ok(())
+}
+
+/// Before: what a wrapper (`agent_command`) printed before the agent ran
+/// was read by the bootstrap and, on success, dropped.
+fn words_before_the_agent_reach_the_log() -> TestResult {
+    capture();
+    let router = util::router()?;
+    for i in 0..3 {
+        let m = marker(&format!("early{i}"));
+        let wrapper = format!("echo {m} >&2; exec \"$0\" \"$@\"");
+        let ctx = router
+            .local()
+            .agent_command(["sh", "-c", wrapper.as_str()])
+            .connect()?;
+        ensure!(ctx.call::<util::pid>(()).is_ok(), "the context works");
+        ensure!(seen(&m), "the wrapper's line {m:?} never reached the log");
     }
     Ok(())
 }

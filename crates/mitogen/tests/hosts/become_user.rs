@@ -122,10 +122,30 @@ fn sudo_args() -> TestResult {
     ensure!(user_of(&ctx)? == "bob", "-u bob ignored");
     let h = ctx.call::<env_var>(("HOME".into(),))?;
     ensure!(h.as_deref() == Some("/home/bob"), "-H ignored: {h:?}");
+    // -i: bob's login shell runs the agent, in bob's home.
+    let login = r
+        .sudo()
+        .sudo_args(["-i", "-u", "bob"])
+        .password(&t.alice_pw)
+        .via(&alice)
+        .connect()?;
+    ensure!(user_of(&login)? == "bob", "-i -u bob: not bob");
+    let cwd = login.call::<current_dir>(())?;
+    ensure!(cwd == "/home/bob", "-i: the working directory is {cwd:?}");
+    let plain = r
+        .sudo()
+        .username("bob")
+        .password(&t.alice_pw)
+        .via(&alice)
+        .connect()?;
+    let cwd = plain.call::<current_dir>(())?;
+    ensure!(
+        cwd != "/home/bob",
+        "without -i the working directory is bob's home"
+    );
     for (args, named) in [
-        (vec!["-i"], "-i"),
-        (vec!["-u", "bob", "--login"], "--login"),
         (vec!["-s"], "-s"),
+        (vec!["-u", "bob", "--shell"], "--shell"),
     ] {
         let e = expect_err(
             "bad sudo_args",
@@ -425,4 +445,11 @@ fn wrong_passwords_in_parallel() -> TestResult {
         start.elapsed()
     );
     Ok(())
+}
+
+#[mitogen::remote]
+fn current_dir() -> String {
+    std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }

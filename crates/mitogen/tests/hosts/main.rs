@@ -1,6 +1,9 @@
-//! Tests against real hosts: ssh, sudo, su and doas with real passwords.
+//! Tests against real hosts: ssh, sudo, su and doas with real passwords,
+//! and containers (docker through podman's API, podman, lxc, setns; stubs
+//! for the tools with no engine here).
 //!
-//! The hosts are network namespaces each running a real `sshd`, built by
+//! The hosts are network namespaces each running a real `sshd`, and the
+//! containers podman, LXC and unshare ones, built by
 //! `scripts/testbed/setup.sh` (root only; `./scripts/test.sh` runs it when
 //! it is root). When the test bed is absent every test here is reported
 //! as ignored, and the reason is printed once. Like `tests/core`, this
@@ -12,10 +15,15 @@ mod util;
 mod become_user;
 mod cache;
 mod chain;
+mod ctr_chain;
+mod ctr_util;
+mod docker;
 mod fleet;
+mod lxc_setns;
 mod secrets;
 mod shells;
 mod ssh;
+mod stubbed;
 mod tmpfiles;
 
 fn tests() -> Vec<libtest_mimic::Trial> {
@@ -24,6 +32,10 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(become_user::tests());
     all.extend(cache::tests());
     all.extend(chain::tests());
+    all.extend(docker::tests());
+    all.extend(lxc_setns::tests());
+    all.extend(stubbed::tests());
+    all.extend(ctr_chain::tests());
     all.extend(fleet::tests());
     all.extend(secrets::tests());
     all.extend(shells::tests());

@@ -27,7 +27,8 @@ impl Method for DoasSpec {
 }
 
 /// Default failure texts of `doas` (matched case-insensitively).
-pub const DOAS_INCORRECT_PROMPTS: &[&str] = &["doas: authentication failed"];
+pub const DOAS_INCORRECT_PROMPTS: &[&str] =
+    &["doas: authentication failed", "doas: authorization failed"];
 
 /// Builder returned by [`Router::doas`].
 #[derive(Debug)]
@@ -71,9 +72,47 @@ impl DoasBuilder<'_> {
 fn connect_here(spec: &PromptSpec, core: &Arc<Core>, id: u32, opts: &Options) -> Result<Context> {
     let d = spec.dialog("doas", false);
     let name = format!("doas.{}", spec.username);
-    let mut argv = vec![spec.path.clone(), "-u".into(), spec.username.clone()];
-    tty::connect_with(core, id, name, opts, &d, |script| {
-        argv.extend(["/bin/sh".into(), "-c".into(), script.into()]);
-        argv
-    })
+    tty::connect_with(core, id, name, opts, &d, |script| argv(spec, script))
+}
+
+/// doas's command line: options end with `--`, so nothing of the command
+/// can be taken for one of doas's own.
+fn argv(spec: &PromptSpec, script: &str) -> Vec<String> {
+    vec![
+        spec.path.clone(),
+        "-u".into(),
+        spec.username.clone(),
+        "--".into(),
+        "/bin/sh".into(),
+        "-c".into(),
+        script.into(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_end_before_the_command() {
+        let mut spec = PromptSpec::new("doas", DOAS_INCORRECT_PROMPTS);
+        spec.username = "bob".into();
+        let a = argv(&spec, "-n x");
+        assert_eq!(a[..5], ["doas", "-u", "bob", "--", "/bin/sh"]);
+        assert_eq!(a.last().map(String::as_str), Some("-n x"));
+    }
+
+    #[test]
+    fn authorization_failed_is_a_password_error() {
+        let spec = PromptSpec::new("doas", DOAS_INCORRECT_PROMPTS);
+        let d = spec.dialog("doas", false);
+        let e = d.classify(
+            "",
+            false,
+            "doas: Authorization failed\n",
+            Some(1),
+            std::time::Duration::from_secs(1),
+        );
+        assert!(matches!(e, Some(crate::Error::Password(_))), "{e:?}");
+    }
 }

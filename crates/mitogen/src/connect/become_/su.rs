@@ -40,6 +40,8 @@ pub const SU_INCORRECT_PROMPTS: &[&str] = &[
     "su: authentication failure",
     "su: incorrect password",
     "su: permission denied",
+    // AIX.
+    "authentication is denied",
 ];
 
 /// Builder returned by [`Router::su`].
@@ -99,4 +101,18 @@ fn connect_here(spec: &PromptSpec, core: &Arc<Core>, id: u32, opts: &Options) ->
             format!("exec /bin/sh -c {}", quote(&format!("exec 0<&1; {script}"))),
         ]
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aix_refusal_is_a_password_error() {
+        let d = PromptSpec::new("su", SU_INCORRECT_PROMPTS).dialog("su", true);
+        let out = "3004-300 You entered an invalid login name or password.\n\
+                   su: Authentication is denied.\n";
+        let e = d.classify("", true, out, Some(1), std::time::Duration::from_secs(1));
+        assert!(matches!(e, Some(crate::Error::Password(_))), "{e:?}");
+    }
 }

@@ -3,10 +3,11 @@
 //! sudo reads passwords from the terminal, so it always runs under a PTY
 //! (`tty.rs`). Its prompt is set with `-p` to a string made for each
 //! connect, which no output of the target can be mistaken for. `sudo_args`
-//! are parsed here into the same parameters (`-u`, `-H`, `-E`, `-r`, `-t`),
-//! so what the context is matches what was asked; `-S` and `-n` are
+//! are parsed here into the same parameters (`-u`, `-H`, `-E`, `-i`, `-r`,
+//! `-t`), so what the context is matches what was asked; `-S` and `-n` are
 //! accepted and ignored (mitogen types on its own terminal), and any other
-//! option is refused by name.
+//! option is refused by name. Some PAM modules (a smartcard's "PIN for
+//! alice:") ignore `-p`: `password_prompt` names their prompt.
 
 use crate::connect::method::{start, Method};
 use crate::connect::options::common_options;
@@ -28,6 +29,12 @@ pub(crate) struct SudoSpec {
     password: Option<Password>,
     set_home: bool,
     preserve_env: bool,
+    /// `-i`: the target user's login shell runs the agent.
+    #[serde(default)]
+    login: bool,
+    /// A prompt to answer besides sudo's own (case-insensitive text).
+    #[serde(default)]
+    extra_prompt: Option<String>,
     selinux_type: Option<String>,
     selinux_role: Option<String>,
 }
@@ -63,6 +70,8 @@ impl Router {
                 password: None,
                 set_home: false,
                 preserve_env: false,
+                login: false,
+                extra_prompt: None,
                 selinux_type: None,
                 selinux_role: None,
             },
@@ -100,6 +109,21 @@ impl SudoBuilder<'_> {
     /// Keeps the caller's environment (`-E`).
     pub fn preserve_env(mut self, on: bool) -> Self {
         self.spec.preserve_env = on;
+        self
+    }
+
+    /// Runs the agent through the target user's login shell (`-i`): its
+    /// login environment, its home as the working directory.
+    pub fn login(mut self, on: bool) -> Self {
+        self.spec.login = on;
+        self
+    }
+
+    /// Text of a password prompt that does not come from sudo itself and
+    /// ignores `-p` (a PAM module's "PIN for alice:"), matched
+    /// case-insensitively; the password is typed there too.
+    pub fn password_prompt(mut self, text: impl Into<String>) -> Self {
+        self.spec.extra_prompt = Some(text.into().to_lowercase());
         self
     }
 
@@ -155,6 +179,7 @@ fn parse_args(args: &[String], spec: &mut SudoSpec) -> Result<()> {
                 "role" => spec.selinux_role = Some(value("role")?),
                 "type" => spec.selinux_type = Some(value("type")?),
                 "set-home" => spec.set_home = true,
+                "login" => spec.login = true,
                 "preserve-env" if inline.is_none() => spec.preserve_env = true,
                 "stdin" | "non-interactive" => {}
                 _ => return Err(bad(format!("unsupported option {arg:?}"))),
@@ -170,6 +195,7 @@ fn parse_args(args: &[String], spec: &mut SudoSpec) -> Result<()> {
         for (i, c) in flags.char_indices() {
             match c {
                 'H' => spec.set_home = true,
+                'i' => spec.login = true,
                 'E' => spec.preserve_env = true,
                 'S' | 'n' => {}
                 'u' | 'r' | 't' => {
@@ -195,6 +221,32 @@ fn parse_args(args: &[String], spec: &mut SudoSpec) -> Result<()> {
     Ok(())
 }
 
+/// sudo's words for "authentication failed" without a password typed:
+/// `-n` asked for none, or sudo found no terminal to ask on.
+const SUDO_AUTH_FAILED: &[&str] = &[
+    "a password is required",
+    "a terminal is required to read the password",
+];
+
+/// The first stage, made to survive `sudo -i`. There sudo hands the
+/// command to the user's login shell as one string, escaping every
+/// character but letters, digits, `_`, `-` and `$` with a backslash: the
+/// login shell would expand the script's `$` itself. So the script travels
+/// with no `$` at all: every byte but a few plain ones as an octal
+/// escape that `/bin/sh` decodes (`printf %b`) and runs (`eval`);
+/// backquotes, which sudo escapes, reach `/bin/sh` intact.
+fn through_login_shell(script: &str) -> String {
+    let mut enc = String::with_capacity(script.len() * 3);
+    for b in script.bytes() {
+        if b.is_ascii_alphanumeric() || b" _-.,/:=+".contains(&b) {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("\\0{b:03o}"));
+        }
+    }
+    format!("eval \"`printf '%b' '{enc}'`\"")
+}
+
 /// A prompt no program output will contain by chance.
 fn unique_prompt() -> String {
     let b = sys::random_bytes::<8>().unwrap_or_else(|| {
@@ -213,22 +265,27 @@ impl Method for SudoSpec {
 
     fn connect_here(&self, core: &Arc<Core>, id: u32, opts: &Options) -> Result<Context> {
         let prompt = unique_prompt();
+        let mut prompts = vec![prompt.clone()];
+        prompts.extend(self.extra_prompt.clone());
         let d = Dialog {
             method: "sudo",
             target: self.username.clone(),
             pty: true,
             password: self.password.clone(),
-            prompts: vec![prompt.clone()],
+            prompts,
             incorrect: vec![
                 "sorry, try again".into(),
                 "incorrect password attempt".into(),
             ],
-            auth_failed: vec!["a password is required".into()],
+            auth_failed: SUDO_AUTH_FAILED.iter().map(|s| s.to_string()).collect(),
             host_keys: false,
             stdin_tty: false,
         };
         let name = format!("sudo.{}", self.username);
         let mut argv = vec![self.sudo_path.clone(), "-u".into(), self.username.clone()];
+        if self.login {
+            argv.push("-i".into());
+        }
         if self.set_home {
             argv.push("-H".into());
         }
@@ -242,8 +299,14 @@ impl Method for SudoSpec {
             argv.extend(["-t".into(), t.clone()]);
         }
         argv.extend(["-p".into(), format!("{prompt} ")]);
+        let login = self.login;
         tty::connect_with(core, id, name, opts, &d, |script| {
-            argv.extend(["--".into(), "/bin/sh".into(), "-c".into(), script.into()]);
+            let script = if login {
+                through_login_shell(script)
+            } else {
+                script.to_string()
+            };
+            argv.extend(["--".into(), "/bin/sh".into(), "-c".into(), script]);
             argv
         })
     }
@@ -260,6 +323,8 @@ mod tests {
             password: None,
             set_home: false,
             preserve_env: false,
+            login: false,
+            extra_prompt: None,
             selinux_type: None,
             selinux_role: None,
         }
@@ -285,10 +350,12 @@ mod tests {
 
     #[test]
     fn unsupported_sudo_args_are_named() {
+        let s = parse(&["-i", "-u", "bob"]).unwrap();
+        assert!(s.login && s.username == "bob");
+        assert!(parse(&["--login"]).unwrap().login);
         for (args, named) in [
-            (&["-i"][..], "-i"),
             (&["-H", "-s"][..], "-s"),
-            (&["--login"][..], "--login"),
+            (&["--shell"][..], "--shell"),
             (&["-u"][..], "-u needs a value"),
             (&["id"][..], "\"id\""),
         ] {
@@ -300,5 +367,61 @@ mod tests {
     #[test]
     fn prompts_are_unique() {
         assert_ne!(unique_prompt(), unique_prompt());
+    }
+
+    #[test]
+    fn no_terminal_for_the_password_is_a_password_error() {
+        let d = Dialog {
+            method: "sudo",
+            target: "root".into(),
+            pty: true,
+            password: Some(Password::new("pw")),
+            prompts: vec![],
+            incorrect: vec![],
+            auth_failed: SUDO_AUTH_FAILED.iter().map(|s| s.to_string()).collect(),
+            host_keys: false,
+            stdin_tty: false,
+        };
+        let out = "sudo: a terminal is required to read the password; either use the -S \
+                   option to read from standard input or configure an askpass helper\n";
+        let e = d.classify("", false, out, Some(1), std::time::Duration::from_secs(1));
+        assert!(matches!(e, Some(crate::Error::Password(_))), "{e:?}");
+    }
+
+    /// What `sudo -i` does to a command before the login shell runs it.
+    fn sudo_i_escape(arg: &str) -> String {
+        arg.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "_-$".contains(c) {
+                    c.to_string()
+                } else {
+                    format!("\\{c}")
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_script_survives_the_login_shell() {
+        let script = "x='a b'; y=\"$x\\\\\"; printf '%s|%s|%s\\n' \"$x\" \"$y\" `echo tick`\n\
+                      case \"$HOME\" in /*) echo home;; esac\necho 100%";
+        let direct = std::process::Command::new("/bin/sh")
+            .args(["-c", script])
+            .output()
+            .unwrap();
+        // The login shell gets "/bin/sh -c <escaped>" as one string.
+        let login_cmd = format!("/bin/sh -c {}", sudo_i_escape(&through_login_shell(script)));
+        let via_login = std::process::Command::new("/bin/sh")
+            .args(["-c", &login_cmd])
+            .output()
+            .unwrap();
+        assert!(direct.status.success(), "{direct:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&via_login.stdout),
+            String::from_utf8_lossy(&direct.stdout),
+            "stderr: {}",
+            String::from_utf8_lossy(&via_login.stderr)
+        );
+        assert!(!through_login_shell(script).contains('$'));
     }
 }

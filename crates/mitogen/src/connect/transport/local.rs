@@ -71,7 +71,7 @@ pub(crate) fn connect_here(
 ) -> Result<Context> {
     let flight = Flight::begin(&core.broker, &core.connects, opts.connect_timeout)?;
     let agent = opts.agent()?;
-    let script = stage::script(&agent.sha, agent.size, &opts.agent_command);
+    let script = stage::script(&agent, &opts.agent_command);
     let argv = ["/bin/sh".to_string(), "-c".into(), script];
     let sp = spawn(&argv, How::default())?;
     let pid = sp.child.pid();

@@ -37,9 +37,10 @@ pub enum HostKeyCheck {
     Ignore,
 }
 
-/// Default keepalive: a probe every 15 s, given up after 3 unanswered
-/// (a dead network is noticed within 45 s).
-pub const DEFAULT_KEEPALIVE: (Duration, u32) = (Duration::from_secs(15), 3);
+/// Default keepalive: a probe every 15 s, given up after 2 unanswered.
+/// ssh notices a dead network one interval after its last unanswered
+/// probe: within `interval × (count + 1)`, here 45 s.
+pub const DEFAULT_KEEPALIVE: (Duration, u32) = (Duration::from_secs(15), 2);
 
 /// The ssh parameters; travels to an intermediate for `via`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -208,7 +209,8 @@ impl SshSpec {
             Some(u) => format!("{u}@{}", self.hostname),
             None => self.hostname.clone(),
         };
-        if let Some(p) = self.port {
+        // The default port says nothing: `ssh.host`, not `ssh.host:22`.
+        if let Some(p) = self.port.filter(|&p| p != 22) {
             t.push_str(&format!(":{p}"));
         }
         t
@@ -319,6 +321,17 @@ mod tests {
             ssh_debug_level: 0,
             keepalive: DEFAULT_KEEPALIVE,
         }
+    }
+
+    #[test]
+    fn the_default_port_is_left_out_of_the_name() {
+        let mut s = spec();
+        s.username = Some("u".into());
+        assert_eq!(s.target(), "u@h");
+        s.port = Some(22);
+        assert_eq!(s.target(), "u@h");
+        s.port = Some(2222);
+        assert_eq!(s.target(), "u@h:2222");
     }
 
     #[test]
