@@ -23,11 +23,12 @@ pub struct Cli {
 
 const TARGET_HELP: &str = "\
 Targets: one path per target, hop by hop, e.g.
-  ssh:deploy@bastion/ssh:web[01-20]:2222/sudo:root
+  ssh:deploy@bastion/ssh:web[01-20]:2222/sudo:root/docker:app
   web[01-03],db1          bare hops are ssh; ranges and lists as in pdsh
   local[1-50]             local contexts
   @web                    a group of the inventory file
-Hops: [ssh:][USER@]HOST[:PORT], sudo[:USER], su[:USER], doas[:USER], local[N].
+Hops: [ssh:][USER@]HOST[:PORT], sudo[:USER], su[:USER], doas[:USER],
+  docker:[USER@]NAME, podman:[USER@]NAME, lxc:NAME, kubectl:POD, local[N].
 Exit status: 0 when every target succeeded, 1 when any failed or was
 unreachable, 2 on a usage error, 130 when interrupted.";
 

@@ -10,7 +10,7 @@
 //! order the threads arrive in. Every connect is bounded by the
 //! connect timeout, so no wait here is unbounded.
 
-use crate::target::{BecomeMethod, Hop, Target};
+use crate::target::{BecomeMethod, ContainerMethod, Hop, Target};
 use mitogen::{Context, HostKeyCheck, Router};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -194,6 +194,24 @@ fn connect(
             }
             finish!(b)
         }
+        Hop::Container { method, user, name } => match method {
+            ContainerMethod::Docker => {
+                let mut b = router.docker().container(name.as_str());
+                if let Some(u) = user {
+                    b = b.username(u.as_str());
+                }
+                finish!(b)
+            }
+            ContainerMethod::Podman => {
+                let mut b = router.podman().container(name.as_str());
+                if let Some(u) = user {
+                    b = b.username(u.as_str());
+                }
+                finish!(b)
+            }
+            ContainerMethod::Lxc => finish!(router.lxc(name.as_str())),
+            ContainerMethod::Kubectl => finish!(router.kubectl(name.as_str())),
+        },
         Hop::Become { method, user } => match method {
             BecomeMethod::Sudo => become_!(router.sudo(), user),
             BecomeMethod::Su => become_!(router.su(), user),

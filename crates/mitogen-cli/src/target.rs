@@ -38,6 +38,36 @@ impl BecomeMethod {
     }
 }
 
+/// How a container hop enters its container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ContainerMethod {
+    /// `docker exec` into a running container.
+    Docker,
+    /// `podman exec` into a running container.
+    Podman,
+    /// `lxc-attach` to an LXC container.
+    Lxc,
+    /// `kubectl exec` into a pod.
+    Kubectl,
+}
+
+impl ContainerMethod {
+    /// The method's name in the syntax.
+    pub fn name(self) -> &'static str {
+        match self {
+            ContainerMethod::Docker => "docker",
+            ContainerMethod::Podman => "podman",
+            ContainerMethod::Lxc => "lxc",
+            ContainerMethod::Kubectl => "kubectl",
+        }
+    }
+
+    /// Whether `USER@` is accepted (docker and podman exec take `-u`).
+    fn takes_user(self) -> bool {
+        matches!(self, ContainerMethod::Docker | ContainerMethod::Podman)
+    }
+}
+
 /// One step of a path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Hop {
@@ -54,6 +84,15 @@ pub enum Hop {
         host: String,
         /// Port (ssh's default when absent).
         port: Option<u16>,
+    },
+    /// A running container (or pod) on the previous hop's machine.
+    Container {
+        /// docker, podman, lxc or kubectl.
+        method: ContainerMethod,
+        /// The user inside (docker and podman; the image's by default).
+        user: Option<String>,
+        /// The container's (or pod's) name.
+        name: String,
     },
     /// Another account on the previous hop's machine.
     Become {
@@ -84,6 +123,13 @@ impl fmt::Display for Hop {
                 Ok(())
             }
             Hop::Become { method, user } => write!(f, "{}:{user}", method.name()),
+            Hop::Container { method, user, name } => {
+                write!(f, "{}:", method.name())?;
+                if let Some(u) = user {
+                    write!(f, "{u}@")?;
+                }
+                f.write_str(name)
+            }
         }
     }
 }
@@ -149,11 +195,8 @@ impl std::error::Error for ParseError {}
 
 /// Methods the syntax reserves for connection methods still to come.
 const LATER: &[&str] = &[
-    "docker",
-    "podman",
-    "lxc",
     "lxd",
-    "kubectl",
+    "incus",
     "setns",
     "buildah",
     "machinectl",
@@ -164,9 +207,12 @@ const LATER: &[&str] = &[
 /// A method word at the start of a hop (`sudo`, `ssh`, …), if it is one.
 fn method_word(s: &str) -> Option<&str> {
     let word = s.split(':').next().unwrap_or("");
-    matches!(word, "ssh" | "sudo" | "su" | "doas")
-        .then_some(word)
-        .or_else(|| LATER.contains(&word).then_some(word))
+    matches!(
+        word,
+        "ssh" | "sudo" | "su" | "doas" | "docker" | "podman" | "lxc" | "kubectl"
+    )
+    .then_some(word)
+    .or_else(|| LATER.contains(&word).then_some(word))
 }
 
 /// `local`, `local7`, `local[1-50]`: a local context (not a host named
@@ -224,7 +270,9 @@ impl Chain<'_> {
         let (method, rest, rest_at) = match text.split_once(':') {
             Some((m, r)) if method_word(text).is_some() => (m, r, at + m.len() + 1),
             Some((m, r)) if !r.starts_with(|c: char| c.is_ascii_digit()) && !r.is_empty() => {
-                let why = format!("unknown method {m:?} (methods: ssh, sudo, su, doas, local)");
+                let why = format!(
+                    "unknown method {m:?} (methods: ssh, sudo, su, doas, docker, podman, lxc, kubectl, local)"
+                );
                 return Err(self.err(at, m.len(), why));
             }
             _ if matches!(text, "sudo" | "su" | "doas") => (text, "", at + text.len()),
@@ -254,7 +302,55 @@ impl Chain<'_> {
                 .map(|user| Hop::Become { method, user })
                 .collect());
         }
-        self.ssh(rest, rest_at)
+        let container = match method {
+            "docker" => Some(ContainerMethod::Docker),
+            "podman" => Some(ContainerMethod::Podman),
+            "lxc" => Some(ContainerMethod::Lxc),
+            "kubectl" => Some(ContainerMethod::Kubectl),
+            _ => None,
+        };
+        match container {
+            Some(m) => self.container(m, rest, rest_at),
+            None => self.ssh(rest, rest_at),
+        }
+    }
+
+    /// `[user@]name` of a container hop, each with ranges.
+    fn container(
+        &self,
+        method: ContainerMethod,
+        text: &str,
+        at: usize,
+    ) -> Result<Vec<Hop>, ParseError> {
+        let (users, name_text, name_at) = match text.split_once('@') {
+            Some((u, _)) if !method.takes_user() => {
+                let why = format!("{} takes no user name", method.name());
+                return Err(self.err(at, u.len() + 1, why));
+            }
+            Some((u, n)) => {
+                let users = self.expand(u, at)?;
+                for x in &users {
+                    self.name(x, at, "user name")?;
+                }
+                (users.into_iter().map(Some).collect(), n, at + u.len() + 1)
+            }
+            None => (vec![None], text, at),
+        };
+        let names = self.expand(name_text, name_at)?;
+        for n in &names {
+            self.name(n, name_at, "container name")?;
+        }
+        let mut out = Vec::new();
+        for user in &users {
+            for name in &names {
+                out.push(Hop::Container {
+                    method,
+                    user: user.clone(),
+                    name: name.clone(),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// `[user@]host[:port]`, each of user and host with ranges.
@@ -394,11 +490,27 @@ mod tests {
     }
 
     #[test]
+    fn container_hops() {
+        assert_eq!(
+            names("ssh:deploy@bastion/ssh:web1:2222/sudo:root/docker:app"),
+            ["deploy@bastion/web1:2222/sudo:root/docker:app"]
+        );
+        assert_eq!(
+            names("h/podman:www@app[1-2]"),
+            ["h/podman:www@app1", "h/podman:www@app2"]
+        );
+        assert_eq!(names("lxc:c1/kubectl:pod-7"), ["lxc:c1/kubectl:pod-7"]);
+        let t = &parse("docker:u@c").unwrap()[0];
+        assert!(t.matches("docker:u@c"));
+    }
+
+    #[test]
     fn canonical_names_parse_back() {
         for s in [
             "ssh:deploy@bastion/ssh:web[01-03]:2222/sudo:root",
             "ssh:local1/local[1-2]/su:bob",
             "ssh:doas:22/doas:alice",
+            "ssh:docker/docker:a@b/podman:c/lxc:d/kubectl:e",
         ] {
             for t in parse(s).unwrap() {
                 let again = parse(&t.name()).unwrap();
@@ -412,9 +524,13 @@ mod tests {
         assert_eq!(caret("web1:22x").0, 5);
         assert!(caret("web1:22x").2.contains("bad port"));
         assert_eq!(caret("web1:0").0, 5);
-        let (at, len, why) = caret("ssh:deploy@bastion/docker:app");
-        assert_eq!((at, len), (19, 6));
+        let (at, len, why) = caret("ssh:deploy@bastion/setns:app");
+        assert_eq!((at, len), (19, 5));
         assert!(why.contains("not supported yet"), "{why}");
+        let (at, len, why) = caret("x/lxc:u@c1");
+        assert_eq!((at, len), (6, 2));
+        assert!(why.contains("takes no user"), "{why}");
+        assert_eq!(caret("x/docker:").2, "container name is empty");
         let (at, len, why) = caret("bastion/foo:bar");
         assert_eq!((at, len), (8, 3));
         assert!(why.contains("unknown method"));

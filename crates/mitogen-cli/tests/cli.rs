@@ -147,11 +147,11 @@ fn timeouts_kill_the_command_and_output_is_bounded() {
 
 #[test]
 fn bad_targets_are_shown_with_a_caret_and_exit_2() {
-    let r = mitogen(&["run", "local,ssh:deploy@bastion/docker:app", "--", "true"]);
+    let r = mitogen(&["run", "local,ssh:deploy@bastion/setns:app", "--", "true"]);
     assert_eq!(r.code, Some(2));
     assert!(
         r.stderr.contains(&format!(
-            "method \"docker\" is not supported yet\n  local,ssh:deploy@bastion/docker:app\n  {}^^^^^^\n",
+            "method \"setns\" is not supported yet\n  local,ssh:deploy@bastion/setns:app\n  {}^^^^^\n",
             " ".repeat(25)
         )),
         "{}",

@@ -15,7 +15,11 @@ type HostTest = fn(&Testbed);
 
 fn main() {
     let args = Arguments::from_args();
-    let tests: [(&str, HostTest); 6] = [
+    let tests: [(&str, HostTest); 7] = [
+        (
+            "a_container_hop_here_and_behind_another_hop",
+            a_container_hop_here_and_behind_another_hop,
+        ),
         (
             "run_over_the_three_hosts_and_local_contexts_in_one_invocation",
             run_over_the_three_hosts_and_local_contexts_in_one_invocation,
@@ -237,4 +241,20 @@ fn a_become_password_asked_once_on_the_terminal(tb: &Testbed) {
         !out.contains(&tb.alice_pw),
         "the password was echoed: {out}"
     );
+}
+
+/// `podman:CTR` as a target and as the last hop behind a local context;
+/// a missing container fails on its own.
+fn a_container_hop_here_and_behind_another_hop(tb: &Testbed) {
+    let Some(ctr) = &tb.podman_ctr else {
+        eprintln!("SKIPPED: the test bed has no podman container (TB_PODMAN_CTR)");
+        return;
+    };
+    let targets = format!("podman:{ctr},local/podman:{ctr},podman:no-such-ctr-x");
+    let r = mitogen(&["run", "--json", &targets, "--", "id -un"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert_eq!(r.target(&format!("podman:{ctr}"))["stdout"], "root\n");
+    assert_eq!(r.target(&format!("local/podman:{ctr}"))["stdout"], "root\n");
+    let e = r.target("podman:no-such-ctr-x")["error"].to_string();
+    assert!(e.contains("no-such-ctr-x"), "{e}");
 }

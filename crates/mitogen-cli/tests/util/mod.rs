@@ -96,6 +96,9 @@ pub struct Testbed {
     pub unreachable: String,
     pub ssh_config: String,
     pub alice_pw: String,
+    /// A running podman container (`TB_PODMAN_CTR`), when the test bed
+    /// has containers.
+    pub podman_ctr: Option<String>,
 }
 
 /// The test bed, or why there is none.
@@ -124,6 +127,7 @@ pub fn testbed() -> Result<Testbed, String> {
             unreachable: u,
             ssh_config: cfg,
             alice_pw: pw,
+            podman_ctr: get("TB_PODMAN_CTR").filter(|c| !c.is_empty()),
         }),
         _ => Err(format!("{path} lacks a TB_ variable")),
     }
