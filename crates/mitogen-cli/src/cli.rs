@@ -1,0 +1,337 @@
+//! The command line: clap definitions, the options every command shares
+//! (which targets, how to reach them, become), and dispatch to
+//! `commands`.
+
+use crate::inventory::Inventory;
+use crate::output::Mode;
+use crate::plan::ConnectOptions;
+use crate::target::{BecomeMethod, Hop, Target};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Run commands on many machines, accounts and local contexts at once,
+/// with nothing installed on the targets.
+#[derive(Debug, Parser)]
+#[command(name = "mitogen", version, after_help = TARGET_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const TARGET_HELP: &str = "\
+Targets: one path per target, hop by hop, e.g.
+  ssh:deploy@bastion/ssh:web[01-20]:2222/sudo:root/docker:app
+  web[01-03],db1          bare hops are ssh; ranges and lists as in pdsh
+  local[1-50]             local contexts
+  @web                    a group of the inventory file
+Hops: [ssh:][USER@]HOST[:PORT], sudo[:USER], su[:USER], doas[:USER],
+  docker:[USER@]NAME, podman:[USER@]NAME, lxc:NAME, kubectl:POD, local[N].
+Exit status: 0 when every target succeeded, 1 when any failed or was
+unreachable, 2 on a usage error, 130 when interrupted.";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a shell command on every target.
+    Run(RunArgs),
+    /// Start every target and time a round trip.
+    Ping(Common),
+    /// Host name, OS, kernel, uptime, load, memory and disk of every target.
+    Facts(Common),
+    /// Connect every target and show the tree of contexts.
+    Tree(Common),
+    /// Connect the targets and keep them for later commands (`--master
+    /// NAME`) until Ctrl-C.
+    Master {
+        #[command(flatten)]
+        common: Common,
+        /// The master's name, which later commands give to `--master`.
+        #[arg(long, value_name = "NAME", default_value = "default")]
+        name: String,
+    },
+    /// Print the targets a selection expands to, one per line.
+    List {
+        #[command(flatten)]
+        select: Select,
+        /// Print them folded on one line instead (`web[01-20]`).
+        #[arg(long)]
+        fold: bool,
+    },
+}
+
+/// Which targets: positional and `-w` lists, less `-x` ones.
+#[derive(Debug, Args)]
+pub struct Select {
+    /// Targets (comma-separated; ranges, groups).
+    targets: Option<String>,
+    /// More targets (repeatable).
+    #[arg(short = 'w', value_name = "TARGETS")]
+    with: Vec<String>,
+    /// Leave out targets whose name or any hop is one of these.
+    #[arg(short = 'x', value_name = "TARGETS")]
+    exclude: Vec<String>,
+    /// The inventory file (default $MITOGEN_INVENTORY, else
+    /// ~/.config/mitogen/inventory).
+    #[arg(short = 'I', long, value_name = "FILE")]
+    inventory: Option<PathBuf>,
+}
+
+/// Host key checking of ssh hops.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum HostKeys {
+    /// Known keys must match; unknown hosts are refused.
+    Enforce,
+    /// Known keys must match; new hosts' keys are recorded.
+    Accept,
+    /// No checking.
+    Ignore,
+}
+
+/// How to reach the targets, and become.
+#[derive(Debug, Args)]
+pub struct Connect {
+    /// Seconds each hop may take to connect.
+    #[arg(long, value_name = "SECS", default_value_t = 15.0)]
+    connect_timeout: f64,
+    /// ssh config file for every ssh hop (`ssh -F`).
+    #[arg(short = 'F', long, value_name = "FILE")]
+    ssh_config: Option<PathBuf>,
+    /// ssh option for every ssh hop (`ssh -o`, repeatable).
+    #[arg(short = 'o', long, value_name = "OPTION")]
+    ssh_option: Vec<String>,
+    /// Private key for every ssh hop (`ssh -i`).
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
+    /// Host key checking of ssh hops.
+    #[arg(long, value_enum, default_value = "enforce")]
+    host_keys: HostKeys,
+    /// Become another user on every target (a last hop added to each).
+    #[arg(short = 'b', long = "become")]
+    become_: bool,
+    /// How to become.
+    #[arg(long, value_enum, default_value = "sudo")]
+    become_method: BecomeArg,
+    /// Whom to become.
+    #[arg(long, value_name = "USER", default_value = "root")]
+    become_user: String,
+    /// Ask for the become password once, on the terminal.
+    #[arg(short = 'K', long, group = "password")]
+    ask_become_pass: bool,
+    /// Read the become password from this file descriptor (first line).
+    #[arg(long, value_name = "N", group = "password")]
+    password_fd: Option<i32>,
+    /// Read the become password from this environment variable.
+    #[arg(long, value_name = "NAME", group = "password")]
+    password_env: Option<String>,
+}
+
+/// `--become-method`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BecomeArg {
+    Sudo,
+    Su,
+    Doas,
+}
+
+/// What every target-running command takes.
+#[derive(Debug, Args)]
+pub struct Common {
+    #[command(flatten)]
+    select: Select,
+    #[command(flatten)]
+    connect: Connect,
+    /// At most this many targets worked on at once.
+    #[arg(short = 'f', long, value_name = "N", default_value_t = 64)]
+    forks: usize,
+    /// One JSON object per target per line.
+    #[arg(long)]
+    json: bool,
+    /// No progress display, even on a terminal.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Use the contexts of the warm master NAME (`mitogen master`)
+    /// instead of connecting.
+    #[arg(long, value_name = "NAME")]
+    master: Option<String>,
+}
+
+/// `run`'s arguments.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Print each line as `target: line` as targets finish (default when
+    /// stdout is not a terminal).
+    #[arg(short = 'i', long, conflicts_with_all = ["gather", "json"])]
+    inline: bool,
+    /// Print identical outputs once under their folded targets (default
+    /// on a terminal).
+    #[arg(long, conflicts_with = "json")]
+    gather: bool,
+    /// Kill the command (its whole process group) after this long.
+    #[arg(short = 't', long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Bytes of stdout, and of stderr, kept per target (the rest is
+    /// counted, and said so).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub max_output: usize,
+    /// The command, run with `/bin/sh -c` (words joined with spaces).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+impl RunArgs {
+    /// How to print.
+    pub fn mode(&self) -> Mode {
+        if self.common.json {
+            Mode::Json
+        } else if self.inline {
+            Mode::Inline
+        } else if self.gather || std::io::stdout().is_terminal() {
+            Mode::Gather
+        } else {
+            Mode::Inline
+        }
+    }
+}
+
+impl Select {
+    fn targets(&self) -> Result<Vec<Target>, String> {
+        let inv = Inventory::load(self.inventory.as_deref())?;
+        let mut include: Vec<String> = self.targets.iter().cloned().collect();
+        include.extend(self.with.iter().cloned());
+        if include.is_empty() {
+            return Err("no targets given (a positional list or -w)".into());
+        }
+        let t = inv.select(&include, &self.exclude)?;
+        if t.is_empty() {
+            return Err("the selection is empty (everything was excluded)".into());
+        }
+        Ok(t)
+    }
+}
+
+/// Bounds a number of seconds given on the command line.
+pub fn secs(what: &str, s: f64) -> Result<Duration, String> {
+    if !(s > 0.0 && s <= 1e7) {
+        return Err(format!(
+            "{what} must be a positive number of seconds, not {s}"
+        ));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+impl Common {
+    /// The targets (with the become hop added) and how to connect them.
+    pub fn resolve(&self) -> Result<(Vec<Target>, ConnectOptions), String> {
+        let c = &self.connect;
+        let mut targets = self.select.targets()?;
+        if c.become_ {
+            let method = match c.become_method {
+                BecomeArg::Sudo => BecomeMethod::Sudo,
+                BecomeArg::Su => BecomeMethod::Su,
+                BecomeArg::Doas => BecomeMethod::Doas,
+            };
+            let hop = Hop::Become {
+                method,
+                user: c.become_user.clone(),
+            };
+            // The user name is checked like one typed in a target.
+            let check = format!("{}:{}", method.name(), c.become_user);
+            crate::target::parse_chain("--become-user", &check, 0, &check)
+                .map_err(|e| e.to_string())?;
+            for t in &mut targets {
+                t.hops.push(hop.clone());
+            }
+        }
+        let mut ssh_args = Vec::new();
+        if let Some(f) = &c.ssh_config {
+            ssh_args.push("-F".to_string());
+            ssh_args.push(f.to_string_lossy().into_owned());
+        }
+        for o in &c.ssh_option {
+            ssh_args.push("-o".to_string());
+            ssh_args.push(o.clone());
+        }
+        let become_password = crate::secret::become_password(
+            c.ask_become_pass,
+            c.password_fd,
+            c.password_env.as_deref(),
+        )?;
+        let opts = ConnectOptions {
+            connect_timeout: secs("--connect-timeout", c.connect_timeout)?,
+            ssh_args,
+            host_keys: match c.host_keys {
+                HostKeys::Enforce => mitogen::HostKeyCheck::Enforce,
+                HostKeys::Accept => mitogen::HostKeyCheck::Accept,
+                HostKeys::Ignore => mitogen::HostKeyCheck::Ignore,
+            },
+            identity: c.identity.clone(),
+            become_password,
+        };
+        Ok((targets, opts))
+    }
+
+    /// At most this many targets at once.
+    pub fn forks(&self) -> Result<usize, String> {
+        match self.forks {
+            0 => Err("--forks must be at least 1".into()),
+            n => Ok(n),
+        }
+    }
+
+    /// Bound on one call of `ping` or `facts` (the connect timeout).
+    pub fn call_timeout(&self) -> Result<Duration, String> {
+        secs("--connect-timeout", self.connect.connect_timeout)
+    }
+
+    /// Whether to print JSON lines.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// The warm master to attach to, if any.
+    pub fn master(&self) -> Option<&str> {
+        self.master.as_deref()
+    }
+
+    /// Whether the progress display is off.
+    pub fn quiet(&self) -> bool {
+        self.quiet
+    }
+}
+
+/// Parses the arguments and runs the command; the exit status says
+/// whether every target succeeded.
+pub fn main(router: &mitogen::Router) -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Command::Run(args) => crate::commands::run(router, &args),
+        Command::Ping(c) => crate::commands::ping(router, &c),
+        Command::Facts(c) => crate::commands::facts(router, &c),
+        Command::Tree(c) => crate::commands::tree(router, &c),
+        Command::Master { common, name } => crate::commands::master(router, &common, &name),
+        Command::List { select, fold } => select.targets().map(|ts| {
+            let names: Vec<String> = ts.iter().map(|t| t.name()).collect();
+            // A closed pipe (`| head`) ends the listing quietly.
+            let out = std::io::stdout();
+            let mut o = out.lock();
+            if fold {
+                let _ = writeln!(o, "{}", crate::nodeset::fold_str(&names));
+            } else {
+                for n in names {
+                    if writeln!(o, "{n}").is_err() {
+                        break;
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }),
+    };
+    r.unwrap_or_else(|e| {
+        eprintln!("mitogen: {e}");
+        ExitCode::from(2)
+    })
+}

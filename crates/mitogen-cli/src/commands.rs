@@ -1,0 +1,399 @@
+//! The commands that work on targets: `run`, `ping`, `facts`, `tree`.
+//!
+//! Each is a `work` function run per target by a [`Session`] (connect
+//! through the shared hop tree, then one call), a way to print each
+//! result, and an exit status: 0 when every target succeeded, 1 when any
+//! failed or could not be reached, 130 when interrupted.
+
+use crate::cli::{secs, Common, RunArgs};
+use crate::interrupt::INTERRUPTED;
+use crate::output::{self, Mode, Outcome, TargetResult};
+use crate::plan::Plan;
+use crate::remote::{self, CommandSpec, Facts};
+use crate::session::{Finished, Session};
+use mitogen::Context;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long stopping the commands may take on Ctrl-C.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks every context to stop its commands, all at once, bounded.
+fn stop_all(ctxs: &[Context]) {
+    let pending: Vec<_> = ctxs
+        .iter()
+        .filter_map(|c| c.call_async::<remote::stop_commands>(()).ok())
+        .collect();
+    let until = Instant::now() + STOP_TIMEOUT;
+    for p in pending {
+        let _ = p.get(Some(until.saturating_duration_since(Instant::now())));
+    }
+}
+
+fn session<'r>(router: &'r mitogen::Router, c: &Common) -> Result<Session<'r>, String> {
+    let (targets, opts) = c.resolve()?;
+    let plan = Plan::new(targets);
+    let attached = match c.master() {
+        Some(name) => Some(crate::master::attach(name, &plan, opts.connect_timeout)?),
+        None => None,
+    };
+    Ok(Session {
+        router,
+        plan: Arc::new(plan),
+        opts,
+        forks: c.forks()?,
+        quiet: c.quiet(),
+        _attached: attached,
+    })
+}
+
+/// The names of the targets that did not finish.
+fn unfinished<T>(plan: &Plan, f: &Finished<T>) -> Vec<String> {
+    plan.targets
+        .iter()
+        .zip(&f.results)
+        .filter(|(_, r)| r.is_none())
+        .map(|((t, _), _)| t.name())
+        .collect()
+}
+
+fn status(all_ok: bool, interrupted: bool) -> ExitCode {
+    match (interrupted, all_ok) {
+        (true, _) => ExitCode::from(INTERRUPTED),
+        (false, true) => ExitCode::SUCCESS,
+        (false, false) => ExitCode::from(1),
+    }
+}
+
+/// `mitogen run TARGETS -- COMMAND…`
+pub fn run(router: &mitogen::Router, args: &RunArgs) -> Result<ExitCode, String> {
+    let s = session(router, &args.common)?;
+    let mode = args.mode();
+    let spec = CommandSpec {
+        script: args.command.join(" "),
+        timeout: args.timeout.map(|t| secs("--timeout", t)).transpose()?,
+        max_output: args.max_output,
+    };
+    // The call's own bound: the command's, plus room for the answer.
+    let wait = spec.timeout.map(|t| t + s.opts.connect_timeout);
+    let names: Vec<String> = s.plan.targets.iter().map(|(t, _)| t.name()).collect();
+    let names2 = names.clone();
+    let work = move |i: usize, ctx: Result<Context, String>, took: Duration| {
+        let name = names2[i].clone();
+        let ctx = match ctx {
+            Ok(c) => c,
+            Err(e) => {
+                return TargetResult {
+                    name,
+                    connect: took,
+                    run: None,
+                    outcome: Outcome::Unreachable(e),
+                }
+            }
+        };
+        let t = Instant::now();
+        let r = ctx
+            .call_async::<remote::run_command>((spec.clone(),))
+            .and_then(|p| p.get(wait));
+        TargetResult {
+            name,
+            connect: took,
+            run: Some(t.elapsed()),
+            outcome: match r {
+                Ok(o) => Outcome::Ran(o),
+                Err(e) => Outcome::Failed(e.to_string()),
+            },
+        }
+    };
+    let fin = s.run(
+        work,
+        |p, _, r: &TargetResult| {
+            p.suspend(|| output::print_one(mode, r));
+            r.ok()
+        },
+        stop_all,
+    );
+    let results: Vec<TargetResult> = fin.results.iter().flatten().cloned().collect();
+    if mode == Mode::Gather {
+        let out = std::io::stdout();
+        output::print_gathered(&mut out.lock(), &results);
+    }
+    let left = unfinished(&s.plan, &fin);
+    eprintln!("mitogen: {}", output::summary(&results, &left, fin.took));
+    let all_ok = left.is_empty() && results.iter().all(TargetResult::ok);
+    let _ = names;
+    Ok(status(all_ok, fin.interrupted))
+}
+
+/// One line of `ping`, `facts` or `tree`: shown as text or JSON.
+#[derive(Debug)]
+struct Row {
+    name: String,
+    error: Option<String>,
+    text: String,
+    json: serde_json::Value,
+}
+
+/// Runs `f` on each reachable target, prints a line per target as it
+/// finishes, then the summary.
+fn rows<F>(router: &mitogen::Router, c: &Common, f: F) -> Result<ExitCode, String>
+where
+    F: Fn(&Context, Duration) -> Result<(String, serde_json::Value), String>
+        + Send
+        + Sync
+        + 'static,
+{
+    let s = session(router, c)?;
+    let names: Vec<String> = s.plan.targets.iter().map(|(t, _)| t.name()).collect();
+    let json = c.json();
+    let work = move |i: usize, ctx: Result<Context, String>, took: Duration| {
+        let name = names[i].clone();
+        let r = ctx.and_then(|ctx| f(&ctx, took));
+        let ms = (took.as_secs_f64() * 1e6).round() / 1e3;
+        match r {
+            Ok((text, mut json)) => {
+                json["target"] = name.clone().into();
+                json["ok"] = true.into();
+                json["connect_ms"] = ms.into();
+                Row {
+                    name,
+                    error: None,
+                    text,
+                    json,
+                }
+            }
+            Err(e) => Row {
+                json: serde_json::json!({
+                    "target": name, "ok": false, "connect_ms": ms, "error": e,
+                }),
+                name,
+                text: String::new(),
+                error: Some(e),
+            },
+        }
+    };
+    let fin = s.run(
+        work,
+        |p, _, r: &Row| {
+            p.suspend(|| {
+                let out = std::io::stdout();
+                let mut o = out.lock();
+                let _ = match (&r.error, json) {
+                    (_, true) => writeln!(o, "{}", r.json),
+                    (None, false) => writeln!(o, "{}: {}", r.name, r.text),
+                    (Some(e), false) => writeln!(o, "{}: [failed] {e}", r.name),
+                };
+            });
+            r.error.is_none()
+        },
+        |_| {},
+    );
+    let done: Vec<&Row> = fin.results.iter().flatten().collect();
+    let ok = done.iter().filter(|r| r.error.is_none()).count();
+    let left = unfinished(&s.plan, &fin);
+    let n = s.plan.targets.len();
+    let mut summary = format!(
+        "{n} target{}: {ok} ok, {} failed",
+        if n == 1 { "" } else { "s" },
+        done.len() - ok
+    );
+    if !left.is_empty() {
+        summary.push_str(&format!(
+            ", {} not finished ({})",
+            left.len(),
+            crate::nodeset::fold_str(&left)
+        ));
+    }
+    eprintln!("mitogen: {summary} in {:.2}s", fin.took.as_secs_f64());
+    Ok(status(ok == s.plan.targets.len(), fin.interrupted))
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// `mitogen ping TARGETS`: start each target and time a round trip.
+pub fn ping(router: &mitogen::Router, c: &Common) -> Result<ExitCode, String> {
+    let timeout = c.call_timeout()?;
+    rows(router, c, move |ctx, took| {
+        let t = Instant::now();
+        ctx.call_async::<remote::ping>(())
+            .and_then(|p| p.get(Some(timeout)))
+            .map_err(|e| e.to_string())?;
+        let rtt = t.elapsed();
+        Ok((
+            format!(
+                "reached in {:.1} ms, round trip {:.3} ms",
+                ms(took),
+                ms(rtt)
+            ),
+            serde_json::json!({ "rtt_ms": ms(rtt) }),
+        ))
+    })
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.1}", b as f64 / (1u64 << 30) as f64)
+}
+
+fn uptime(s: u64) -> String {
+    match (s / 86400, s % 86400 / 3600, s % 3600 / 60) {
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h{m:02}m"),
+        (d, h, _) => format!("{d}d{h}h"),
+    }
+}
+
+/// `mitogen facts TARGETS`.
+pub fn facts(router: &mitogen::Router, c: &Common) -> Result<ExitCode, String> {
+    let timeout = c.call_timeout()?;
+    rows(router, c, move |ctx, _| {
+        let f: Facts = ctx
+            .call_async::<remote::facts>(())
+            .and_then(|p| p.get(Some(timeout)))
+            .map_err(|e| e.to_string())?;
+        let text = format!(
+            "{} ({}) | {} | {} {} | up {} | load {:.2} {:.2} {:.2} | {} cpu | mem {}/{} GiB free | / {}/{} GiB free",
+            f.hostname,
+            f.user,
+            f.os,
+            f.kernel,
+            f.arch,
+            uptime(f.uptime_s),
+            f.load[0],
+            f.load[1],
+            f.load[2],
+            f.cpus,
+            gib(f.mem_available),
+            gib(f.mem_total),
+            gib(f.disk_available),
+            gib(f.disk_total),
+        );
+        let json = serde_json::to_value(&f).map_err(|e| e.to_string())?;
+        Ok((text, json))
+    })
+}
+
+/// `mitogen tree TARGETS`: connect everything, then draw the hop tree.
+pub fn tree(router: &mitogen::Router, c: &Common) -> Result<ExitCode, String> {
+    let s = session(router, c)?;
+    let fin = s.run(
+        |_, ctx: Result<Context, String>, _| ctx.is_ok(),
+        |_, _, ok| *ok,
+        |_| {},
+    );
+    let plan = &s.plan;
+    let mut lines = vec![format!(
+        "{} (this process, pid {}, context {})",
+        std::env::args().next().unwrap_or_else(|| "mitogen".into()),
+        std::process::id(),
+        router.context_id()
+    )];
+    let kids = |p: Option<usize>| -> Vec<usize> {
+        (0..plan.nodes.len())
+            .filter(|&i| plan.nodes[i].parent == p)
+            .collect()
+    };
+    let mut stack: Vec<(usize, String, bool)> = kids(None)
+        .into_iter()
+        .rev()
+        .enumerate()
+        .map(|(k, i)| (i, String::new(), k == 0))
+        .collect();
+    let mut json = Vec::new();
+    while let Some((i, indent, last)) = stack.pop() {
+        let node = &plan.nodes[i];
+        let branch = if last { "└── " } else { "├── " };
+        let about = match node.link.get() {
+            Some(Ok(l)) => {
+                let up = match l.ctx.agent_upload_bytes() {
+                    Some(b) if b > 0 => format!(", agent uploaded {:.1} MiB", b as f64 / 1048576.0),
+                    _ => String::new(),
+                };
+                json.push(serde_json::json!({
+                    "path": plan.path_name(i), "context_id": l.ctx.context_id(),
+                    "name": l.ctx.name(), "connect_ms": ms(l.took),
+                    "agent_upload_bytes": l.ctx.agent_upload_bytes(),
+                }));
+                format!(
+                    "context {} {}, connected in {:.1} ms{up}",
+                    l.ctx.context_id(),
+                    l.ctx.name(),
+                    ms(l.took)
+                )
+            }
+            Some(Err(e)) => {
+                json.push(serde_json::json!({ "path": plan.path_name(i), "error": e }));
+                format!("FAILED: {e}")
+            }
+            None => "not connected".into(),
+        };
+        lines.push(format!("{indent}{branch}{}  [{about}]", node.hop));
+        let child_indent = format!("{indent}{}", if last { "    " } else { "│   " });
+        let ks = kids(Some(i));
+        let n = ks.len();
+        for (k, j) in ks.into_iter().enumerate().rev() {
+            stack.push((j, child_indent.clone(), k + 1 == n));
+        }
+    }
+    let out = std::io::stdout();
+    let mut o = out.lock();
+    if c.json() {
+        for j in json {
+            let _ = writeln!(o, "{j}");
+        }
+    } else {
+        for l in lines {
+            let _ = writeln!(o, "{l}");
+        }
+    }
+    let reached = fin.results.iter().flatten().filter(|ok| **ok).count();
+    eprintln!(
+        "mitogen: {} targets: {reached} reached, {} contexts in {:.2}s",
+        plan.targets.len(),
+        plan.connected().len(),
+        fin.took.as_secs_f64()
+    );
+    Ok(status(reached == plan.targets.len(), fin.interrupted))
+}
+
+/// `mitogen master --name NAME TARGETS`: connect, then hold the contexts
+/// for attached commands until Ctrl-C (or SIGTERM).
+pub fn master(router: &mitogen::Router, c: &Common, name: &str) -> Result<ExitCode, String> {
+    if c.master().is_some() {
+        return Err("a master does not attach to another (--master)".into());
+    }
+    // Fails early, before connecting anything, when the name is bad.
+    let path = crate::master::socket(name)?;
+    let s = session(router, c)?;
+    let fin = s.run(
+        |_, ctx: Result<Context, String>, _| ctx.err(),
+        |p, i, err: &Option<String>| {
+            if let Some(e) = err {
+                let t = s.plan.targets[i].0.name();
+                p.suspend(|| eprintln!("mitogen: {t}: [unreachable] {e}"));
+            }
+            err.is_none()
+        },
+        |_| {},
+    );
+    if fin.interrupted {
+        return Ok(status(false, true));
+    }
+    let (listener, n) = crate::master::serve(router, name, &s.plan)?;
+    eprintln!(
+        "mitogen: master {name:?} holds {n} of {} targets on {} (Ctrl-C to stop)",
+        s.plan.targets.len(),
+        path.display()
+    );
+    let interrupt = crate::interrupt::Interrupt::install();
+    while !interrupt.fired() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(interrupt);
+    listener.close();
+    eprintln!("mitogen: master {name:?} stopped");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,380 @@
+//! End to end on this machine: the built `mitogen` binary run against
+//! local contexts (which are real processes started from the binary, as
+//! remote ones are), its output parsed back.
+
+mod util;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use util::{mitogen, BIN};
+
+#[test]
+fn identical_outputs_are_gathered_under_a_folded_list() {
+    let r = mitogen(&[
+        "run",
+        "local[1-4]",
+        "--gather",
+        "--",
+        "echo same; echo warn >&2",
+    ]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(
+        r.stdout,
+        "---------------\nlocal[1-4] (4)\n---------------\nsame\n[stderr]\nwarn\n"
+    );
+    assert!(
+        r.stderr
+            .contains("4 targets: 4 ok, 0 failed, 0 unreachable"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn json_lines_parse_back_with_status_output_and_timings() {
+    let r = mitogen(&[
+        "run",
+        "local[1-3]",
+        "--json",
+        "--",
+        "echo out; echo err >&2; exit 2",
+    ]);
+    assert_eq!(r.code, Some(1), "any failure fails the run: {r:?}");
+    let rows = r.json();
+    assert_eq!(rows.len(), 3);
+    for i in 1..=3 {
+        let v = r.target(&format!("local{i}"));
+        assert_eq!(v["status"], 2);
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["stdout"], "out\n");
+        assert_eq!(v["stderr"], "err\n");
+        assert!(v["error"].is_null());
+        assert!(v["connect_ms"].as_f64().unwrap() > 0.0);
+        assert!(v["run_ms"].as_f64().unwrap() > 0.0);
+    }
+    assert!(
+        r.stderr.contains("3 targets: 0 ok, 3 failed"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn inline_mode_prefixes_each_line_with_its_target() {
+    let r = mitogen(&[
+        "run",
+        "-i",
+        "local[1-2]",
+        "--",
+        "printf 'a\\nb\\n'; echo e >&2",
+    ]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let mut lines: Vec<&str> = r.stdout.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["local1: a", "local1: b", "local2: a", "local2: b"]);
+    assert!(r.stderr.contains("local1: e\n") && r.stderr.contains("local2: e\n"));
+}
+
+#[test]
+fn a_failing_target_fails_alone_and_sets_the_exit_status() {
+    let r = mitogen(&[
+        "run",
+        "--json",
+        "local[1-2],local/sudo:no-such-user-x",
+        "--",
+        "true",
+    ]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert_eq!(r.target("local1")["ok"], true);
+    assert_eq!(r.target("local2")["ok"], true);
+    let bad = r.target("local/sudo:no-such-user-x");
+    assert_eq!(bad["ok"], false);
+    let e = bad["error"].as_str().unwrap();
+    assert!(e.contains("sudo:no-such-user-x"), "{e}");
+    assert!(r
+        .stderr
+        .contains("3 targets: 2 ok, 0 failed, 1 unreachable"));
+}
+
+#[test]
+fn timeouts_kill_the_command_and_output_is_bounded() {
+    let r = mitogen(&[
+        "run",
+        "--json",
+        "local",
+        "--timeout",
+        "0.5",
+        "--",
+        "echo hi; sleep 30",
+    ]);
+    assert!(r.took < Duration::from_secs(20), "{:?}", r.took);
+    let v = r.target("local");
+    assert_eq!(v["timed_out"], true);
+    assert_eq!(v["stdout"], "hi\n");
+    assert_eq!(r.code, Some(1));
+
+    let r = mitogen(&[
+        "run",
+        "--json",
+        "local",
+        "--max-output",
+        "10",
+        "--",
+        "head -c 1000 /dev/zero | tr '\\0' x",
+    ]);
+    let v = r.target("local");
+    assert_eq!(v["stdout"], "xxxxxxxxxx");
+    assert_eq!(v["stdout_dropped"], 990);
+    assert_eq!(v["ok"], true);
+    let r = mitogen(&[
+        "run",
+        "-i",
+        "local",
+        "--max-output",
+        "2",
+        "--",
+        "echo abcdef",
+    ]);
+    assert!(
+        r.stdout
+            .contains("local: ab\nlocal: [5 more bytes of stdout not kept: --max-output]"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn bad_targets_are_shown_with_a_caret_and_exit_2() {
+    let r = mitogen(&["run", "local,ssh:deploy@bastion/setns:app", "--", "true"]);
+    assert_eq!(r.code, Some(2));
+    assert!(
+        r.stderr.contains(&format!(
+            "method \"setns\" is not supported yet\n  local,ssh:deploy@bastion/setns:app\n  {}^^^^^\n",
+            " ".repeat(25)
+        )),
+        "{}",
+        r.stderr
+    );
+    let r = mitogen(&["list", "web[01-x]"]);
+    assert_eq!(r.code, Some(2));
+    assert!(
+        r.stderr.contains("  web[01-x]\n      ^^^^\n"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn list_expands_groups_and_exclusions() {
+    let dir = std::env::temp_dir().join(format!("mitogen-cli-inv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let inv = dir.join("inventory");
+    std::fs::write(
+        &inv,
+        "web: ssh:deploy@bastion/web[01-04]:2222\nall: @web local\n",
+    )
+    .unwrap();
+    let r = mitogen(&[
+        "list",
+        "-I",
+        inv.to_str().unwrap(),
+        "@all",
+        "-x",
+        "web[02-03]",
+    ]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(
+        r.stdout,
+        "deploy@bastion/web01:2222\ndeploy@bastion/web04:2222\nlocal\n"
+    );
+    let r = mitogen(&["list", "--fold", "-I", inv.to_str().unwrap(), "@web"]);
+    assert_eq!(r.stdout, "deploy@bastion/web[01-04]:2222\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ping_facts_and_tree_on_local_contexts() {
+    let r = mitogen(&["ping", "--json", "local[1-2]"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    for v in r.json() {
+        assert_eq!(v["ok"], true);
+        assert!(v["rtt_ms"].as_f64().unwrap() > 0.0);
+    }
+    let r = mitogen(&["facts", "--json", "local"]);
+    let v = r.target("local");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(v["hostname"], host.trim());
+    assert!(v["mem_total"].as_u64().unwrap() > 0);
+    assert!(v["disk_total"].as_u64().unwrap() > 0);
+    assert!(v["cpus"].as_u64().unwrap() > 0);
+
+    // Three targets behind one shared hop: that hop is one context.
+    let r = mitogen(&["tree", "--json", "local/local[1-3]"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let nodes = r.json();
+    assert_eq!(nodes.len(), 4, "{}", r.stdout);
+    assert_eq!(nodes.iter().filter(|n| n["path"] == "local").count(), 1);
+    let r = mitogen(&["tree", "local/local[1-2]"]);
+    assert!(r.stdout.contains("└── local  [context "), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("    ├── local1  [context "),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("    └── local2  [context "),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_password_from_the_environment_is_not_passed_on() {
+    let r = util::run_cmd(
+        {
+            let mut c = Command::new(BIN);
+            c.args([
+                "run",
+                "-i",
+                "--password-env",
+                "MTB_SECRET",
+                "local",
+                "--",
+                "echo ${MTB_SECRET:-unset}",
+            ])
+            .env("MTB_SECRET", "hunter2");
+            c
+        },
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(r.stdout, "local: unset\n");
+    let r = mitogen(&[
+        "run",
+        "--password-env",
+        "MTB_NOT_SET_X",
+        "local",
+        "--",
+        "true",
+    ]);
+    assert_eq!(r.code, Some(2));
+    assert!(
+        r.stderr.contains("--password-env MTB_NOT_SET_X"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// A terminal session: the progress display, then Ctrl-C stops the
+/// running commands, prints what finished and what did not, exits 130.
+#[test]
+fn terminal_session_shows_progress_and_ctrl_c_stops_the_commands() {
+    // Two at a time: local1 and local2 run, local3 and local4 never start.
+    let mut t = util::Pty::spawn(&[
+        "run",
+        "-f",
+        "2",
+        "local[1-4]",
+        "--",
+        "echo started; sleep 30",
+    ]);
+    t.wait_for("connected 2 · running 2", Duration::from_secs(30));
+    // Let the commands print their first line.
+    std::thread::sleep(Duration::from_millis(500));
+    t.type_(&[3]);
+    let (status, out) = t.wait(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(130), "{out}");
+    assert!(
+        out.contains("0/4 done"),
+        "a progress bar was drawn: {out:?}"
+    );
+    assert!(out.contains("local[1-2] (2) [stopped]"), "{out:?}");
+    assert!(out.contains("started"), "gathered output kept: {out:?}");
+    assert!(
+        out.contains("4 targets: 0 ok, 2 failed, 0 unreachable, 2 not finished (local[3-4])"),
+        "{out:?}"
+    );
+}
+
+/// `mitogen master` holds contexts; `--master` runs on them without
+/// connecting (the same agent processes serve two runs).
+#[test]
+fn a_warm_master_serves_later_commands() {
+    let name = format!("test-{}", std::process::id());
+    let mut master = Command::new(BIN)
+        .args(["master", "-q", "--name", &name, "local[1-2]"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the master starts");
+    let log = Arc::new(Mutex::new(String::new()));
+    let mut err = master.stderr.take().unwrap();
+    let l = log.clone();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 1024];
+        while let Ok(n) = err.read(&mut b) {
+            if n == 0 {
+                break;
+            }
+            l.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&b[..n]));
+        }
+    });
+    let start = Instant::now();
+    while !log.lock().unwrap().contains("holds 2 of 2 targets") {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = master.kill();
+            panic!("the master did not come up: {}", log.lock().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = || {
+        mitogen(&[
+            "run",
+            "--master",
+            &name,
+            "--json",
+            "local[1-3]",
+            "--",
+            "echo $PPID",
+        ])
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a.code, Some(1), "local3 is not held: {a:?}");
+    for i in 1..=2 {
+        let t = format!("local{i}");
+        assert_eq!(a.target(&t)["ok"], true, "{a:?}");
+        assert_eq!(
+            a.target(&t)["stdout"],
+            b.target(&t)["stdout"],
+            "the same context ran both"
+        );
+    }
+    let e = a.target("local3")["error"].as_str().unwrap().to_string();
+    assert!(e.contains("does not hold local3"), "{e}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(master.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = master.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the master did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{}", log.lock().unwrap());
+    let r = mitogen(&["ping", "--master", &name, "local1"]);
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("no master is listening"), "{}", r.stderr);
+}

@@ -1,0 +1,260 @@
+//! End to end against the real test hosts (`scripts/testbed/setup.sh`:
+//! three sshd in network namespaces, users alice/bob, sudo rules).
+//! Without the test bed every test is reported as ignored and the reason
+//! is printed once (libtest-mimic, as `crates/mitogen/tests/hosts`).
+
+mod util;
+
+use libtest_mimic::{Arguments, Trial};
+use std::process::Command;
+use std::time::Duration;
+use util::{mitogen, Testbed, BIN};
+
+/// One test on the test bed.
+type HostTest = fn(&Testbed);
+
+fn main() {
+    let args = Arguments::from_args();
+    let tests: [(&str, HostTest); 7] = [
+        (
+            "a_container_hop_here_and_behind_another_hop",
+            a_container_hop_here_and_behind_another_hop,
+        ),
+        (
+            "run_over_the_three_hosts_and_local_contexts_in_one_invocation",
+            run_over_the_three_hosts_and_local_contexts_in_one_invocation,
+        ),
+        (
+            "an_unreachable_host_is_reported_on_its_own_and_fails_the_run",
+            an_unreachable_host_is_reported_on_its_own_and_fails_the_run,
+        ),
+        (
+            "identical_outputs_of_hosts_are_gathered",
+            identical_outputs_of_hosts_are_gathered,
+        ),
+        (
+            "hosts_behind_one_bastion_share_its_connection",
+            hosts_behind_one_bastion_share_its_connection,
+        ),
+        (
+            "a_become_password_read_from_a_file_descriptor",
+            a_become_password_read_from_a_file_descriptor,
+        ),
+        (
+            "a_become_password_asked_once_on_the_terminal",
+            a_become_password_asked_once_on_the_terminal,
+        ),
+    ];
+    let tb = match util::testbed() {
+        Ok(tb) => Some(&*Box::leak(Box::new(tb))),
+        Err(why) => {
+            if !args.list {
+                eprintln!(
+                    "\n*** mitogen-cli hosts tests: {} tests SKIPPED: {why}\n*** run \
+                     ./scripts/test.sh as root (it builds the test bed)\n",
+                    tests.len()
+                );
+            }
+            None
+        }
+    };
+    let trials = tests
+        .into_iter()
+        .map(|(name, f)| match tb {
+            Some(tb) => Trial::test(name, move || {
+                f(tb);
+                Ok(())
+            }),
+            None => Trial::test(name, || Ok(())).with_ignored_flag(true),
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit()
+}
+
+fn run_over_the_three_hosts_and_local_contexts_in_one_invocation(tb: &Testbed) {
+    let targets = format!("{},{},{},local[1-2]", tb.hosts[0], tb.hosts[1], tb.hosts[2]);
+    let r = mitogen(&[
+        "run",
+        "-F",
+        &tb.ssh_config,
+        "--json",
+        &targets,
+        "--",
+        "hostname",
+    ]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(r.json().len(), 5);
+    for (i, h) in tb.hosts.iter().enumerate() {
+        assert_eq!(r.target(h)["stdout"], format!("mtb-host{}\n", i + 1));
+    }
+    let local = r.target("local1")["stdout"].as_str().unwrap().to_string();
+    assert_eq!(r.target("local2")["stdout"], local);
+}
+
+fn an_unreachable_host_is_reported_on_its_own_and_fails_the_run(tb: &Testbed) {
+    let bad = format!("root@{}", tb.unreachable);
+    let targets = format!("{},{},{bad}", tb.hosts[0], tb.hosts[1]);
+    let r = mitogen(&[
+        "run",
+        "-F",
+        &tb.ssh_config,
+        "--connect-timeout",
+        "5",
+        "--json",
+        &targets,
+        "--",
+        "true",
+    ]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert_eq!(r.target(&tb.hosts[0])["ok"], true);
+    assert_eq!(r.target(&tb.hosts[1])["ok"], true);
+    let v = r.target(&bad);
+    assert_eq!(v["ok"], false);
+    assert!(
+        v["error"].as_str().unwrap().contains(&tb.unreachable),
+        "{v}"
+    );
+    assert!(
+        r.stderr
+            .contains("3 targets: 2 ok, 0 failed, 1 unreachable"),
+        "{}",
+        r.stderr
+    );
+}
+
+fn identical_outputs_of_hosts_are_gathered(tb: &Testbed) {
+    let targets = format!("{},{},{},local", tb.hosts[0], tb.hosts[1], tb.hosts[2]);
+    let r = mitogen(&[
+        "run",
+        "-F",
+        &tb.ssh_config,
+        "--gather",
+        &targets,
+        "--",
+        "echo same",
+    ]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let prefix = tb.hosts[0].rsplit_once('.').unwrap().0;
+    let head = format!("{prefix}.[11-13],local (4)");
+    assert!(r.stdout.contains(&format!("\n{head}\n")), "{}", r.stdout);
+    assert_eq!(r.stdout.matches("same\n").count(), 1, "{}", r.stdout);
+}
+
+fn hosts_behind_one_bastion_share_its_connection(tb: &Testbed) {
+    let targets = format!(
+        "root@{}/root@{}/sudo:bob,root@{}/root@{}",
+        tb.hosts[0], tb.hosts[1], tb.hosts[0], tb.hosts[2]
+    );
+    let r = mitogen(&["tree", "-F", &tb.ssh_config, "--json", &targets]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let nodes = r.json();
+    let bastion = format!("root@{}", tb.hosts[0]);
+    assert_eq!(
+        nodes
+            .iter()
+            .filter(|n| n["path"] == bastion.as_str())
+            .count(),
+        1
+    );
+    assert_eq!(nodes.len(), 4, "{}", r.stdout);
+    let ids: std::collections::HashSet<u64> = nodes
+        .iter()
+        .map(|n| n["context_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 4);
+}
+
+/// alice's sudo rule asks her password every time: it comes from fd 3.
+fn a_become_password_read_from_a_file_descriptor(tb: &Testbed) {
+    let dir = std::env::temp_dir().join(format!("mitogen-cli-pw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pw = dir.join("pw");
+    std::fs::write(&pw, format!("{}\n", tb.alice_pw)).unwrap();
+    let targets = format!("alice@{},alice@{}", tb.hosts[0], tb.hosts[1]);
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", "exec 3<\"$1\"; shift; exec \"$@\"", "sh"])
+        .arg(&pw)
+        .args([
+            BIN,
+            "run",
+            "-F",
+            &tb.ssh_config,
+            "--json",
+            "-b",
+            "--password-fd",
+            "3",
+            &targets,
+            "--",
+            "id -un",
+        ]);
+    let r = util::run_cmd(cmd, Duration::from_secs(60));
+    assert_eq!(r.code, Some(0), "{r:?}");
+    for h in &tb.hosts[..2] {
+        assert_eq!(
+            r.target(&format!("alice@{h}/sudo:root"))["stdout"],
+            "root\n"
+        );
+    }
+    assert!(!r.stdout.contains(&tb.alice_pw) && !r.stderr.contains(&tb.alice_pw));
+
+    // Without it, sudo's question is a clear per-target failure.
+    let r = mitogen(&[
+        "run",
+        "-F",
+        &tb.ssh_config,
+        "--json",
+        "-b",
+        &format!("alice@{}", tb.hosts[0]),
+        "--",
+        "id -un",
+    ]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    let e = r.target(&format!("alice@{}/sudo:root", tb.hosts[0]))["error"].to_string();
+    assert!(e.to_lowercase().contains("password"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `-K` asks once on the terminal, for every target, and the password is
+/// not echoed.
+fn a_become_password_asked_once_on_the_terminal(tb: &Testbed) {
+    let targets = format!("alice@{},alice@{}", tb.hosts[0], tb.hosts[1]);
+    let mut t = util::Pty::spawn(&[
+        "run",
+        "-F",
+        &tb.ssh_config,
+        "-b",
+        "-K",
+        "-i",
+        &targets,
+        "--",
+        "id -un",
+    ]);
+    t.wait_for("BECOME password: ", Duration::from_secs(20));
+    t.type_(format!("{}\n", tb.alice_pw).as_bytes());
+    let (status, out) = t.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert_eq!(out.matches("BECOME password: ").count(), 1, "{out}");
+    for h in &tb.hosts[..2] {
+        assert!(out.contains(&format!("alice@{h}/sudo:root: root")), "{out}");
+    }
+    assert!(
+        !out.contains(&tb.alice_pw),
+        "the password was echoed: {out}"
+    );
+}
+
+/// `podman:CTR` as a target and as the last hop behind a local context;
+/// a missing container fails on its own.
+fn a_container_hop_here_and_behind_another_hop(tb: &Testbed) {
+    let Some(ctr) = &tb.podman_ctr else {
+        eprintln!("SKIPPED: the test bed has no podman container (TB_PODMAN_CTR)");
+        return;
+    };
+    let targets = format!("podman:{ctr},local/podman:{ctr},podman:no-such-ctr-x");
+    let r = mitogen(&["run", "--json", &targets, "--", "id -un"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert_eq!(r.target(&format!("podman:{ctr}"))["stdout"], "root\n");
+    assert_eq!(r.target(&format!("local/podman:{ctr}"))["stdout"], "root\n");
+    let e = r.target("podman:no-such-ctr-x")["error"].to_string();
+    assert!(e.contains("no-such-ctr-x"), "{e}");
+}
