@@ -49,6 +49,7 @@ cargo test --workspace --doc
 echo "== docs (broken links fail)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "== demo"
+cargo run --release -p mitogen-cli -- run 'local[1-4]' -- uname -sr >/dev/null
 cargo run --release -p mitogen --example tour >/dev/null
 if [ -n "$skipped" ]; then
     echo "green, but $skipped"
