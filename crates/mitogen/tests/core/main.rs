@@ -17,6 +17,7 @@ mod errors;
 mod events;
 mod flow;
 mod fork;
+mod gib;
 mod hostile;
 mod identity;
 mod lifetimes;
@@ -44,6 +45,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(trees::tests());
     all.extend(hostile::tests());
     all.extend(flow::tests());
+    all.extend(gib::tests());
     all
 }
 

@@ -13,6 +13,7 @@ mod become_user;
 mod cache;
 mod chain;
 mod fleet;
+mod gib;
 mod secrets;
 mod shells;
 mod ssh;
@@ -25,6 +26,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(cache::tests());
     all.extend(chain::tests());
     all.extend(fleet::tests());
+    all.extend(gib::tests());
     all.extend(secrets::tests());
     all.extend(shells::tests());
     all.extend(tmpfiles::tests());
