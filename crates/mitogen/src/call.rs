@@ -10,7 +10,7 @@
 //! the registry, so nothing else can be called.
 
 use crate::error::CallError;
-use crate::message::encode_into;
+use crate::link::memory::HugeWriter;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -83,13 +83,20 @@ pub fn decode_args<A: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<A, C
     })
 }
 
+/// Appends `value` in MessagePack (structs as maps), as
+/// `message::encode_into` does, into a buffer backed by huge pages once
+/// large: a large argument or result is written to fresh memory, whose
+/// page faults cost more than the copy (`link/memory.rs`).
+fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Result<(), CallError> {
+    value
+        .serialize(&mut rmp_serde::Serializer::new(HugeWriter(buf)).with_struct_map())
+        .map_err(|e| CallError::new("mitogen::EncodeError", e.to_string()))
+}
+
 /// Encodes a call's result (generated code).
 pub fn encode_output<T: Serialize>(value: &T) -> Result<Vec<u8>, CallError> {
     let mut buf = Vec::new();
-    encode_into(&mut buf, value).map_err(|e| match e {
-        crate::Error::Call(c) => c,
-        other => CallError::new("mitogen::EncodeError", other.to_string()),
-    })?;
+    encode_into(&mut buf, value)?;
     Ok(buf)
 }
 
@@ -131,7 +138,7 @@ pub(crate) fn encode_call<A: Serialize + ?Sized>(
         None => drop(rmp::encode::write_nil(&mut buf)),
     }
     let _ = rmp::encode::write_str(&mut buf, name);
-    encode_into(&mut buf, args)?;
+    encode_into(&mut buf, args).map_err(crate::Error::Call)?;
     Ok(buf)
 }
 

@@ -9,10 +9,11 @@
 //! input. A link can be *paused*: it is not read while a link its traffic
 //! goes to is over its queue limit (flow control, see `writer.rs`).
 
+pub(crate) mod memory;
 mod reader;
 mod writer;
 
-pub(crate) use reader::{FrameReader, ReadError, ReadState};
+pub(crate) use reader::{FrameReader, Placement, ReadError, ReadState};
 pub use writer::DEFAULT_MAX_QUEUED;
 pub(crate) use writer::{Body, Mode, Out, SendError};
 

@@ -32,7 +32,11 @@ pub(crate) fn outcome_reason(
 impl Core {
     /// Takes ownership of a connected stream: routes, broker registration.
     /// `reader` may hold bytes read past the handshake.
-    pub(crate) fn attach(self: &Arc<Self>, stream: Arc<Stream>, reader: FrameReader) {
+    pub(crate) fn attach(self: &Arc<Self>, stream: Arc<Stream>, mut reader: FrameReader) {
+        reader.set_placement(Arc::new(crate::reassembly::Lender {
+            local: self.id,
+            reassembly: self.reassembly.clone(),
+        }));
         *lock(&stream.reader) = reader;
         stream.set_max_queued(self.max_queued.load(Ordering::Relaxed));
         if stream.is_parent {

@@ -77,7 +77,7 @@ pub(crate) struct Core {
     /// limit).
     send_timeout_ms: AtomicU64,
     next_frag_id: AtomicU32,
-    reassembly: Mutex<Reassembly>,
+    reassembly: Arc<Mutex<Reassembly>>,
     /// Where user handler callbacks run.
     callbacks: Arc<Callbacks>,
     owns_broker: bool,
@@ -345,7 +345,7 @@ impl Core {
             max_queued: AtomicUsize::new(DEFAULT_MAX_QUEUED),
             send_timeout_ms: AtomicU64::new(DEFAULT_SEND_TIMEOUT.as_millis() as u64),
             next_frag_id: AtomicU32::new(1),
-            reassembly: Mutex::new(Reassembly::default()),
+            reassembly: Arc::new(Mutex::new(Reassembly::default())),
             callbacks: Arc::new(Callbacks::default()),
             owns_broker,
             on_parent_lost: Mutex::new(None),
