@@ -154,10 +154,14 @@ fn expand_remote(f: &ItemFn, concurrent: bool) -> syn::Result<TokenStream2> {
 
             fn __invoke(
                 __env: &::mitogen::__private::CallEnv<'_>,
-                __bytes: &[u8],
+                __payload: ::std::vec::Vec<u8>,
+                __at: usize,
             ) -> ::core::result::Result<::std::vec::Vec<u8>, ::mitogen::CallError> {
-                let (#(#sent_names,)*): (#(#sent_types,)*) =
-                    ::mitogen::__private::decode_args(<#name as ::mitogen::RemoteFn>::NAME, __bytes)?;
+                let (#(#sent_names,)*): (#(#sent_types,)*) = ::mitogen::__private::decode_args_owned(
+                    <#name as ::mitogen::RemoteFn>::NAME,
+                    __payload,
+                    __at,
+                )?;
                 let __r = #name(#(#call_args),*);
                 #convert
                 ::mitogen::__private::encode_output(&__out)

@@ -45,8 +45,9 @@ pub struct CallEnv<'a> {
 pub struct Entry {
     /// Full path of the function.
     pub name: &'static str,
-    /// Decodes the arguments, runs the function, encodes the result.
-    pub invoke: fn(&CallEnv<'_>, &[u8]) -> Result<Vec<u8>, CallError>,
+    /// Decodes the arguments (the call payload and where they start in
+    /// it), runs the function, encodes the result.
+    pub invoke: fn(&CallEnv<'_>, Vec<u8>, usize) -> Result<Vec<u8>, CallError>,
     /// `#[mitogen::remote(concurrent)]`: runs on the context's worker pool
     /// (`pool.rs`) instead of in arrival order on its main thread.
     pub concurrent: bool,
@@ -91,6 +92,22 @@ fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Result<()
     value
         .serialize(&mut rmp_serde::Serializer::new(HugeWriter(buf)).with_struct_map())
         .map_err(|e| CallError::new("mitogen::EncodeError", e.to_string()))
+}
+
+/// Decodes a call's argument tuple from `payload[at..]`, owning the
+/// payload: a large byte string ending it becomes the argument's buffer
+/// instead of being copied (`owned.rs`; generated code).
+pub fn decode_args_owned<A: DeserializeOwned>(
+    name: &str,
+    payload: Vec<u8>,
+    at: usize,
+) -> Result<A, CallError> {
+    crate::owned::from_msgpack(payload, at).map_err(|e| {
+        CallError::new(
+            "mitogen::DecodeError",
+            format!("cannot decode the arguments of {name}: {e}"),
+        )
+    })
 }
 
 /// Encodes a call's result (generated code).

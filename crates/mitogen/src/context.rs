@@ -281,7 +281,7 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
             }
             e => e,
         })?;
-        msg.decode()
+        msg.into_decoded()
     }
 
     /// `true` once the result (or failure) has arrived.
@@ -309,7 +309,7 @@ impl<T: serde::de::DeserializeOwned> Future for PendingCall<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Result<T>> {
         let mut fut = self.latch.get_async();
         match Pin::new(&mut fut).poll(cx) {
-            Poll::Ready(Ok(m)) => Poll::Ready(m.decode()),
+            Poll::Ready(Ok(m)) => Poll::Ready(m.into_decoded()),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
             Poll::Pending => Poll::Pending,
         }

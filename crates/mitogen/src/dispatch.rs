@@ -192,28 +192,27 @@ impl Dispatcher {
     }
 
     /// Runs an ordinary call here; hands a concurrent one to the pool.
-    fn handle(&self, msg: Message) {
+    fn handle(&self, mut msg: Message) {
         let started = Instant::now();
-        let parts = match decode_call(&msg.data) {
-            Ok(p) => p,
+        let (chain, name, args_at) = match decode_call(&msg.data) {
+            Ok(p) => (p.chain, p.name, msg.data.len() - p.args.len()),
             Err(e) => return self.shared.finish(&msg, "?", None, Err(e), started),
         };
-        if !lookup(&parts.name).is_some_and(|e| e.concurrent) {
+        // The arguments are decoded from the payload they own (a large
+        // byte string in them is not copied); the message keeps what the
+        // reply needs.
+        let payload = std::mem::take(&mut msg.data);
+        if !lookup(&name).is_some_and(|e| e.concurrent) {
             let r = self
                 .shared
-                .run_one(parts.chain.as_deref(), &parts.name, parts.args);
-            return self
-                .shared
-                .finish(&msg, &parts.name, parts.chain, r, started);
+                .run_one(chain.as_deref(), &name, payload, args_at);
+            return self.shared.finish(&msg, &name, chain, r, started);
         }
         // A chain that has already failed stays failed without queueing.
-        if let Some(e) = self.shared.chain_failure(parts.chain.as_deref()) {
-            return self
-                .shared
-                .finish(&msg, &parts.name, parts.chain, Err(e), started);
+        if let Some(e) = self.shared.chain_failure(chain.as_deref()) {
+            return self.shared.finish(&msg, &name, chain, Err(e), started);
         }
-        let args_at = msg.data.len() - parts.args.len();
-        let (name, chain) = (Arc::<str>::from(parts.name), parts.chain);
+        let name = Arc::<str>::from(name);
         let msg = Arc::new(msg);
         let (s, m, n, c) = (
             self.shared.clone(),
@@ -222,7 +221,7 @@ impl Dispatcher {
             chain.clone(),
         );
         let run = move || {
-            let r = s.run_one(c.as_deref(), &n, &m.data[args_at..]);
+            let r = s.run_one(c.as_deref(), &n, payload, args_at);
             s.finish(&m, &n, c, r, started);
         };
         let s = self.shared.clone();
@@ -285,12 +284,18 @@ impl Shared {
         }
     }
 
-    fn run_one(&self, chain: Option<&str>, name: &str, args: &[u8]) -> Result<Vec<u8>, CallError> {
+    fn run_one(
+        &self,
+        chain: Option<&str>,
+        name: &str,
+        payload: Vec<u8>,
+        args_at: usize,
+    ) -> Result<Vec<u8>, CallError> {
         if let Some(e) = self.chain_failure(chain) {
             return Err(e);
         }
         if name == FORGET_CHAIN {
-            let (id,): (String,) = crate::call::decode_args(name, args)?;
+            let (id,): (String,) = crate::call::decode_args(name, &payload[args_at..])?;
             crate::sync::lock(&self.failed_chains).remove(&id);
             return crate::call::encode_output(&());
         }
@@ -306,7 +311,9 @@ impl Shared {
         };
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // Handles among the arguments bind to this context's router.
-            crate::sender::decoding_for(self.econtext.router.core(), || (entry.invoke)(&env, args))
+            crate::sender::decoding_for(self.econtext.router.core(), || {
+                (entry.invoke)(&env, payload, args_at)
+            })
         })) {
             Ok(r) => r,
             Err(p) => Err(CallError::from_panic(name, &*p)),

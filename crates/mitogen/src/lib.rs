@@ -70,6 +70,7 @@ mod latch;
 mod link;
 mod logging;
 mod message;
+mod owned;
 mod pool;
 mod process;
 mod reap;
@@ -264,7 +265,7 @@ macro_rules! call {
 pub mod __private {
     //! Used by generated code; not a stable API.
     pub use crate::call::{
-        decode_args, encode_output, CallEnv, Entry, IntoRemoteResult, REMOTE_FNS,
+        decode_args, decode_args_owned, encode_output, CallEnv, Entry, IntoRemoteResult, REMOTE_FNS,
     };
     pub use linkme;
 }

@@ -190,6 +190,23 @@ impl Message {
         }
     }
 
+    /// [`Message::decode`], consuming the message: a large byte string
+    /// ending the payload becomes the value's buffer (`owned.rs`).
+    pub(crate) fn into_decoded<T: DeserializeOwned>(self) -> Result<T> {
+        if self.encoding != Encoding::MsgPack {
+            return self.decode();
+        }
+        let Message { data, core, .. } = self;
+        let decode = || {
+            crate::owned::from_msgpack(data, 0)
+                .map_err(|e| Error::Call(CallError::new("mitogen::DecodeError", e.to_string())))
+        };
+        match &core {
+            Some(core) => crate::sender::decoding_for(core, decode),
+            None => decode(),
+        }
+    }
+
     /// Answers this message with `value`, sent to its `reply_to` handle.
     pub fn reply<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         self.reply_message(Message::encode(value)?)
