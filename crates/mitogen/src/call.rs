@@ -41,13 +41,19 @@ pub struct CallEnv<'a> {
     pub econtext: &'a crate::ExternalContext,
 }
 
+/// What `#[mitogen::remote]` generates to run a call: given the call's
+/// payload (owned, so a large byte string in it can become an argument
+/// without a copy) and where the arguments start in it, returns the
+/// encoded result.
+pub type Invoke = fn(&CallEnv<'_>, Vec<u8>, usize) -> Result<Vec<u8>, CallError>;
+
 /// A registry entry, written by `#[mitogen::remote]`.
 pub struct Entry {
     /// Full path of the function.
     pub name: &'static str,
     /// Decodes the arguments (the call payload and where they start in
     /// it), runs the function, encodes the result.
-    pub invoke: fn(&CallEnv<'_>, Vec<u8>, usize) -> Result<Vec<u8>, CallError>,
+    pub invoke: Invoke,
     /// `#[mitogen::remote(concurrent)]`: runs on the context's worker pool
     /// (`pool.rs`) instead of in arrival order on its main thread.
     pub concurrent: bool,
