@@ -72,10 +72,13 @@ pub(crate) fn from_msgpack<T: DeserializeOwned>(
         return rmp_serde::from_slice(data.get(at..).unwrap_or_default());
     };
     let (hdr, body) = (at + hdr, at + body);
-    let head = data[..body].to_vec();
+    // What is not the body is copied out (usually a few bytes; never the
+    // body, so a payload with several large strings costs no more than
+    // the ordinary decode).
+    let bin_header = data[hdr..body].to_vec();
     let tail = data[body + len..].to_vec();
     let mut rest = Vec::with_capacity(hdr - at + 2 + TOKEN_LEN + tail.len());
-    rest.extend_from_slice(&head[at..hdr]);
+    rest.extend_from_slice(&data[at..hdr]);
     rest.extend_from_slice(&[0xc4, TOKEN_LEN as u8]);
     rest.extend_from_slice(token());
     rest.extend_from_slice(&tail);
@@ -88,10 +91,11 @@ pub(crate) fn from_msgpack<T: DeserializeOwned>(
         None => decoded,
         Some(body) => {
             // Nobody took it: decode the payload as it was.
-            let mut whole = head;
+            let mut whole = rest[..hdr - at].to_vec();
+            whole.extend_from_slice(&bin_header);
             whole.extend_from_slice(&body);
             whole.extend_from_slice(&tail);
-            rmp_serde::from_slice(&whole[at..])
+            rmp_serde::from_slice(&whole)
         }
     }
 }
