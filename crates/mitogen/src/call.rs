@@ -148,21 +148,36 @@ where
 }
 
 /// Builds the payload of a call.
+#[cfg(test)]
 pub(crate) fn encode_call<A: Serialize + ?Sized>(
     chain: Option<&str>,
     name: &str,
     args: &A,
 ) -> crate::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(32 + name.len());
-    // Writing to a Vec cannot fail.
-    let _ = rmp::encode::write_array_len(&mut buf, 3);
-    match chain {
-        Some(c) => drop(rmp::encode::write_str(&mut buf, c)),
-        None => drop(rmp::encode::write_nil(&mut buf)),
-    }
-    let _ = rmp::encode::write_str(&mut buf, name);
-    encode_into(&mut buf, args).map_err(crate::Error::Call)?;
+    encode_call_into(HugeWriter(&mut buf), chain, name, args)?;
     Ok(buf)
+}
+
+/// Writes the payload of a call to `w` (which may send it as it goes:
+/// `streamed.rs`).
+pub(crate) fn encode_call_into<W: std::io::Write, A: Serialize + ?Sized>(
+    mut w: W,
+    chain: Option<&str>,
+    name: &str,
+    args: &A,
+) -> crate::Result<()> {
+    let fail = |e: &dyn std::fmt::Display| {
+        crate::Error::Call(CallError::new("mitogen::EncodeError", e.to_string()))
+    };
+    rmp::encode::write_array_len(&mut w, 3).map_err(|e| fail(&e))?;
+    match chain {
+        Some(c) => rmp::encode::write_str(&mut w, c).map_err(|e| fail(&e))?,
+        None => rmp::encode::write_nil(&mut w).map_err(|e| fail(&e))?,
+    }
+    rmp::encode::write_str(&mut w, name).map_err(|e| fail(&e))?;
+    args.serialize(&mut rmp_serde::Serializer::new(w).with_struct_map())
+        .map_err(|e| fail(&e))
 }
 
 /// A decoded call: chain, function name, and the undecoded argument bytes.

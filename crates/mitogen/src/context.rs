@@ -2,7 +2,7 @@
 //! ([`Context::call`], [`Context::call_async`], [`Context::call_no_reply`],
 //! [`CallChain`]).
 
-use crate::call::{encode_call, RemoteFn};
+use crate::call::RemoteFn;
 use crate::error::{Result, TimeoutError};
 use crate::frame::handle;
 use crate::latch::Latch;
@@ -164,9 +164,7 @@ impl Context {
         args: &A,
         reply_to: u32,
     ) -> Result<()> {
-        let mut m = Message::with_payload(encode_call(chain, name, args)?);
-        m.reply_to = reply_to;
-        self.core.send(m.to(self.id, handle::CALL_FUNCTION))
+        crate::streamed::send_call(&self.core, self.id, reply_to, chain, name, args)
     }
 
     pub(crate) fn start_call<T, A: serde::Serialize + ?Sized>(

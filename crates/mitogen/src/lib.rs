@@ -79,6 +79,7 @@ mod receiver;
 mod router;
 mod select;
 mod sender;
+mod streamed;
 mod sync;
 #[doc(hidden)]
 pub mod testing;

@@ -86,6 +86,9 @@ pub(crate) struct Out {
     write_armed: bool,
     /// User threads waiting for room.
     waiters: usize,
+    /// A user thread is writing a borrowed frame itself
+    /// ([`Stream::send_borrowed`]): nobody else writes until it is done.
+    borrowed: bool,
     /// Links paused because their traffic filled this queue.
     blocked: Vec<Weak<Stream>>,
 }
@@ -167,7 +170,7 @@ impl Stream {
         let slice = body.as_slice();
         let total = HEADER_LEN + slice.len();
         let mut done = 0;
-        if out.queue.is_empty() {
+        if out.queue.is_empty() && !out.borrowed {
             done = match write_nb(self.wfd(), &[&hdr, slice]) {
                 Ok(n) => n,
                 Err(e) => {
@@ -195,6 +198,10 @@ impl Stream {
     /// an error when the peer is gone.
     pub(crate) fn flush(&self) -> io::Result<()> {
         let mut out = lock(&self.out);
+        if out.borrowed {
+            // Its writer flushes the queue when its frame is done.
+            return Ok(());
+        }
         let result = loop {
             if out.queue.is_empty() {
                 break Ok(());
@@ -254,6 +261,111 @@ impl Stream {
         drop(out);
         resume_all(resume);
         result
+    }
+
+    /// Sends one frame whose body is borrowed from the caller (a user
+    /// thread): written straight from `body`, never copied, unless the
+    /// peer stops reading for `timeout`. Waits until nothing is queued,
+    /// writes what the descriptor takes, and while the rest does not fit,
+    /// holds the link (others queue behind: a frame is never interleaved)
+    /// and waits for room in the descriptor itself, no lock held. If no
+    /// byte could be written for `timeout`, what is left is copied into
+    /// the queue, so the borrow always ends when this returns.
+    pub(crate) fn send_borrowed(
+        &self,
+        hdr: [u8; HEADER_LEN],
+        body: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<(), SendError> {
+        let mut out = lock(&self.out);
+        let mut deadline = timeout.map(|d| Instant::now() + d);
+        while !out.queue.is_empty() || out.borrowed {
+            if out.closed || out.close_when_drained {
+                break;
+            }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(1),
+            };
+            if left.is_zero() {
+                return Err(SendError::TimedOut(timeout.unwrap_or_default()));
+            }
+            out.waiters += 1;
+            out = self
+                .space
+                .wait_timeout(out, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            out.waiters -= 1;
+        }
+        if out.closed || out.close_when_drained {
+            return Err(SendError::Closed(format!(
+                "the link to {} is closed",
+                self.name
+            )));
+        }
+        let total = HEADER_LEN + body.len();
+        let mut done = 0;
+        loop {
+            let rest: [&[u8]; 2] = if done < HEADER_LEN {
+                [&hdr[done..], body]
+            } else {
+                [&[], &body[done - HEADER_LEN..]]
+            };
+            match write_nb(self.wfd(), &rest) {
+                Ok(n) if n > 0 => {
+                    done += n;
+                    deadline = timeout.map(|d| Instant::now() + d);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    out.borrowed = false;
+                    self.fail(&mut out);
+                    return Err(SendError::Io(e));
+                }
+            }
+            if done == total || deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            out.borrowed = true;
+            drop(out);
+            wait_writable(self.wfd(), Duration::from_millis(50));
+            out = lock(&self.out);
+            if out.closed {
+                out.borrowed = false;
+                self.space.notify_all();
+                return Err(SendError::Closed(format!(
+                    "the link to {} is closed",
+                    self.name
+                )));
+            }
+        }
+        out.borrowed = false;
+        if done < total {
+            // The peer stopped reading: the rest goes first in the queue.
+            let (rest, at) = if done < HEADER_LEN {
+                (body.to_vec(), done)
+            } else {
+                (body[done - HEADER_LEN..].to_vec(), HEADER_LEN)
+            };
+            out.queued += total - done;
+            out.queue.push_front(Pending {
+                hdr,
+                body: Body::Owned(rest),
+                done: at,
+            });
+        }
+        let pending = !out.queue.is_empty();
+        self.space.notify_all();
+        drop(out);
+        if pending {
+            // What queued behind the borrowed frame.
+            self.flush().map_err(SendError::Io)?;
+            let mut out = lock(&self.out);
+            let armed = !out.queue.is_empty();
+            self.arm_write(&mut out, armed);
+        }
+        Ok(())
     }
 
     /// Marks the output dead with its queue dropped, waking every waiter.
@@ -342,6 +454,18 @@ impl Stream {
         }
         Ok(())
     }
+}
+
+/// Waits until `fd` can take more bytes, at most `limit`.
+fn wait_writable(fd: RawFd, limit: Duration) {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll on one pollfd we own; EINTR and errors just return
+    // early, and the caller retries its write.
+    unsafe { libc::poll(&mut p, 1, limit.as_millis() as libc::c_int) };
 }
 
 fn resume_all(links: Vec<Weak<Stream>>) {

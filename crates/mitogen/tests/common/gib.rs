@@ -5,10 +5,13 @@
 //! **The bound.** Each side's peak resident memory may grow, over its
 //! resident size before the call, by at most `k × payload + SLACK`:
 //!
-//! - the sending side `k = 2`: the value itself, plus its encoded copy
-//!   (the MessagePack payload, which is written to the link in fragments
-//!   that share its buffer);
-//! - the receiving side `k = 1`: the message is read straight into one
+//! - a call's **caller** `k = 1` for its argument: the value itself; the
+//!   encoder sends the byte string's body to the link from the value
+//!   (`streamed.rs`), so no encoded copy is ever built;
+//! - a **function's result** `k = 2` on the called side: the value, plus
+//!   its encoding in one buffer (`call::encode_output`), which the
+//!   fragments share;
+//! - the **receiving** side `k = 1`: the message is read straight into one
 //!   buffer (fragments are appended to it where they land), and decoding
 //!   moves the byte string out of that buffer instead of copying it.
 //!
@@ -121,10 +124,9 @@ fn bound(k: usize, n: usize) -> u64 {
 }
 
 impl Growth {
-    /// `Err` unless the sending side stayed within `2 × n + SLACK` and the
-    /// receiving side within `n + SLACK`.
-    pub fn check(&self, what: &str, n: usize, master_sends: bool) -> Result<(), String> {
-        let (km, kc) = if master_sends { (2, 1) } else { (1, 2) };
+    /// `Err` unless the master grew by at most `km × n + SLACK` and the
+    /// child by at most `kc × n + SLACK`.
+    pub fn check(&self, what: &str, n: usize, km: usize, kc: usize) -> Result<(), String> {
         let (bm, bc) = (bound(km, n), bound(kc, n));
         eprintln!(
             "{what}: peak growth master {} MiB (bound {bm}), child {} MiB (bound {bc})",

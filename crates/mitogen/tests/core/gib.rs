@@ -28,13 +28,13 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
 fn a_1gib_argument_to_a_local_context() -> TestResult {
     let router = util::router()?;
     let ctx = router.local().remote_name("gib-arg").connect()?;
-    common::argument(&ctx, common::GIB)?.check("a 1 GiB argument", common::GIB, true)?;
+    common::argument(&ctx, common::GIB)?.check("a 1 GiB argument", common::GIB, 1, 1)?;
     Ok(())
 }
 
 fn a_1gib_result_from_a_local_context() -> TestResult {
     let router = util::router()?;
     let ctx = router.local().remote_name("gib-result").connect()?;
-    common::result(&ctx, common::GIB)?.check("a 1 GiB result", common::GIB, false)?;
+    common::result(&ctx, common::GIB)?.check("a 1 GiB result", common::GIB, 1, 2)?;
     Ok(())
 }

@@ -25,7 +25,7 @@ fn a_1gib_argument_over_ssh() -> TestResult {
     let t = tb()?;
     let r = router()?;
     let ctx = ssh_key(&r, &t.host1, "root").connect()?;
-    common::argument(&ctx, common::GIB)?.check("a 1 GiB argument over ssh", common::GIB, true)?;
+    common::argument(&ctx, common::GIB)?.check("a 1 GiB argument over ssh", common::GIB, 1, 1)?;
     Ok(())
 }
 
@@ -33,6 +33,6 @@ fn a_1gib_result_over_ssh() -> TestResult {
     let t = tb()?;
     let r = router()?;
     let ctx = ssh_key(&r, &t.host1, "root").connect()?;
-    common::result(&ctx, common::GIB)?.check("a 1 GiB result over ssh", common::GIB, false)?;
+    common::result(&ctx, common::GIB)?.check("a 1 GiB result over ssh", common::GIB, 1, 2)?;
     Ok(())
 }
