@@ -44,8 +44,27 @@ pub struct CallEnv<'a> {
 /// What `#[mitogen::remote]` generates to run a call: given the call's
 /// payload (owned, so a large byte string in it can become an argument
 /// without a copy) and where the arguments start in it, returns the
-/// encoded result.
-pub type Invoke = fn(&CallEnv<'_>, Vec<u8>, usize) -> Result<Vec<u8>, CallError>;
+/// result, encoded only as it is sent (`streamed.rs`).
+pub type Invoke = fn(&CallEnv<'_>, Vec<u8>, usize) -> Result<Box<dyn Output>, CallError>;
+
+/// A function's result, encoded where it is sent: a large byte string in
+/// it goes to the link from the value itself (generated code).
+pub trait Output {
+    /// Writes the result in MessagePack (structs as maps) to `w`.
+    fn encode(&self, w: &mut dyn std::io::Write) -> Result<(), CallError>;
+}
+
+/// A result value as an [`Output`] (generated code).
+#[derive(Debug)]
+pub struct OutputOf<T>(pub T);
+
+impl<T: Serialize> Output for OutputOf<T> {
+    fn encode(&self, w: &mut dyn std::io::Write) -> Result<(), CallError> {
+        self.0
+            .serialize(&mut rmp_serde::Serializer::new(w).with_struct_map())
+            .map_err(|e| CallError::new("mitogen::EncodeError", e.to_string()))
+    }
+}
 
 /// A registry entry, written by `#[mitogen::remote]`.
 pub struct Entry {

@@ -24,7 +24,7 @@
 //! succeeded" waits for A's result, or keeps both ordinary.
 
 use crate::broker::{Loop, Participant};
-use crate::call::{decode_call, lookup, CallEnv};
+use crate::call::{decode_call, lookup, CallEnv, Output, OutputOf};
 use crate::context::Context;
 use crate::error::CallError;
 use crate::frame::handle;
@@ -244,16 +244,14 @@ impl Shared {
         msg: &Message,
         name: &str,
         chain: Option<String>,
-        result: Result<Vec<u8>, CallError>,
+        result: Result<Box<dyn Output>, CallError>,
         started: Instant,
     ) {
         // A failed call in a chain is not logged: the chain reports it to
         // the caller's next waiting call.
         let in_chain = chain.is_some();
-        if let (Err(e), Some(chain)) = (&result, chain) {
-            crate::sync::lock(&self.failed_chains)
-                .entry(chain)
-                .or_insert_with(|| e.clone());
+        if let (Err(e), Some(chain)) = (&result, &chain) {
+            self.fail_chain(chain, e);
         }
         if let Some(p) = &self.profile {
             let mut p = crate::sync::lock(p);
@@ -261,27 +259,42 @@ impl Shared {
             e.0 += 1;
             e.1 += started.elapsed();
         }
-        let reply = match result {
-            Ok(bytes) => Message::with_payload(bytes),
-            Err(e) => {
-                if msg.reply_to == 0 && !in_chain {
-                    tracing::warn!("mitogen: call to {name} failed with nobody waiting: {e}");
-                }
-                Message::call_error(&e)
+        if msg.reply_to == 0 {
+            if let (Err(e), false) = (&result, in_chain) {
+                tracing::warn!("mitogen: call to {name} failed with nobody waiting: {e}");
             }
-        };
-        if msg.reply_to != 0 {
-            if let Err(e) = msg.reply_message(reply) {
-                // The result could not travel (over max_message_size, say):
-                // the caller must still hear about it, or it would wait
-                // forever.
-                let why = CallError::new(
-                    "mitogen::ReplyError",
-                    format!("the result of {name} could not be sent: {e}"),
-                );
-                let _ = msg.reply_message(Message::call_error(&why));
-            }
+            return;
         }
+        // A result is encoded as it is sent (a large one from the value).
+        let sent = match result {
+            Ok(out) => crate::streamed::send_reply(self.econtext.router.core(), msg, &*out),
+            Err(e) => msg.reply_message(Message::call_error(&e)),
+        };
+        let why = match sent {
+            Ok(()) => return,
+            // The result does not encode: the call failed.
+            Err(crate::Error::Call(e)) => {
+                if let Some(chain) = &chain {
+                    self.fail_chain(chain, &e);
+                }
+                e
+            }
+            // The result could not travel (over max_message_size, say):
+            // the caller must still hear about it, or it would wait
+            // forever.
+            Err(e) => CallError::new(
+                "mitogen::ReplyError",
+                format!("the result of {name} could not be sent: {e}"),
+            ),
+        };
+        let _ = msg.reply_message(Message::call_error(&why));
+    }
+
+    /// Records the first failure of `chain`.
+    fn fail_chain(&self, chain: &str, e: &CallError) {
+        crate::sync::lock(&self.failed_chains)
+            .entry(chain.to_string())
+            .or_insert_with(|| e.clone());
     }
 
     fn run_one(
@@ -290,14 +303,14 @@ impl Shared {
         name: &str,
         payload: Vec<u8>,
         args_at: usize,
-    ) -> Result<Vec<u8>, CallError> {
+    ) -> Result<Box<dyn Output>, CallError> {
         if let Some(e) = self.chain_failure(chain) {
             return Err(e);
         }
         if name == FORGET_CHAIN {
             let (id,): (String,) = crate::call::decode_args(name, &payload[args_at..])?;
             crate::sync::lock(&self.failed_chains).remove(&id);
-            return crate::call::encode_output(&());
+            return Ok(Box::new(OutputOf(())));
         }
         let Some(entry) = lookup(name) else {
             return Err(CallError::new(

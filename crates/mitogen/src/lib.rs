@@ -266,7 +266,8 @@ macro_rules! call {
 pub mod __private {
     //! Used by generated code; not a stable API.
     pub use crate::call::{
-        decode_args, decode_args_owned, encode_output, CallEnv, Entry, IntoRemoteResult, REMOTE_FNS,
+        decode_args, decode_args_owned, encode_output, CallEnv, Entry, IntoRemoteResult, Output,
+        OutputOf, REMOTE_FNS,
     };
     pub use linkme;
 }

@@ -11,11 +11,14 @@
 //! are in the kernel, or copied if the peer stops reading): nothing
 //! outlives the borrow, whatever the value's `Serialize` does.
 //!
-//! Only a user thread's call to a context behind a link takes this path;
-//! a small payload (no large write) is sent as one message as before, and
+//! Calls and their results take this path (a result is encoded only when
+//! it is sent: `call::Output`). Only a user thread (a caller, a child's
+//! main or pool thread) sending to a context behind a link streams; a
+//! small payload (no large write) is sent as one message as before, and
 //! so is everything sent from the broker or from a thread routing a link.
 //! The destination cannot tell: it gets fragments as from `transmit`.
 
+use crate::call::Output;
 use crate::error::{ChannelError, Error, Result, StreamError, TimeoutError};
 use crate::frame::{handle, Encoding, Header, FRAGMENT, LAST};
 use crate::link::memory::HugeWriter;
@@ -39,6 +42,31 @@ pub(crate) fn send_call<A: Serialize + ?Sized>(
     name: &str,
     args: &A,
 ) -> Result<()> {
+    let encode = |w: &mut Sink<'_>| crate::call::encode_call_into(w, chain, name, args);
+    send_encoded(
+        core,
+        (dst, handle::CALL_FUNCTION, reply_to),
+        32 + name.len(),
+        encode,
+    )
+}
+
+/// Answers the call `msg` with the result `out`.
+pub(crate) fn send_reply(core: &Arc<Core>, msg: &Message, out: &dyn Output) -> Result<()> {
+    if msg.reply_to == 0 {
+        return Err(ChannelError::new("the message asked for no reply").into());
+    }
+    let encode = |w: &mut Sink<'_>| out.encode(w).map_err(Error::Call);
+    send_encoded(core, (msg.src_id, msg.reply_to, 0), 64, encode)
+}
+
+/// Sends what `encode` writes to `dst`'s `handle` (answering `reply_to`).
+fn send_encoded(
+    core: &Arc<Core>,
+    (dst, handle, reply_to): (u32, u32, u32),
+    hint: usize,
+    encode: impl FnOnce(&mut Sink<'_>) -> Result<()>,
+) -> Result<()> {
     let stream =
         (dst != core.id && !crate::broker::on_a_broker_thread() && !crate::direct::routing_here())
             .then(|| core.stream_for(dst))
@@ -51,15 +79,15 @@ pub(crate) fn send_call<A: Serialize + ?Sized>(
             dst_id: dst,
             src_id: core.id,
             auth_id: core.id,
-            handle: handle::CALL_FUNCTION,
+            handle,
             reply_to,
             ..Header::default()
         },
-        buf: Vec::with_capacity(32 + name.len()),
+        buf: Vec::with_capacity(hint),
         sent: 0,
         failed: None,
     };
-    let encoded = crate::call::encode_call_into(&mut sink, chain, name, args);
+    let encoded = encode(&mut sink);
     if let Some(e) = sink.failed.take() {
         sink.abort();
         return Err(e);
@@ -71,7 +99,7 @@ pub(crate) fn send_call<A: Serialize + ?Sized>(
     if sink.hdr.frag_id == 0 {
         let mut m = Message::with_payload(sink.buf);
         m.reply_to = reply_to;
-        return core.send(m.to(dst, handle::CALL_FUNCTION));
+        return core.send(m.to(dst, handle));
     }
     let last = std::mem::take(&mut sink.buf);
     sink.send(&last, true).inspect_err(|_| sink.abort())

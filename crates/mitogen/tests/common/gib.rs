@@ -3,24 +3,22 @@
 //! `tests/hosts` (over ssh), included by path.
 //!
 //! **The bound.** Each side's peak resident memory may grow, over its
-//! resident size before the call, by at most `k × payload + SLACK`:
+//! resident size before the call, by at most `payload + SLACK`:
 //!
-//! - a call's **caller** `k = 1` for its argument: the value itself; the
-//!   encoder sends the byte string's body to the link from the value
-//!   (`streamed.rs`), so no encoded copy is ever built;
-//! - a **function's result** `k = 2` on the called side: the value, plus
-//!   its encoding in one buffer (`call::encode_output`), which the
-//!   fragments share;
-//! - the **receiving** side `k = 1`: the message is read straight into one
-//!   buffer (fragments are appended to it where they land), and decoding
-//!   moves the byte string out of that buffer instead of copying it.
+//! - the **sending** side holds the value only: the encoder sends the
+//!   byte string's body to the link straight from the value
+//!   (`streamed.rs`; a result is encoded only as it is sent), so no
+//!   encoded copy is ever built;
+//! - the **receiving** side holds one buffer: the message is read straight
+//!   into it (fragments are appended where they land), and decoding moves
+//!   the byte string out of that buffer instead of copying it.
 //!
 //! `SLACK` covers what does not scale with the payload (a link queue, a
 //! frame being read, allocator slack, the test's own threads). One more
 //! copy of the payload anywhere — a serializer buffer copied into
 //! fragments, fragments copied into a reassembly buffer, a reassembled
 //! message copied into the value — is over the bound by ~900 MiB, so the
-//! test fails on it.
+//! test fails on it. (Before this work each side held 2 × payload.)
 //!
 //! Peaks are read from `VmHWM` in `/proc/self/status` after resetting it
 //! (`echo 5 > /proc/self/clear_refs`) just before the call. `VmHWM` is

@@ -35,6 +35,6 @@ fn a_1gib_argument_to_a_local_context() -> TestResult {
 fn a_1gib_result_from_a_local_context() -> TestResult {
     let router = util::router()?;
     let ctx = router.local().remote_name("gib-result").connect()?;
-    common::result(&ctx, common::GIB)?.check("a 1 GiB result", common::GIB, 1, 2)?;
+    common::result(&ctx, common::GIB)?.check("a 1 GiB result", common::GIB, 1, 1)?;
     Ok(())
 }

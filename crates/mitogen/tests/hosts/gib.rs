@@ -33,6 +33,6 @@ fn a_1gib_result_over_ssh() -> TestResult {
     let t = tb()?;
     let r = router()?;
     let ctx = ssh_key(&r, &t.host1, "root").connect()?;
-    common::result(&ctx, common::GIB)?.check("a 1 GiB result over ssh", common::GIB, 1, 2)?;
+    common::result(&ctx, common::GIB)?.check("a 1 GiB result over ssh", common::GIB, 1, 1)?;
     Ok(())
 }
