@@ -348,6 +348,38 @@ mod tests {
     }
 
     #[test]
+    fn a_graceful_close_waits_for_the_borrowed_frame() {
+        let (s, peer) = link(1 << 20);
+        let big = vec![3u8; 24 << 20];
+        let s2 = s.clone();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            s2.close_gracefully();
+        });
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let mut r = FrameReader::new(1 << 30);
+            let mut got = Vec::new();
+            let t0 = Instant::now();
+            loop {
+                match r.read_from(peer.as_raw_fd(), &mut |_, b| got.push(b.len()), &|| false) {
+                    Ok(ReadState::Eof) => return Some(got),
+                    _ if t0.elapsed() > Duration::from_secs(10) => return None,
+                    _ => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        });
+        s.send_borrowed(hdr(7, big.len()), &big, Some(Duration::from_secs(10)))
+            .unwrap();
+        closer.join().unwrap();
+        let got = reader
+            .join()
+            .unwrap()
+            .expect("end of stream after the frame");
+        assert_eq!(got, [big.len()]);
+    }
+
+    #[test]
     fn a_borrowed_frame_to_a_stopped_peer_is_copied_after_the_timeout() {
         let (s, _peer) = link(1 << 20);
         let big = vec![1u8; 32 << 20];

@@ -355,14 +355,16 @@ impl Stream {
                 done: at,
             });
         }
-        let pending = !out.queue.is_empty();
+        let follow = !out.queue.is_empty() || out.close_when_drained;
         self.space.notify_all();
         drop(out);
-        if pending {
-            // What queued behind the borrowed frame.
-            self.flush().map_err(SendError::Io)?;
+        if follow {
+            // What queued behind the borrowed frame, or a graceful close
+            // that waited for it. A failure here is the link's, not this
+            // frame's (it is written): the next send learns of it.
+            let _ = self.flush();
             let mut out = lock(&self.out);
-            let armed = !out.queue.is_empty();
+            let armed = !out.queue.is_empty() && !out.closed;
             self.arm_write(&mut out, armed);
         }
         Ok(())
