@@ -99,7 +99,6 @@ impl Stream {
         };
         crate::process::set_nonblocking(rfd.as_raw_fd())?;
         crate::process::set_nonblocking(wfd.as_raw_fd())?;
-        enlarge_kernel_buffer(wfd.as_raw_fd());
         crate::process::track_fd(rfd.as_raw_fd());
         crate::process::track_fd(wfd.as_raw_fd());
         Ok(Stream {
@@ -195,40 +194,6 @@ impl Stream {
             // SAFETY: dup2 onto a descriptor we own.
             unsafe { libc::dup2(null.as_raw_fd(), self.wfd()) };
         }
-    }
-}
-
-/// Bytes the kernel may hold in a link's write side (asked for; the
-/// kernel caps it at `net.core.wmem_max` for a socket, `fs.pipe-max-size`
-/// for a pipe).
-///
-/// The default (~200 KiB for a Unix socket, 64 KiB for a pipe) makes a
-/// large transfer a ping-pong of small writes and reads, each side woken
-/// once per buffer: profiled, a 64 MiB call woke both ends ~300 times and
-/// its speed swung with scheduling. A few MiB let each `writev` and `read`
-/// move megabytes. The memory is the kernel's, taken only while data waits
-/// to be read.
-const KERNEL_BUFFER: usize = 4 << 20;
-
-/// Asks for [`KERNEL_BUFFER`] on `fd`'s write side, quietly keeping the
-/// default when refused.
-fn enlarge_kernel_buffer(fd: RawFd) {
-    let size = KERNEL_BUFFER as libc::c_int;
-    // SAFETY: setsockopt with a valid c_int option value; fails harmlessly
-    // with ENOTSOCK on a pipe.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        // SAFETY: fcntl with an integer argument; fails harmlessly on
-        // anything but a pipe, or above fs.pipe-max-size.
-        unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, size) };
     }
 }
 

@@ -304,6 +304,7 @@ impl Stream {
                 self.name
             )));
         }
+        let _widened = Widened::new(self.wfd(), body.len());
         let total = HEADER_LEN + body.len();
         let mut done = 0;
         loop {
@@ -456,6 +457,76 @@ impl Stream {
         }
         Ok(())
     }
+}
+
+/// Kernel buffering of a socket's write side while a large borrowed frame
+/// is written, restored after it.
+///
+/// The default (~200 KiB for a Unix socket) makes a large transfer a
+/// ping-pong of small writes and reads, each side woken once per buffer;
+/// a few MiB let each `writev` and `read` move megabytes. Left on, though,
+/// a large buffer cut the rate of small messages several times over
+/// (measured: 1.1 M to 0.2 M messages/s one way), so it is only widened
+/// for the duration of a large frame. The kernel caps it at
+/// `net.core.wmem_max`; pipes are left alone.
+const WIDE_BUFFER: libc::c_int = 4 << 20;
+
+/// Widens `fd`'s send buffer for a frame body of `len` bytes (at least a
+/// quarter of [`WIDE_BUFFER`]); restores it when dropped.
+struct Widened {
+    fd: RawFd,
+    prev: libc::c_int,
+}
+
+impl Widened {
+    fn new(fd: RawFd, len: usize) -> Option<Widened> {
+        if len < (WIDE_BUFFER / 4) as usize {
+            return None;
+        }
+        let prev = sndbuf(fd)?;
+        if prev >= WIDE_BUFFER {
+            return None;
+        }
+        set_sndbuf(fd, WIDE_BUFFER);
+        // The kernel reports twice what was set.
+        Some(Widened { fd, prev: prev / 2 })
+    }
+}
+
+impl Drop for Widened {
+    fn drop(&mut self) {
+        set_sndbuf(self.fd, self.prev);
+    }
+}
+
+/// `fd`'s send buffer, or `None` when it is not a socket.
+fn sndbuf(fd: RawFd) -> Option<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `v`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(v)
+}
+
+fn set_sndbuf(fd: RawFd, size: libc::c_int) {
+    // SAFETY: setsockopt reads one c_int; failing leaves it unchanged.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
 }
 
 /// Waits until `fd` can take more bytes, at most `limit`.
