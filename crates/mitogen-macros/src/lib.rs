@@ -210,13 +210,20 @@ fn expand_remote(f: &ItemFn, concurrent: bool) -> syn::Result<TokenStream2> {
 
             fn __invoke(
                 __env: &::mitogen::__private::CallEnv<'_>,
-                __bytes: &[u8],
-            ) -> ::core::result::Result<::std::vec::Vec<u8>, ::mitogen::CallError> {
-                let (#(#sent_names,)*): (#(#sent_types,)*) =
-                    ::mitogen::__private::decode_args(<#name as ::mitogen::RemoteFn>::NAME, __bytes)?;
+                __payload: ::std::vec::Vec<u8>,
+                __at: usize,
+            ) -> ::core::result::Result<
+                ::std::boxed::Box<dyn ::mitogen::__private::Output>,
+                ::mitogen::CallError,
+            > {
+                let (#(#sent_names,)*): (#(#sent_types,)*) = ::mitogen::__private::decode_args_owned(
+                    <#name as ::mitogen::RemoteFn>::NAME,
+                    __payload,
+                    __at,
+                )?;
                 let __r = #name(#(#call_args),*);
                 #convert
-                ::mitogen::__private::encode_output(&__out)
+                ::core::result::Result::Ok(::std::boxed::Box::new(::mitogen::__private::OutputOf(__out)))
             }
         };
     })

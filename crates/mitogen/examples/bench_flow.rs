@@ -3,7 +3,7 @@
 //! stream through one and three hops. One JSON line per scenario, in the
 //! shape `bench.rs` prints (`bench/report.py` reads both).
 //!
-//! `--quick` shrinks the sizes.
+//! `--quick` shrinks the sizes; `--only bulk` runs the bulk streams alone.
 
 use mitogen::bulk::{BulkReceiver, BulkSender, BulkTarget};
 use mitogen::{ByteBuf, Context, Message, Router};
@@ -183,8 +183,11 @@ fn bulk_stream(router: &Router, hops: usize, bytes: u64) -> mitogen::Result<()> 
 fn main(router: Router) -> mitogen::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let bytes: u64 = if quick { 256 << 20 } else { 1 << 30 };
-    broker_latency(&router, if quick { 2 } else { 4 })?;
-    flood_memory(&router, if quick { 2 } else { 4 })?;
+    let only_bulk = std::env::args().any(|a| a == "bulk");
+    if !only_bulk {
+        broker_latency(&router, if quick { 2 } else { 4 })?;
+        flood_memory(&router, if quick { 2 } else { 4 })?;
+    }
     bulk_stream(&router, 1, bytes)?;
     bulk_stream(&router, 3, bytes)?;
     Ok(())

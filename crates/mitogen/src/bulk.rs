@@ -56,7 +56,6 @@ use crate::receiver::Receiver;
 use crate::router::Router;
 use crate::sender::{Sender, CLOSED};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Default window of a bulk stream: 16 MiB.
@@ -82,8 +81,10 @@ pub struct BulkTarget {
 pub struct BulkReceiver {
     rx: Receiver,
     window: usize,
-    /// Chunks taken from the queue but not yet handed out (by `Read`).
-    pending: VecDeque<u8>,
+    /// A chunk taken from the queue and not yet wholly handed out (by
+    /// `Read`), and how much of it was.
+    pending: Vec<u8>,
+    pending_at: usize,
     /// Bytes handed to the reader and not yet acknowledged.
     unacked: u64,
     /// Where credit goes (the sender's reply handle), once known.
@@ -104,7 +105,8 @@ impl BulkReceiver {
         BulkReceiver {
             rx,
             window: window.max(64 << 10),
-            pending: VecDeque::new(),
+            pending: Vec::new(),
+            pending_at: 0,
             unacked: 0,
             credit_to: None,
             ended: false,
@@ -122,8 +124,9 @@ impl BulkReceiver {
     /// The next chunk, waiting at most `timeout` for it; `None` at the end
     /// of the stream. A sender that failed or disconnected is an error.
     pub fn read_chunk(&mut self, timeout: Option<Duration>) -> Result<Option<Vec<u8>>> {
-        if !self.pending.is_empty() {
-            let v: Vec<u8> = self.pending.drain(..).collect();
+        if self.pending_at < self.pending.len() {
+            let mut v = std::mem::take(&mut self.pending);
+            v.drain(..std::mem::take(&mut self.pending_at));
             return Ok(Some(v));
         }
         if self.ended {
@@ -161,16 +164,18 @@ impl BulkReceiver {
 
 impl std::io::Read for BulkReceiver {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.pending.is_empty() {
+        // Chunks are handed out by slice copies straight from the chunk
+        // as it arrived, never byte by byte.
+        while self.pending_at == self.pending.len() {
             match self.read_chunk(None).map_err(std::io::Error::other)? {
-                Some(v) => self.pending.extend(v),
+                Some(v) => (self.pending, self.pending_at) = (v, 0),
                 None => return Ok(0),
             }
         }
-        let n = buf.len().min(self.pending.len());
-        for (d, s) in buf.iter_mut().zip(self.pending.drain(..n)) {
-            *d = s;
-        }
+        let left = &self.pending[self.pending_at..];
+        let n = buf.len().min(left.len());
+        buf[..n].copy_from_slice(&left[..n]);
+        self.pending_at += n;
         Ok(n)
     }
 }

@@ -10,7 +10,7 @@
 //! the registry, so nothing else can be called.
 
 use crate::error::CallError;
-use crate::message::encode_into;
+use crate::link::memory::HugeWriter;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -41,12 +41,38 @@ pub struct CallEnv<'a> {
     pub econtext: &'a crate::ExternalContext,
 }
 
+/// What `#[mitogen::remote]` generates to run a call: given the call's
+/// payload (owned, so a large byte string in it can become an argument
+/// without a copy) and where the arguments start in it, returns the
+/// result, encoded only as it is sent (`streamed.rs`).
+pub type Invoke = fn(&CallEnv<'_>, Vec<u8>, usize) -> Result<Box<dyn Output>, CallError>;
+
+/// A function's result, encoded where it is sent: a large byte string in
+/// it goes to the link from the value itself (generated code).
+pub trait Output {
+    /// Writes the result in MessagePack (structs as maps) to `w`.
+    fn encode(&self, w: &mut dyn std::io::Write) -> Result<(), CallError>;
+}
+
+/// A result value as an [`Output`] (generated code).
+#[derive(Debug)]
+pub struct OutputOf<T>(pub T);
+
+impl<T: Serialize> Output for OutputOf<T> {
+    fn encode(&self, w: &mut dyn std::io::Write) -> Result<(), CallError> {
+        self.0
+            .serialize(&mut rmp_serde::Serializer::new(w).with_struct_map())
+            .map_err(|e| CallError::new("mitogen::EncodeError", e.to_string()))
+    }
+}
+
 /// A registry entry, written by `#[mitogen::remote]`.
 pub struct Entry {
     /// Full path of the function.
     pub name: &'static str,
-    /// Decodes the arguments, runs the function, encodes the result.
-    pub invoke: fn(&CallEnv<'_>, &[u8]) -> Result<Vec<u8>, CallError>,
+    /// Decodes the arguments (the call payload and where they start in
+    /// it), runs the function, encodes the result.
+    pub invoke: Invoke,
     /// `#[mitogen::remote(concurrent)]`: runs on the context's worker pool
     /// (`pool.rs`) instead of in arrival order on its main thread.
     pub concurrent: bool,
@@ -88,17 +114,37 @@ pub fn decode_args<A: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<A, C
     })
 }
 
+/// Appends `value` in MessagePack (structs as maps), as
+/// `message::encode_into` does, into a buffer backed by huge pages once
+/// large: a large argument or result is written to fresh memory, whose
+/// page faults cost more than the copy (`link/memory.rs`).
+fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Result<(), CallError> {
+    value
+        .serialize(&mut rmp_serde::Serializer::new(HugeWriter(buf)).with_struct_map())
+        .map_err(|e| CallError::new("mitogen::EncodeError", e.to_string()))
+}
+
+/// Decodes a call's argument tuple from `payload[at..]`, owning the
+/// payload: a large byte string ending it becomes the argument's buffer
+/// instead of being copied (`owned.rs`; generated code).
+pub fn decode_args_owned<A: DeserializeOwned>(
+    name: &str,
+    payload: Vec<u8>,
+    at: usize,
+) -> Result<A, CallError> {
+    crate::owned::from_msgpack(payload, at).map_err(|e| {
+        CallError::new(
+            "mitogen::DecodeError",
+            format!("cannot decode the arguments of {name}: {e}"),
+        )
+    })
+}
+
 /// Encodes a call's result (generated code).
 pub fn encode_output<T: Serialize>(value: &T) -> Result<Vec<u8>, CallError> {
     let mut buf = Vec::new();
     // Sent to the caller: for it, the remote side failed.
-    encode_into(&mut buf, value).map_err(|e| match e {
-        crate::Error::Codec(c) => CallError::new(
-            "mitogen::EncodeError",
-            std::error::Error::source(&c).map_or_else(|| c.to_string(), |s| s.to_string()),
-        ),
-        other => CallError::new("mitogen::EncodeError", other.to_string()),
-    })?;
+    encode_into(&mut buf, value)?;
     Ok(buf)
 }
 
@@ -127,21 +173,41 @@ where
 }
 
 /// Builds the payload of a call.
+#[cfg(test)]
 pub(crate) fn encode_call<A: Serialize + ?Sized>(
     chain: Option<&str>,
     name: &str,
     args: &A,
 ) -> crate::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(32 + name.len());
-    // Writing to a Vec cannot fail.
-    let _ = rmp::encode::write_array_len(&mut buf, 3);
-    match chain {
-        Some(c) => drop(rmp::encode::write_str(&mut buf, c)),
-        None => drop(rmp::encode::write_nil(&mut buf)),
-    }
-    let _ = rmp::encode::write_str(&mut buf, name);
-    encode_into(&mut buf, args)?;
+    encode_call_into(HugeWriter(&mut buf), chain, name, args)?;
     Ok(buf)
+}
+
+/// Writes the payload of a call to `w` (which may send it as it goes:
+/// `streamed.rs`).
+pub(crate) fn encode_call_into<W: std::io::Write, A: Serialize + ?Sized>(
+    mut w: W,
+    chain: Option<&str>,
+    name: &str,
+    args: &A,
+) -> crate::Result<()> {
+    // Encoding here failed: a local error, not the remote side's.
+    let fail = |e: &dyn std::fmt::Display| {
+        crate::Error::Codec(crate::error::CodecError::new(
+            crate::error::CodecOp::Encode,
+            std::any::type_name::<A>(),
+            e.to_string(),
+        ))
+    };
+    rmp::encode::write_array_len(&mut w, 3).map_err(|e| fail(&e))?;
+    match chain {
+        Some(c) => rmp::encode::write_str(&mut w, c).map_err(|e| fail(&e))?,
+        None => rmp::encode::write_nil(&mut w).map_err(|e| fail(&e))?,
+    }
+    rmp::encode::write_str(&mut w, name).map_err(|e| fail(&e))?;
+    args.serialize(&mut rmp_serde::Serializer::new(w).with_struct_map())
+        .map_err(|e| fail(&e))
 }
 
 /// A decoded call: chain, function name, and the undecoded argument bytes.

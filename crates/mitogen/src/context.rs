@@ -2,7 +2,7 @@
 //! ([`Context::call`], [`Context::call_async`], [`Context::call_no_reply`],
 //! [`CallChain`]).
 
-use crate::call::{encode_call, RemoteFn};
+use crate::call::RemoteFn;
 use crate::error::{Result, TimeoutError};
 use crate::frame::handle;
 use crate::latch::Latch;
@@ -167,9 +167,7 @@ impl Context {
         reply_to: u32,
     ) -> Result<()> {
         self.check_serves_calls(handle::CALL_FUNCTION)?;
-        let mut m = Message::with_payload(encode_call(chain, name, args)?);
-        m.reply_to = reply_to;
-        self.core.send(m.to(self.id, handle::CALL_FUNCTION))
+        crate::streamed::send_call(&self.core, self.id, reply_to, chain, name, args)
     }
 
     pub(crate) fn start_call<T, A: serde::Serialize + ?Sized>(
@@ -178,12 +176,16 @@ impl Context {
         name: &str,
         args: &A,
     ) -> Result<PendingCall<T>> {
-        self.start_request(handle::CALL_FUNCTION, encode_call(chain, name, args)?)
+        self.check_serves_calls(handle::CALL_FUNCTION)?;
+        let pending = self.pending::<T>();
+        // A failed send (arguments that do not encode, no route, a message
+        // over the size limit) is reported here, at once; dropping
+        // `pending` removes the handler. Sent as it is encoded: a large
+        // argument goes to the link from the caller's value (`streamed.rs`).
+        crate::streamed::send_call(&self.core, self.id, pending.handle, chain, name, args)?;
+        Ok(pending)
     }
 
-    /// Sends `payload` to the reserved handle `to` of this context with a
-    /// fresh reply handle, answered as a call is (a result or a
-    /// [`crate::CallError`]).
     /// A child serves calls (its own too); the master does not (it does
     /// serve services): say so at once rather than with a dead message.
     fn check_serves_calls(&self, to: u32) -> Result<()> {
@@ -199,8 +201,23 @@ impl Context {
         Ok(())
     }
 
+    /// Sends `payload` to the reserved handle `to` of this context with a
+    /// fresh reply handle, answered as a call is (a result or a
+    /// [`crate::CallError`]).
     pub(crate) fn start_request<T>(&self, to: u32, payload: Vec<u8>) -> Result<PendingCall<T>> {
         self.check_serves_calls(to)?;
+        let pending = self.pending::<T>();
+        // A failed send (no route, a message over the size limit) is
+        // reported here, at once; dropping `pending` removes the handler.
+        let mut m = Message::with_payload(payload);
+        m.reply_to = pending.handle;
+        self.core.send(m.to(self.id, to))?;
+        Ok(pending)
+    }
+
+    /// A pending answer from this context: a fresh reply handle whose
+    /// respondent is this context.
+    fn pending<T>(&self) -> PendingCall<T> {
         let latch = Latch::new();
         let l = latch.clone();
         let h = self.core.add_handler(
@@ -211,19 +228,13 @@ impl Context {
             Some(self.id),
             None,
         );
-        let pending = PendingCall {
+        PendingCall {
             latch,
             handle: h,
             target: self.id,
             core: self.core.clone(),
             _t: PhantomData,
-        };
-        // A failed send (no route, a message over the size limit) is
-        // reported here, at once; dropping `pending` removes the handler.
-        let mut m = Message::with_payload(payload);
-        m.reply_to = h;
-        self.core.send(m.to(self.id, to))?;
-        Ok(pending)
+        }
     }
 
     /// Asks the context to shut down gracefully (it stops its own children
@@ -312,7 +323,7 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
             }
             e => e,
         })?;
-        msg.decode()
+        msg.into_decoded()
     }
 
     /// `true` once the result (or failure) has arrived.
@@ -340,7 +351,7 @@ impl<T: serde::de::DeserializeOwned> Future for PendingCall<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Result<T>> {
         let mut fut = self.latch.get_async();
         match Pin::new(&mut fut).poll(cx) {
-            Poll::Ready(Ok(m)) => Poll::Ready(m.decode()),
+            Poll::Ready(Ok(m)) => Poll::Ready(m.into_decoded()),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
             Poll::Pending => Poll::Pending,
         }

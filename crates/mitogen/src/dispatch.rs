@@ -24,7 +24,7 @@
 //! succeeded" waits for A's result, or keeps both ordinary.
 
 use crate::broker::{Loop, Participant};
-use crate::call::{decode_call, lookup, CallEnv};
+use crate::call::{decode_call, lookup, CallEnv, Output, OutputOf};
 use crate::context::Context;
 use crate::error::CallError;
 use crate::frame::handle;
@@ -264,44 +264,43 @@ impl Dispatcher {
     }
 
     /// Runs an ordinary call here; hands a concurrent one to the pool.
-    fn handle(&self, msg: Message) {
+    fn handle(&self, mut msg: Message) {
         let started = Instant::now();
-        let parts = match decode_call(&msg.data) {
-            Ok(p) => p,
+        let (chain, name, args_at) = match decode_call(&msg.data) {
+            Ok(p) => (p.chain, p.name, msg.data.len() - p.args.len()),
             Err(e) => return self.shared.finish(&msg, "?", None, Err(e), started),
         };
-        // A call to oneself runs on the pool: the main thread may well be
-        // the caller, waiting for it.
-        if !lookup(&parts.name).is_some_and(|e| e.concurrent) {
-            let r = self
-                .shared
-                .run_one(parts.chain.as_deref(), &parts.name, parts.args);
-            return self
-                .shared
-                .finish(&msg, &parts.name, parts.chain, r, started);
+        if lookup(&name).is_some_and(|e| e.concurrent) {
+            return submit(&self.shared, &self.pool, msg, started);
         }
-        drop(parts);
-        submit(&self.shared, &self.pool, msg, started);
+        // The arguments are decoded from the payload they own (a large
+        // byte string in them is not copied); the message keeps what the
+        // reply needs.
+        let payload = std::mem::take(&mut msg.data);
+        let r = self
+            .shared
+            .run_one(chain.as_deref(), &name, payload, args_at);
+        self.shared.finish(&msg, &name, chain, r, started)
     }
 }
 
 /// Hands a call to the worker pool (a concurrent function, or a call to
 /// oneself); a refusal (full, stopped) is answered to the caller.
-fn submit(shared: &Arc<Shared>, pool: &Pool, msg: Message, started: Instant) {
-    let parts = match decode_call(&msg.data) {
-        Ok(p) => p,
+fn submit(shared: &Arc<Shared>, pool: &Pool, mut msg: Message, started: Instant) {
+    let (chain, name, args_at) = match decode_call(&msg.data) {
+        Ok(p) => (p.chain, p.name, msg.data.len() - p.args.len()),
         Err(e) => return shared.finish(&msg, "?", None, Err(e), started),
     };
     // A chain that has already failed stays failed without queueing.
-    if let Some(e) = shared.chain_failure(parts.chain.as_deref()) {
-        return shared.finish(&msg, &parts.name, parts.chain, Err(e), started);
+    if let Some(e) = shared.chain_failure(chain.as_deref()) {
+        return shared.finish(&msg, &name, chain, Err(e), started);
     }
-    let args_at = msg.data.len() - parts.args.len();
-    let (name, chain) = (Arc::<str>::from(parts.name), parts.chain);
+    let payload = std::mem::take(&mut msg.data);
+    let name = Arc::<str>::from(name);
     let msg = Arc::new(msg);
     let (s, m, n, c) = (shared.clone(), msg.clone(), name.clone(), chain.clone());
     let run = move || {
-        let r = s.run_one(c.as_deref(), &n, &m.data[args_at..]);
+        let r = s.run_one(c.as_deref(), &n, payload, args_at);
         s.finish(&m, &n, c, r, started);
     };
     let s = shared.clone();
@@ -323,16 +322,14 @@ impl Shared {
         msg: &Message,
         name: &str,
         chain: Option<String>,
-        result: Result<Vec<u8>, CallError>,
+        result: Result<Box<dyn Output>, CallError>,
         started: Instant,
     ) {
         // A failed call in a chain is not logged: the chain reports it to
         // the caller's next waiting call.
         let in_chain = chain.is_some();
-        if let (Err(e), Some(chain)) = (&result, chain) {
-            crate::sync::lock(&self.failed_chains)
-                .entry(chain)
-                .or_insert_with(|| e.clone());
+        if let (Err(e), Some(chain)) = (&result, &chain) {
+            self.fail_chain(chain, e);
         }
         if let Some(p) = &self.profile {
             let mut p = crate::sync::lock(p);
@@ -340,37 +337,58 @@ impl Shared {
             e.0 += 1;
             e.1 += started.elapsed();
         }
-        let reply = match result {
-            Ok(bytes) => Message::with_payload(bytes),
-            Err(e) => {
-                if msg.reply_to == 0 && !in_chain {
-                    tracing::warn!("mitogen: call to {name} failed with nobody waiting: {e}");
-                }
-                Message::call_error(&e)
+        if msg.reply_to == 0 {
+            if let (Err(e), false) = (&result, in_chain) {
+                tracing::warn!("mitogen: call to {name} failed with nobody waiting: {e}");
             }
-        };
-        if msg.reply_to != 0 {
-            if let Err(e) = msg.reply_message(reply) {
-                // The result could not travel (over max_message_size, say):
-                // the caller must still hear about it, or it would wait
-                // forever.
-                let why = CallError::new(
-                    "mitogen::ReplyError",
-                    format!("the result of {name} could not be sent: {e}"),
-                );
-                let _ = msg.reply_message(Message::call_error(&why));
-            }
+            return;
         }
+        // A result is encoded as it is sent (a large one from the value).
+        let sent = match result {
+            Ok(out) => crate::streamed::send_reply(self.econtext.router.core(), msg, &*out),
+            Err(e) => msg.reply_message(Message::call_error(&e)),
+        };
+        let why = match sent {
+            Ok(()) => return,
+            // The result does not encode: the call failed.
+            Err(crate::Error::Call(e)) => {
+                if let Some(chain) = &chain {
+                    self.fail_chain(chain, &e);
+                }
+                e
+            }
+            // The result could not travel (over max_message_size, say):
+            // the caller must still hear about it, or it would wait
+            // forever.
+            Err(e) => CallError::new(
+                "mitogen::ReplyError",
+                format!("the result of {name} could not be sent: {e}"),
+            ),
+        };
+        let _ = msg.reply_message(Message::call_error(&why));
     }
 
-    fn run_one(&self, chain: Option<&str>, name: &str, args: &[u8]) -> Result<Vec<u8>, CallError> {
+    /// Records the first failure of `chain`.
+    fn fail_chain(&self, chain: &str, e: &CallError) {
+        crate::sync::lock(&self.failed_chains)
+            .entry(chain.to_string())
+            .or_insert_with(|| e.clone());
+    }
+
+    fn run_one(
+        &self,
+        chain: Option<&str>,
+        name: &str,
+        payload: Vec<u8>,
+        args_at: usize,
+    ) -> Result<Box<dyn Output>, CallError> {
         if let Some(e) = self.chain_failure(chain) {
             return Err(e);
         }
         if name == crate::call::FORGET_CHAIN {
-            let (id,): (String,) = crate::call::decode_args(name, args)?;
+            let (id,): (String,) = crate::call::decode_args(name, &payload[args_at..])?;
             crate::sync::lock(&self.failed_chains).remove(&id);
-            return crate::call::encode_output(&());
+            return Ok(Box::new(OutputOf(())));
         }
         let Some(entry) = lookup(name) else {
             return Err(CallError::new(
@@ -384,7 +402,9 @@ impl Shared {
         };
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // Handles among the arguments bind to this context's router.
-            crate::router::decoding_for(self.econtext.router.core(), || (entry.invoke)(&env, args))
+            crate::router::decoding_for(self.econtext.router.core(), || {
+                (entry.invoke)(&env, payload, args_at)
+            })
         })) {
             Ok(r) => r,
             Err(p) => Err(CallError::from_panic(name, &*p)),

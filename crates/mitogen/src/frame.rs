@@ -44,6 +44,10 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
 pub const FRAGMENT: u8 = 1;
 /// Flag: this fragment is the last of its message.
 pub const LAST: u8 = 2;
+/// Never on the wire (decoding refuses it): set by a link's reader on a
+/// fragment whose payload starts with the partial message it continues,
+/// lent by the reassembly (`reassembly.rs`).
+pub(crate) const LENT: u8 = 0x80;
 
 /// How a frame's payload is to be read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -68,6 +68,7 @@ mod latch;
 mod link;
 mod logging;
 mod message;
+mod owned;
 mod panics;
 mod pool;
 mod process;
@@ -79,6 +80,7 @@ mod router;
 mod select;
 mod sender;
 pub mod service;
+mod streamed;
 mod sync;
 #[doc(hidden)]
 #[cfg(feature = "testing")]
@@ -313,7 +315,8 @@ macro_rules! call {
 pub mod __private {
     //! Used by generated code; not a stable API.
     pub use crate::call::{
-        decode_args, encode_output, CallEnv, Entry, IntoRemoteResult, REMOTE_FNS,
+        decode_args, decode_args_owned, encode_output, CallEnv, Entry, IntoRemoteResult, Output,
+        OutputOf, REMOTE_FNS,
     };
     pub use crate::service::{
         activate, instance, Instance, MethodEntry, ServiceEnv, SERVICE_METHODS,

@@ -221,6 +221,33 @@ impl Message {
         }
     }
 
+    /// [`Message::decode`], consuming the message: a large byte string
+    /// ending the payload becomes the value's buffer (`owned.rs`).
+    pub(crate) fn into_decoded<T: DeserializeOwned>(self) -> Result<T> {
+        if self.encoding != Encoding::MsgPack {
+            return self.decode();
+        }
+        let Message { data, origin, .. } = self;
+        let decode = move || {
+            crate::owned::from_msgpack(data, 0).map_err(|e| {
+                Error::from(CodecError::new(
+                    CodecOp::Decode,
+                    std::any::type_name::<T>(),
+                    e.to_string(),
+                ))
+            })
+        };
+        match origin {
+            Some(origin) => {
+                let mut decode = Some(decode);
+                let mut out = None;
+                origin.decoding(&mut || out = decode.take().map(|d| d()));
+                out.expect("Origin::decoding runs its closure")
+            }
+            None => decode(),
+        }
+    }
+
     /// Answers this message with `value`, sent to its `reply_to` handle.
     pub fn reply<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         self.reply_message(Message::encode(value)?)

@@ -10,10 +10,11 @@
 //! goes to is over its queue limit (flow control, see `writer.rs`).
 
 pub(crate) mod direct;
+pub(crate) mod memory;
 mod reader;
 mod writer;
 
-pub(crate) use reader::{FrameReader, ReadError, ReadState};
+pub(crate) use reader::{FrameReader, Placement, ReadError, ReadState};
 pub use writer::DEFAULT_MAX_QUEUED;
 pub(crate) use writer::{Body, Mode, Out, SendError};
 
@@ -298,6 +299,103 @@ mod tests {
         assert_eq!(h, 9);
         assert_eq!(b, body);
         writer.join().unwrap();
+    }
+
+    /// Reads frames from `fd` until `n` arrived (10 s at most).
+    fn read_frames(fd: &OwnedFd, n: usize) -> Vec<(u32, Vec<u8>)> {
+        let mut r = FrameReader::new(1 << 30);
+        let mut got = Vec::new();
+        let t0 = Instant::now();
+        while got.len() < n && t0.elapsed() < Duration::from_secs(10) {
+            let _ = r.read_from(fd.as_raw_fd(), &mut |h, b| got.push((h.handle, b)), &|| {
+                false
+            });
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        got
+    }
+
+    #[test]
+    fn a_borrowed_frame_is_never_interleaved() {
+        let (s, peer) = link(1 << 20);
+        let big: Vec<u8> = (0..24 << 20).map(|i| (i % 253) as u8).collect();
+        let s2 = s.clone();
+        // Another thread sends small frames meanwhile: they go after it.
+        let other = std::thread::spawn(move || {
+            for _ in 0..50 {
+                send(&s2, 100, Mode::Wait(Some(Duration::from_secs(10)))).unwrap();
+            }
+        });
+        let reader = std::thread::spawn(move || read_frames(&peer, 51));
+        s.send_borrowed(hdr(7, big.len()), &big, Some(Duration::from_secs(10)))
+            .unwrap();
+        other.join().unwrap();
+        // Flush what queued behind it (the broker would).
+        let t0 = Instant::now();
+        while s.queued() > 0 && t0.elapsed() < Duration::from_secs(10) {
+            s.flush().unwrap();
+            std::thread::yield_now();
+        }
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), 51);
+        let at = got
+            .iter()
+            .position(|(h, _)| *h == 7)
+            .expect("the big frame");
+        assert!(got[at].1 == big, "the borrowed frame arrived whole");
+        assert!(got
+            .iter()
+            .filter(|(h, _)| *h == 9)
+            .all(|(_, b)| b.len() == 100));
+    }
+
+    #[test]
+    fn a_graceful_close_waits_for_the_borrowed_frame() {
+        let (s, peer) = link(1 << 20);
+        let big = vec![3u8; 24 << 20];
+        let s2 = s.clone();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            s2.close_gracefully();
+        });
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let mut r = FrameReader::new(1 << 30);
+            let mut got = Vec::new();
+            let t0 = Instant::now();
+            loop {
+                match r.read_from(peer.as_raw_fd(), &mut |_, b| got.push(b.len()), &|| false) {
+                    Ok(ReadState::Eof) => return Some(got),
+                    _ if t0.elapsed() > Duration::from_secs(10) => return None,
+                    _ => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        });
+        s.send_borrowed(hdr(7, big.len()), &big, Some(Duration::from_secs(10)))
+            .unwrap();
+        closer.join().unwrap();
+        let got = reader
+            .join()
+            .unwrap()
+            .expect("end of stream after the frame");
+        assert_eq!(got, [big.len()]);
+    }
+
+    #[test]
+    fn a_borrowed_frame_to_a_stopped_peer_is_copied_after_the_timeout() {
+        let (s, _peer) = link(1 << 20);
+        let big = vec![1u8; 32 << 20];
+        let t0 = Instant::now();
+        s.send_borrowed(hdr(7, big.len()), &big, Some(Duration::from_millis(300)))
+            .unwrap();
+        assert!(t0.elapsed() >= Duration::from_millis(300));
+        let queued = s.queued();
+        assert!(queued > 0 && queued <= big.len() + 32, "{queued} queued");
+        // Nothing more fits now: a waiting sender times out.
+        assert!(matches!(
+            send(&s, 10, Mode::Wait(Some(Duration::from_millis(100)))),
+            Err(SendError::TimedOut(_))
+        ));
     }
 
     #[test]

@@ -2,12 +2,30 @@
 //!
 //! It never panics on hostile input: a header that breaks a wire rule is a
 //! [`ReadError::Frame`], and the link is closed by its owner. Large frames
-//! are read straight into a buffer of their own size, so a 100 MiB payload
-//! is not first copied through the small read buffer.
+//! are read straight into a buffer of their own size (huge pages: see
+//! `memory.rs`), so a 100 MiB payload is not first copied through the
+//! small read buffer.
+//!
+//! A fragment of a message addressed to this context is read straight onto
+//! the end of the message it continues: the reader asks its [`Placement`]
+//! (the router's reassembly) to lend that buffer when the fragment's header
+//! arrives, appends the body to it, and hands the whole back with the
+//! internal [`LENT`] flag. A 1 GiB message thus crosses memory once on its
+//! way in (kernel to its final buffer), instead of once more per fragment.
 
-use crate::frame::{FrameError, Header, HEADER_LEN};
+use crate::frame::{FrameError, Header, FRAGMENT, HEADER_LEN, LENT};
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::Arc;
+
+/// Where the bodies of fragments go (see the module doc).
+pub(crate) trait Placement: Send + Sync {
+    /// The partial message `h` (a fragment's header) continues, to append
+    /// its body to; `None` to read the body into a buffer of its own.
+    /// Whatever is lent comes back in the frame passed on, flagged
+    /// [`LENT`].
+    fn lend(&self, h: &Header) -> Option<Vec<u8>>;
+}
 
 /// What one read pass produced.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,9 +40,23 @@ pub(crate) enum ReadState {
 pub(crate) struct FrameReader {
     buf: Vec<u8>,
     start: usize,
-    /// A large frame being read straight into its own buffer.
-    big: Option<(Header, Vec<u8>)>,
+    /// A large frame being read straight into its buffer, which holds
+    /// `base` bytes lent before the body.
+    big: Option<Big>,
     max: usize,
+    place: Option<Arc<dyn Placement>>,
+}
+
+struct Big {
+    h: Header,
+    buf: Vec<u8>,
+    base: usize,
+}
+
+impl Big {
+    fn missing(&self) -> usize {
+        self.base + self.h.length as usize - self.buf.len()
+    }
 }
 
 const READ_CHUNK: usize = 256 * 1024;
@@ -38,6 +70,28 @@ impl FrameReader {
             start: 0,
             big: None,
             max,
+            place: None,
+        }
+    }
+
+    /// Reads fragments into buffers `place` lends (see the module doc).
+    pub(crate) fn set_placement(&mut self, place: Arc<dyn Placement>) {
+        self.place = Some(place);
+    }
+
+    /// The buffer the body of `h` is appended to, and its length before.
+    fn target(&self, h: &mut Header) -> (Vec<u8>, usize) {
+        let lent = match &self.place {
+            Some(p) if h.flags & FRAGMENT != 0 => p.lend(h),
+            _ => None,
+        };
+        match lent {
+            Some(v) => {
+                h.flags |= LENT;
+                let base = v.len();
+                (v, base)
+            }
+            None => (Vec::new(), 0),
         }
     }
 
@@ -64,9 +118,9 @@ impl FrameReader {
                 return Ok(ReadState::Open);
             }
             let n = match &mut self.big {
-                Some((h, body)) => {
-                    let want = h.length as usize - body.len();
-                    read_into(fd, body, want)
+                Some(big) => {
+                    let want = big.missing();
+                    read_into(fd, &mut big.buf, want)
                 }
                 None => {
                     if self.start > 0 && self.start == self.buf.len() {
@@ -97,35 +151,37 @@ impl FrameReader {
 
     /// Emits every complete frame buffered so far.
     pub(crate) fn drain(&mut self, sink: &mut dyn FnMut(Header, Vec<u8>)) -> Result<(), ReadError> {
-        if let Some((h, body)) = &self.big {
-            if body.len() < h.length as usize {
+        if let Some(big) = &self.big {
+            if big.missing() > 0 {
                 return Ok(());
             }
-            if let Some((h, body)) = self.big.take() {
-                sink(h, body);
+            if let Some(big) = self.big.take() {
+                sink(big.h, big.buf);
             }
         }
         loop {
             let avail = &self.buf[self.start..];
             let decoded = Header::decode(avail, self.max);
             let decoded = decoded.map_err(|e| ReadError::Frame(e, seen(avail)))?;
-            let Some(h) = decoded else {
+            let Some(mut h) = decoded else {
                 return Ok(());
             };
             let len = h.length as usize;
-            if avail.len() >= HEADER_LEN + len {
-                let body = avail[HEADER_LEN..HEADER_LEN + len].to_vec();
-                self.start += HEADER_LEN + len;
-                sink(h, body);
-            } else if len >= BIG_FRAME {
-                let mut body = Vec::with_capacity(len);
-                body.extend_from_slice(&avail[HEADER_LEN..]);
-                self.start = self.buf.len();
-                self.big = Some((h, body));
-                return Ok(());
-            } else {
+            let whole = avail.len() >= HEADER_LEN + len;
+            if !whole && len < BIG_FRAME {
                 return Ok(());
             }
+            let (mut body, base) = self.target(&mut h);
+            let avail = &self.buf[self.start..];
+            let have = avail.len().min(HEADER_LEN + len);
+            super::memory::reserve(&mut body, len);
+            body.extend_from_slice(&avail[HEADER_LEN..have]);
+            self.start += have;
+            if !whole {
+                self.big = Some(Big { h, buf: body, base });
+                return Ok(());
+            }
+            sink(h, body);
         }
     }
 }
@@ -174,7 +230,7 @@ fn seen(bytes: &[u8]) -> Vec<u8> {
 
 /// Reads up to `want` bytes onto the end of `buf`.
 fn read_into(fd: RawFd, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
-    buf.reserve(want);
+    super::memory::reserve(buf, want);
     let spare = buf.spare_capacity_mut();
     let len = spare.len().min(want);
     // SAFETY: reading into reserved, uninitialised capacity; only the
@@ -226,6 +282,43 @@ mod tests {
             r.push(&all[cut..]);
             r.drain(&mut |h, b| got.push((h.handle, b.len()))).unwrap();
             assert_eq!(got, [(1, 5), (2, 3000), (3, 0)], "cut at {cut}");
+        }
+    }
+
+    /// Lends `b"lent:"` for every fragment.
+    struct Prefix;
+    impl Placement for Prefix {
+        fn lend(&self, _: &Header) -> Option<Vec<u8>> {
+            Some(b"lent:".to_vec())
+        }
+    }
+
+    #[test]
+    fn fragment_bodies_are_appended_to_what_is_lent() {
+        let big = vec![3u8; BIG_FRAME + 100];
+        for body in [&b"small"[..], &big] {
+            let mut bytes = frame(1, b"whole");
+            let mut h = Header::decode(&frame(2, body), 1 << 30).unwrap().unwrap();
+            (h.flags, h.frag_id) = (FRAGMENT, 9);
+            bytes.extend_from_slice(&h.encode());
+            bytes.extend_from_slice(body);
+            let (a, b) = UnixStream::pair().unwrap();
+            crate::process::set_nonblocking(b.as_raw_fd()).unwrap();
+            let writer = std::thread::spawn(move || (&a).write_all(&bytes));
+            let mut r = FrameReader::new(1 << 30);
+            r.set_placement(Arc::new(Prefix));
+            let mut got = Vec::new();
+            let t0 = std::time::Instant::now();
+            while got.len() < 2 && t0.elapsed() < std::time::Duration::from_secs(10) {
+                r.read_from(b.as_raw_fd(), &mut |h, b| got.push((h, b)), &|| false)
+                    .unwrap();
+            }
+            writer.join().unwrap().unwrap();
+            assert_eq!(got[0].0.flags, 0, "a whole frame is not lent for");
+            assert_eq!(got[0].1, b"whole");
+            assert_eq!(got[1].0.flags, FRAGMENT | LENT);
+            assert_eq!(&got[1].1[..5], b"lent:");
+            assert_eq!(&got[1].1[5..], body);
         }
     }
 

@@ -38,7 +38,9 @@ struct Handler {
 pub(super) struct Inbox {
     handlers: Mutex<HashMap<u32, Arc<Handler>>>,
     next_handle: AtomicU32,
-    reassembly: Mutex<Reassembly>,
+    /// Shared with each link's reader, which reads fragments addressed
+    /// here straight onto their partial message (`reassembly::Lender`).
+    pub(super) reassembly: Arc<Mutex<Reassembly>>,
     callbacks: Arc<Callbacks>,
 }
 
@@ -47,7 +49,7 @@ impl Default for Inbox {
         Inbox {
             handlers: Mutex::default(),
             next_handle: AtomicU32::new(handle::FIRST_DYNAMIC),
-            reassembly: Mutex::default(),
+            reassembly: Arc::default(),
             callbacks: Arc::default(),
         }
     }

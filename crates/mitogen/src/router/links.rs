@@ -48,7 +48,11 @@ impl ForeignLinks {
 impl Core {
     /// Takes ownership of a connected stream: routes, broker registration.
     /// `reader` may hold bytes read past the handshake.
-    pub(crate) fn attach(self: &Arc<Self>, stream: Arc<Stream>, reader: FrameReader) {
+    pub(crate) fn attach(self: &Arc<Self>, stream: Arc<Stream>, mut reader: FrameReader) {
+        reader.set_placement(Arc::new(crate::reassembly::Lender {
+            local: self.id,
+            reassembly: self.inbox.reassembly.clone(),
+        }));
         *lock(&stream.reader) = reader;
         stream.set_flow(self.limits.max_queued(), self.limits.send_timeout());
         self.table.insert(&stream);

@@ -136,6 +136,16 @@ impl Core {
         self.transmit(&stream, msg, mode)
     }
 
+    /// A fresh id for a message sent in fragments (never 0).
+    pub(crate) fn new_frag_id(&self) -> u32 {
+        loop {
+            let id = self.next_frag_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
     /// Writes `msg` to `stream`, split into fragments when larger than a
     /// frame may be.
     pub(super) fn transmit(
@@ -150,12 +160,7 @@ impl Core {
         let sent = if msg.data.len() <= limit || msg.frag.0 != 0 {
             stream.send_frame(h.encode(), Body::Owned(msg.data), mode)
         } else {
-            let id = loop {
-                let id = self.next_frag_id.fetch_add(1, Ordering::Relaxed);
-                if id != 0 {
-                    break id;
-                }
-            };
+            let id = self.new_frag_id();
             let len = msg.data.len();
             let buf = Arc::new(msg.data);
             let mut start = 0;

@@ -54,6 +54,11 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
             bulk_stream_through_one_and_two_hops,
         ),
         trial(
+            "flow::bulk_stream_read_as_io_read",
+            TEST_LIMIT,
+            bulk_stream_read_as_io_read,
+        ),
+        trial(
             "flow::a_full_link_waits_then_times_out",
             TEST_LIMIT,
             a_full_link_waits_then_times_out,
@@ -455,5 +460,52 @@ fn bulk_stream_through_one_and_two_hops() -> TestResult {
     }
     let mid_peak = mid.call::<peak_rss_kib>(())? / 1024;
     ensure!(mid_peak < 100, "the intermediate peaked at {mid_peak} MiB");
+    Ok(())
+}
+
+/// Sends `sizes.len()` chunks, chunk `i` of `sizes[i]` bytes, each byte
+/// its offset in the stream modulo 251.
+#[mitogen::remote]
+fn produce_counting(
+    router: &mitogen::Router,
+    target: BulkTarget,
+    sizes: Vec<u32>,
+) -> mitogen::Result<()> {
+    let mut tx = BulkSender::connect(router, target)?;
+    let mut at = 0u64;
+    for n in sizes {
+        let chunk: Vec<u8> = (at..at + u64::from(n)).map(|i| (i % 251) as u8).collect();
+        tx.write(&chunk)?;
+        at += u64::from(n);
+    }
+    tx.finish()
+}
+
+/// `std::io::Read` on a receiver hands out every byte once, in order,
+/// across chunk boundaries and empty chunks, then end of stream.
+fn bulk_stream_read_as_io_read() -> TestResult {
+    use std::io::Read;
+    let router = util::router()?;
+    let ctx = router.local().remote_name("bulk-read").connect()?;
+    let mut rx = BulkReceiver::open(&router, 1 << 20, Some(&ctx));
+    let sizes = vec![1, 0, 70_000, 3 << 20, 0, 5, 1 << 20];
+    let total: u64 = sizes.iter().map(|&n| u64::from(n)).sum();
+    let sending = ctx.call_async::<produce_counting>((rx.target(), sizes))?;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 7000];
+    loop {
+        let n = rx.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    sending.get(Some(WAIT))?;
+    ensure!(got.len() as u64 == total, "{} of {total} bytes", got.len());
+    let bad = got
+        .iter()
+        .enumerate()
+        .position(|(i, &b)| b != (i % 251) as u8);
+    ensure!(bad.is_none(), "byte {bad:?} is wrong");
     Ok(())
 }

@@ -19,6 +19,7 @@ mod errors;
 mod events;
 mod flow;
 mod fork;
+mod gib;
 mod hostile;
 mod identity;
 mod lifetimes;
@@ -58,6 +59,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(services::tests());
     all.extend(attach::tests());
     all.extend(timers::tests());
+    all.extend(gib::tests());
     all
 }
 

@@ -19,6 +19,7 @@ mod ctr_chain;
 mod ctr_util;
 mod docker;
 mod fleet;
+mod gib;
 mod lxc_setns;
 mod secrets;
 mod shells;
@@ -37,6 +38,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(stubbed::tests());
     all.extend(ctr_chain::tests());
     all.extend(fleet::tests());
+    all.extend(gib::tests());
     all.extend(secrets::tests());
     all.extend(shells::tests());
     all.extend(tmpfiles::tests());
