@@ -38,10 +38,15 @@ pub(crate) struct Stream {
     /// `true` when the peer is this context's parent (trusted).
     pub(crate) is_parent: bool,
     rfd: OwnedFd,
-    /// Always separate from `rfd` (a socket is duplicated), so reading and
-    /// writing are registered with the broker independently: a thread that
-    /// takes over reading (see `direct.rs`) leaves writes to the broker.
-    wfd: OwnedFd,
+    /// The write side when it is another descriptor (a pipe pair); a
+    /// socket is read and written through `rfd` alone, one descriptor per
+    /// child, registered once with the broker for both directions
+    /// ([`Stream::watch`]).
+    wfd: Option<OwnedFd>,
+    /// What the broker watches `rfd` for, when it is the only descriptor:
+    /// (reading, writing). Changed under this lock, so the registration
+    /// always matches the last change.
+    watching: Mutex<(bool, bool)>,
     /// `rfd` is a socket (half-closed with `shutdown`), not a pipe.
     is_socket: bool,
     out: Mutex<Out>,
@@ -103,14 +108,12 @@ impl Stream {
         child: Option<crate::child::ChildProc>,
     ) -> io::Result<Stream> {
         let is_socket = wfd.is_none();
-        let wfd = match wfd {
-            Some(w) => w,
-            None => crate::process::dup_cloexec(rfd.as_raw_fd())?,
-        };
         crate::process::set_nonblocking(rfd.as_raw_fd())?;
-        crate::process::set_nonblocking(wfd.as_raw_fd())?;
         crate::process::track_fd(rfd.as_raw_fd());
-        crate::process::track_fd(wfd.as_raw_fd());
+        if let Some(w) = &wfd {
+            crate::process::set_nonblocking(w.as_raw_fd())?;
+            crate::process::track_fd(w.as_raw_fd());
+        }
         Ok(Stream {
             id: NEXT_STREAM.fetch_add(1, Ordering::Relaxed),
             name,
@@ -118,6 +121,7 @@ impl Stream {
             is_parent,
             rfd,
             wfd,
+            watching: Mutex::new((true, false)),
             is_socket,
             out: Mutex::new(Out::default()),
             space: Condvar::new(),
@@ -141,7 +145,45 @@ impl Stream {
     }
 
     pub(crate) fn wfd(&self) -> RawFd {
-        self.wfd.as_raw_fd()
+        self.wfd.as_ref().unwrap_or(&self.rfd).as_raw_fd()
+    }
+
+    /// `true` when one descriptor carries both directions (a socket).
+    pub(crate) fn one_fd(&self) -> bool {
+        self.wfd.is_none()
+    }
+
+    /// Changes what the broker watches the single descriptor for: `read`
+    /// and/or `write` (`None`: unchanged). Returns `false` if the broker
+    /// refused.
+    pub(crate) fn watch_write(&self, on: bool) -> bool {
+        self.watch(None, Some(on))
+    }
+
+    fn watch(&self, read: Option<bool>, write: Option<bool>) -> bool {
+        let token = self.read_token.load(Ordering::Acquire);
+        let Some(b) = self.broker.get() else {
+            return false;
+        };
+        if token == usize::MAX {
+            return false;
+        }
+        let mut w = lock(&self.watching);
+        let next = (read.unwrap_or(w.0), write.unwrap_or(w.1));
+        let interest = match next {
+            (true, true) => mio::Interest::READABLE | mio::Interest::WRITABLE,
+            (true, false) => mio::Interest::READABLE,
+            (false, true) => mio::Interest::WRITABLE,
+            // PRIORITY never fires for sockets: the registration is parked.
+            (false, false) => mio::Interest::PRIORITY,
+        };
+        let ok = b
+            .reregister(self.rfd(), mio::Token(token), interest)
+            .is_ok();
+        if ok {
+            *w = next;
+        }
+        ok
     }
 
     /// Changes the bound of the output queue.
@@ -186,6 +228,10 @@ impl Stream {
 
     /// Switches the broker's read interest in `rfd` on or off.
     pub(crate) fn set_read_interest(&self, reading: bool) {
+        if self.one_fd() {
+            self.watch(Some(reading), None);
+            return;
+        }
         let token = self.read_token.load(Ordering::Acquire);
         let Some(b) = self.broker.get() else { return };
         if token == usize::MAX {
@@ -237,7 +283,9 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         crate::process::untrack_fd(self.rfd());
-        crate::process::untrack_fd(self.wfd());
+        if let Some(w) = &self.wfd {
+            crate::process::untrack_fd(w.as_raw_fd());
+        }
     }
 }
 

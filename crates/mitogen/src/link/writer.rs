@@ -493,8 +493,17 @@ impl Stream {
     /// Turns the broker's writability watch on or off; called with the
     /// output lock held, so the watch always matches the queue.
     fn arm_write(&self, out: &mut Out, on: bool) {
+        if out.write_armed == on {
+            return;
+        }
+        if self.one_fd() {
+            if self.watch_write(on) {
+                out.write_armed = on;
+            }
+            return;
+        }
         let token = self.write_token.load(Ordering::Acquire);
-        if out.write_armed == on || token == usize::MAX {
+        if token == usize::MAX {
             return;
         }
         let Some(b) = self.broker.get() else { return };

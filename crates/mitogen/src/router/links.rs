@@ -83,13 +83,44 @@ impl Core {
     pub(super) fn register_stream(self: &Arc<Self>, lp: &mut Loop, stream: Arc<Stream>) {
         use mio::Interest;
         let (rfd, wfd) = (stream.rfd(), stream.wfd());
+        let _ = stream.broker.set(self.broker.clone());
+        if stream.one_fd() {
+            // One descriptor, one registration: events say which way.
+            let core = self.clone();
+            let s = stream.clone();
+            let token = lp.register(
+                rfd,
+                Interest::READABLE,
+                Box::new(move |lp, ev| {
+                    if ev.is_writable() {
+                        // A failed write is seen by the read side too.
+                        let _ = s.flush();
+                    }
+                    if !(ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
+                        return true;
+                    }
+                    let route = &mut |h, body| core.route_in(&s, Message::from_frame(h, body));
+                    match direct::try_read_pass(&s, route) {
+                        None | Some(Ok(ReadState::Open)) => true,
+                        Some(outcome) => {
+                            core.close_stream(lp, &s, &direct::end_reason(&s, outcome));
+                            false
+                        }
+                    }
+                }),
+            );
+            for t in [&stream.read_token, &stream.write_token] {
+                t.store(token.0, std::sync::atomic::Ordering::Release);
+            }
+            stream.registered();
+            return;
+        }
         let s = stream.clone();
         let wtoken = lp.register(
             wfd,
             Interest::PRIORITY,
             Box::new(move |_, _| s.flush().is_ok()),
         );
-        let _ = stream.broker.set(self.broker.clone());
         stream
             .write_token
             .store(wtoken.0, std::sync::atomic::Ordering::Release);
@@ -175,7 +206,10 @@ impl Core {
         if !self.table.holds(s) {
             return;
         }
-        for (fd, token) in [(s.rfd(), &s.read_token), (s.wfd(), &s.write_token)] {
+        let both = [(s.rfd(), &s.read_token), (s.wfd(), &s.write_token)];
+        // One registration when one descriptor carries both directions.
+        let n = if s.one_fd() { 1 } else { 2 };
+        for (fd, token) in both.into_iter().take(n) {
             let t = token.load(std::sync::atomic::Ordering::Acquire);
             if t != usize::MAX {
                 lp.deregister(fd, mio::Token(t));

@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 pub fn tests() -> Vec<Trial> {
     vec![
         trial(
+            "connects::a_child_costs_two_descriptors",
+            TEST_LIMIT,
+            a_child_costs_two_descriptors,
+        ),
+        trial(
             "connects::out_of_descriptors_says_so",
             TEST_LIMIT,
             out_of_descriptors_says_so,
@@ -412,5 +417,31 @@ fn out_of_descriptors_says_so() -> TestResult {
     ensure!(n >= 1, "no context started at all: {err}");
     ensure!(err.contains("ulimit -n"), "after {n} contexts: {err:?}");
     ensure!(first_ok, "a context already up stopped answering");
+    Ok(())
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Before: three descriptors per child (the socket, a duplicate of it for
+/// writing, the pidfd). A master of many contexts runs into `ulimit -n`
+/// half as soon as it must.
+fn a_child_costs_two_descriptors() -> TestResult {
+    let router = util::router()?;
+    // Warm up: the first connect opens what the router keeps (broker, ...).
+    let first = router.local().connect()?;
+    first.call::<crate::util::pid>(())?;
+    let before = open_fds();
+    let mut kids = Vec::new();
+    for _ in 0..8 {
+        let c = router.local().connect()?;
+        c.call::<crate::util::pid>(())?;
+        kids.push(c);
+    }
+    let per_child = (open_fds() - before) as f64 / 8.0;
+    ensure!(per_child <= 2.0, "{per_child} descriptors per child");
     Ok(())
 }
