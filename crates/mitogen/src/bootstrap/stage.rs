@@ -29,7 +29,10 @@
 //! `~/.cache/mitogen`, `/dev/shm/mitogen-$USER`, `/tmp/mitogen-$USER`. One
 //! is used only when it is owned by the current user with mode `0700`
 //! exactly, and (for an upload) when files in it can be executed, which
-//! rules out `noexec` mounts. The only external commands are `ls`, `head`,
+//! rules out `noexec` mounts, and the agent can be written there in full:
+//! a full disk moves on to the next directory (the upload is read to its
+//! end either way, so the protocol stays in step, and sent again there).
+//! The only external commands are `ls`, `head`, `cat`,
 //! `wc`, `chmod`, `mv`, `rm`, `rmdir`, `sleep`, `uname`, optionally
 //! `sha256sum`, and with a runtime to bring, `mkdir` and `ln`.
 
@@ -84,6 +87,12 @@ fn one_line(text: &str) -> String {
     }
     out
 }
+
+/// The cache directory candidates, in order (sh words; `*/mitogen-` gets
+/// the user id appended). The stage looks for a cached agent in all of
+/// them first, then uploads to the first that takes it: a full or
+/// `noexec` directory early in the list never costs a second upload.
+const DIRS: &str = r#"${XDG_RUNTIME_DIR:+"$XDG_RUNTIME_DIR/mitogen"} ${HOME:+"$HOME/.cache/mitogen"} /dev/shm/mitogen- /tmp/mitogen-"#;
 
 fn template(
     sha: &str,
@@ -152,8 +161,17 @@ go() {{
   echo MITO-EXEC
   exec {run}
 }}
+for d in {DIRS}; do
+  case "$d" in */mitogen-) [ -n "$u" ] || u=$(id -u); d="$d$u";; esac
+  [ -d "$d" ] || continue
+  set -- $(ls -ldn "$d" 2>/dev/null)
+  case "$1" in drwx------|drwx------.) ;; *) continue;; esac
+  [ -O "$d" ] || continue
+  f="$d/$S"
+  if [ -f "$f" ] && [ -x "$f" ]; then go; fi
+done
 skipped=
-for d in ${{XDG_RUNTIME_DIR:+"$XDG_RUNTIME_DIR/mitogen"}} ${{HOME:+"$HOME/.cache/mitogen"}} /dev/shm/mitogen- /tmp/mitogen-; do
+for d in {DIRS}; do
   case "$d" in */mitogen-) [ -n "$u" ] || u=$(id -u); d="$d$u";; esac
   [ -d "$d" ] || mkdir -p "$d" 2>/dev/null || continue
   set -- $(ls -ldn "$d" 2>/dev/null)
@@ -172,8 +190,9 @@ for d in ${{XDG_RUNTIME_DIR:+"$XDG_RUNTIME_DIR/mitogen"}} ${{HOME:+"$HOME/.cache
   fi
   tmp="$d/.$S.$$"
   echo "MITO-NEED $N"
-  head -c "$N" > "$tmp" || {{ rm -f "$tmp"; fail "cannot write the agent to $d (disk full?)"; }}
-  [ "$(( $(wc -c < "$tmp") ))" -eq "$N" ] || {{ rm -f "$tmp"; fail "short write of the agent to $d (disk full?)"; }}
+  if head -c "$N" | {{ cat > "$tmp" || {{ cat > /dev/null; exit 1; }}; }} && [ "$(( $(wc -c < "$tmp") ))" -eq "$N" ]; then :; else
+    rm -f "$tmp"; rmdir "$l" 2>/dev/null; l=; skipped="$skipped $d(cannot write: disk full?)"; continue
+  fi
   if command -v sha256sum >/dev/null 2>&1; then
     set -- $(sha256sum "$tmp")
     [ "$1" = "$S" ] || {{ rm -f "$tmp"; fail "agent checksum mismatch in $d"; }}

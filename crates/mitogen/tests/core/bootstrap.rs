@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 pub fn tests() -> Vec<Trial> {
     vec![
         trial(
+            "bootstrap::a_full_cache_directory_falls_back",
+            TEST_LIMIT,
+            a_full_cache_directory_falls_back,
+        ),
+        trial(
             "bootstrap::remote_name_with_slash",
             TEST_LIMIT,
             remote_name_with_slash,
@@ -545,4 +550,68 @@ fn profiling_option() -> TestResult {
         "stats {text:?}"
     );
     Ok(())
+}
+
+/// In a child whose first cache candidate (`$XDG_RUNTIME_DIR/mitogen`) is
+/// a full 64 KiB tmpfs and whose `$HOME` is empty: starts a grandchild
+/// twice. Returns the bytes each connect uploaded and where the agent ran.
+#[mitogen::remote]
+fn connect_with_a_full_cache(
+    router: &mitogen::Router,
+    xdg: String,
+    home: String,
+) -> mitogen::Result<(u64, u64, String)> {
+    std::env::set_var("XDG_RUNTIME_DIR", &xdg);
+    std::env::set_var("HOME", &home);
+    let first = router.local().connect()?;
+    let exe = first.call::<agent_exe>(())?;
+    let again = router.local().connect()?;
+    Ok((
+        first.agent_upload_bytes().unwrap_or(0),
+        again.agent_upload_bytes().unwrap_or(u64::MAX),
+        exe,
+    ))
+}
+
+#[mitogen::remote]
+fn agent_exe() -> String {
+    std::fs::read_link("/proc/self/exe")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// Before: a full cache directory failed the connect ("disk full?"),
+/// though the next candidate would have taken the agent.
+fn a_full_cache_directory_falls_back() -> TestResult {
+    if util::euid() != 0 {
+        eprintln!(
+            "*** bootstrap::a_full_cache_directory_falls_back SKIPPED: needs root (mounts a tmpfs)"
+        );
+        return Ok(());
+    }
+    let dir = util::TempDir::new("fullcache")?;
+    let (xdg, home) = (dir.path().join("run"), dir.path().join("home"));
+    std::fs::create_dir_all(&xdg)?;
+    std::fs::create_dir_all(&home)?;
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "mtb-fullcache"])
+        .arg(&xdg)
+        .status()?;
+    ensure!(mounted.success(), "mount tmpfs failed");
+    let r = (|| -> TestResult {
+        let router = util::router()?;
+        let ctx = router.local().connect()?;
+        let args = (xdg.display().to_string(), home.display().to_string());
+        let (first, again, exe) = ctx.call::<connect_with_a_full_cache>(args)?;
+        let cache = home.join(".cache/mitogen");
+        ensure!(
+            exe.starts_with(&*cache.to_string_lossy()),
+            "the agent ran from {exe}"
+        );
+        ensure!(first > 0, "nothing was uploaded the first time");
+        ensure!(again == 0, "the second connect uploaded {again} bytes");
+        Ok(())
+    })();
+    let _ = std::process::Command::new("umount").arg(&xdg).status();
+    r
 }
