@@ -156,6 +156,7 @@ pub(crate) fn serve(
     on_start: Option<OnStart>,
 ) -> Result<()> {
     crate::identity::set(cfg.context_id, cfg.parent_ids.clone());
+    stop_stage_watchdog();
     crate::process::set_title(&format!("mitogen:{}", cfg.remote_name));
     let (log_r, log_w) = crate::process::pipe().map_err(io("pipe"))?;
     crate::process::redirect_stdio(&log_w).map_err(io("redirecting stdio"))?;
@@ -212,4 +213,35 @@ pub(crate) fn serve(
     broker.join();
     drop(router);
     Ok(())
+}
+
+/// Stops the watchdog an ssh first stage left behind (`WATCHDOG` in
+/// `connect/transport/ssh.rs`): the agent runs, so nothing is left to
+/// clean up. The stage shell became this process, and the watchdog is its
+/// only child at this point: only children of this very process are
+/// signalled, so a reused pid is never hit.
+fn stop_stage_watchdog() {
+    if std::env::var_os("MITOGEN_WATCHDOG").is_none() {
+        return;
+    }
+    std::env::remove_var("MITOGEN_WATCHDOG");
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in procs.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Field 4, after the parenthesised command name.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(me) {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
 }

@@ -7,6 +7,11 @@ use std::time::{Duration, Instant};
 
 pub fn tests() -> Vec<Trial> {
     vec![
+        trial(
+            "ssh::nothing_left_after_a_connect_timeout",
+            TEST_LIMIT,
+            nothing_left_after_a_connect_timeout,
+        ),
         trial("ssh::key_auth_and_call", TEST_LIMIT, key_auth_and_call),
         trial("ssh::password_auth", TEST_LIMIT, password_auth),
         trial("ssh::parameters", TEST_LIMIT, parameters),
@@ -718,5 +723,60 @@ fn bad_parameters_refused() -> TestResult {
         let e = expect_err(what, b.connect())?;
         ensure!(matches!(e, Error::Stream(_)), "{what}: {e:?}");
     }
+    Ok(())
+}
+
+/// Processes whose command line is exactly `words`.
+fn processes_running(words: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = words
+        .iter()
+        .flat_map(|w| [w.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline")).ok() == Some(want.clone())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Before: the stage's processes on the target (here a wrapper that
+/// sleeps before the agent) outlived a timed-out connect: sshd does not
+/// end a session's processes when its client goes. The test hosts share
+/// this machine's process table, so they are looked for here.
+fn nothing_left_after_a_connect_timeout() -> TestResult {
+    let t = tb()?;
+    let r = router()?;
+    // The agent cached first, so the stage reaches the wrapper at once.
+    let ok = ssh_key(&r, &t.host1, "alice").connect()?;
+    let nap = ["sleep", "41.5"];
+    let e = expect_err(
+        "a stage that sleeps",
+        ssh_key(&r, &t.host1, "alice")
+            .agent_command(["sh", "-c", "sleep 41.5; exec \"$0\" \"$@\""])
+            .connect_timeout(Duration::from_secs(3))
+            .connect(),
+    )?;
+    ensure!(matches!(e, Error::Timeout(_)), "not a timeout: {e:?}");
+    let gone = wait_for(Duration::from_secs(10), || {
+        processes_running(&nap).is_empty()
+    });
+    let left = processes_running(&nap);
+    for pid in &left {
+        // SAFETY: cleaning up after a failed test.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    ensure!(
+        gone,
+        "still running on the target after the timeout: {left:?}"
+    );
+    // And a context that did start keeps running (the watchdog was
+    // stopped by the agent, not left to fire).
+    std::thread::sleep(Duration::from_secs(3));
+    ensure!(ok.call::<sleep_ms>((1,)).is_ok(), "a started context died");
     Ok(())
 }

@@ -42,6 +42,19 @@ pub enum HostKeyCheck {
 /// probe: within `interval × (count + 1)`, here 45 s.
 pub const DEFAULT_KEEPALIVE: (Duration, u32) = (Duration::from_secs(15), 2);
 
+/// Put in front of the first stage on an ssh target. sshd does not end a
+/// session's processes when the client goes (no terminal, no SIGHUP): a
+/// stage still waiting (a slow `agent_command`, a connect timed out) would
+/// linger. This watchdog polls the session's sshd (`$PPID`) and, once it is
+/// gone, terminates the stage's process group (the stage is its leader:
+/// sshd starts the session's command in a new session). The agent stops
+/// the watchdog, its only child then, as soon as it runs
+/// (`MITOGEN_WATCHDOG` says there is one; see `agent.rs`): a
+/// running agent ends by itself when its link closes, and a detached one
+/// has left the group.
+/// No `!` in it: a csh login shell expands history even in quotes.
+const WATCHDOG: &str = "(while kill -0 $PPID 2>/dev/null; do sleep 1; done; kill -TERM -$$ 2>/dev/null) </dev/null >/dev/null 2>&1 & MITOGEN_WATCHDOG=1; export MITOGEN_WATCHDOG; ";
+
 /// The ssh parameters; travels to an intermediate for `via`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct SshSpec {
@@ -296,7 +309,10 @@ impl Method for SshSpec {
         let name = format!("ssh.{}", self.target());
         let mut argv = self.argv(opts.connect_timeout);
         tty::connect_with(core, id, name, opts, &d, |script| {
-            argv.push(format!("/bin/sh -c {}", quote(script)));
+            argv.push(format!(
+                "/bin/sh -c {}",
+                quote(&format!("{WATCHDOG}{script}"))
+            ));
             argv
         })
     }
