@@ -7,9 +7,8 @@ use crate::output::Mode;
 use crate::plan::ConnectOptions;
 use crate::target::{BecomeMethod, Hop, Target};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 /// Run commands on many machines, accounts and local contexts at once,
@@ -18,7 +17,7 @@ use std::time::Duration;
 #[command(name = "mitogen", version, after_help = TARGET_HELP)]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
 }
 
 const TARGET_HELP: &str = "\
@@ -33,7 +32,7 @@ Exit status: 0 when every target succeeded, 1 when any failed or was
 unreachable, 2 on a usage error, 130 when interrupted.";
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Run a shell command on every target.
     Run(RunArgs),
     /// Start every target and time a round trip.
@@ -198,7 +197,7 @@ impl RunArgs {
 }
 
 impl Select {
-    fn targets(&self) -> Result<Vec<Target>, String> {
+    pub(crate) fn targets(&self) -> Result<Vec<Target>, String> {
         let inv = Inventory::load(self.inventory.as_deref())?;
         let mut include: Vec<String> = self.targets.iter().cloned().collect();
         include.extend(self.with.iter().cloned());
@@ -301,37 +300,4 @@ impl Common {
     pub fn quiet(&self) -> bool {
         self.quiet
     }
-}
-
-/// Parses the arguments and runs the command; the exit status says
-/// whether every target succeeded.
-pub fn main(router: &mitogen::Router) -> ExitCode {
-    let cli = Cli::parse();
-    let r = match cli.command {
-        Command::Run(args) => crate::commands::run(router, &args),
-        Command::Ping(c) => crate::commands::ping(router, &c),
-        Command::Facts(c) => crate::commands::facts(router, &c),
-        Command::Tree(c) => crate::commands::tree(router, &c),
-        Command::Master { common, name } => crate::commands::master(router, &common, &name),
-        Command::List { select, fold } => select.targets().map(|ts| {
-            let names: Vec<String> = ts.iter().map(|t| t.name()).collect();
-            // A closed pipe (`| head`) ends the listing quietly.
-            let out = std::io::stdout();
-            let mut o = out.lock();
-            if fold {
-                let _ = writeln!(o, "{}", crate::nodeset::fold_str(&names));
-            } else {
-                for n in names {
-                    if writeln!(o, "{n}").is_err() {
-                        break;
-                    }
-                }
-            }
-            ExitCode::SUCCESS
-        }),
-    };
-    r.unwrap_or_else(|e| {
-        eprintln!("mitogen: {e}");
-        ExitCode::from(2)
-    })
 }

@@ -27,7 +27,44 @@ mod secret;
 mod session;
 mod target;
 
+use clap::Parser;
+use std::io::Write;
+use std::process::ExitCode;
+
 #[mitogen::main]
-fn main(router: mitogen::Router) -> std::process::ExitCode {
-    cli::main(&router)
+fn main(router: mitogen::Router) -> ExitCode {
+    run(&router)
+}
+
+/// Parses the arguments and runs the command; the exit status says
+/// whether every target succeeded.
+fn run(router: &mitogen::Router) -> ExitCode {
+    let cli = cli::Cli::parse();
+    let r = match cli.command {
+        cli::Command::Run(args) => crate::commands::run(router, &args),
+        cli::Command::Ping(c) => crate::commands::ping(router, &c),
+        cli::Command::Facts(c) => crate::commands::facts(router, &c),
+        cli::Command::Tree(c) => crate::commands::tree(router, &c),
+        cli::Command::Master { common, name } => crate::commands::master(router, &common, &name),
+        cli::Command::List { select, fold } => select.targets().map(|ts| {
+            let names: Vec<String> = ts.iter().map(|t| t.name()).collect();
+            // A closed pipe (`| head`) ends the listing quietly.
+            let out = std::io::stdout();
+            let mut o = out.lock();
+            if fold {
+                let _ = writeln!(o, "{}", crate::nodeset::fold_str(&names));
+            } else {
+                for n in names {
+                    if writeln!(o, "{n}").is_err() {
+                        break;
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }),
+    };
+    r.unwrap_or_else(|e| {
+        eprintln!("mitogen: {e}");
+        ExitCode::from(2)
+    })
 }
