@@ -125,7 +125,7 @@ pub use process::{default_remote_name, remote_name_of};
 pub use reassembly::DEFAULT_MAX_PAYLOAD;
 pub use receiver::Receiver;
 pub use redact::{Blob, Secret};
-pub use router::{Policy, Router, DEFAULT_SEND_TIMEOUT};
+pub use router::{LinkStats, Policy, Router, DEFAULT_SEND_TIMEOUT};
 pub use select::{Event, Select, Selectable, SourceId};
 pub use sender::Sender;
 /// Bytes that serialize as one MessagePack `bin` (not an array of

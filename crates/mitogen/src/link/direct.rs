@@ -58,6 +58,7 @@ pub(crate) fn routing_here() -> bool {
 fn read_pass(s: &Arc<Stream>, reader: &mut FrameReader, route: Route<'_>) -> Outcome {
     let was = ROUTING.with(|r| r.replace(true));
     let outcome = reader.read_from(s.rfd(), route, &|| s.is_paused());
+    s.note_received(reader.take_bytes_read());
     ROUTING.with(|r| r.set(was));
     if !matches!(outcome, Ok(ReadState::Open)) {
         s.read_done.store(true, Ordering::Release);

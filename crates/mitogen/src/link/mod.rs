@@ -56,6 +56,9 @@ pub(crate) struct Stream {
     max_queued: AtomicUsize,
     /// Not read while set: traffic from it filled another link's queue.
     paused: AtomicBool,
+    /// Bytes written to and read from the peer (frames, headers included).
+    sent: AtomicU64,
+    received: AtomicU64,
     /// The peer detached (`ExternalContext::detach`): its end is no
     /// failure, and its process is never signalled.
     pub(crate) detached: AtomicBool,
@@ -127,6 +130,8 @@ impl Stream {
             space: Condvar::new(),
             max_queued: AtomicUsize::new(DEFAULT_MAX_QUEUED),
             paused: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
             detached: AtomicBool::new(false),
             stall_after_ms: AtomicU64::new(0),
             me: OnceLock::new(),
@@ -146,6 +151,24 @@ impl Stream {
 
     pub(crate) fn wfd(&self) -> RawFd {
         self.wfd.as_ref().unwrap_or(&self.rfd).as_raw_fd()
+    }
+
+    /// Bytes written to the peer and read from it so far.
+    pub(crate) fn traffic(&self) -> (u64, u64) {
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn note_sent(&self, n: usize) {
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn note_received(&self, n: u64) {
+        if n > 0 {
+            self.received.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// `true` when one descriptor carries both directions (a socket).

@@ -38,6 +38,9 @@ pub(crate) enum ReadState {
 
 /// Reassembles frames from a byte stream (broker thread only).
 pub(crate) struct FrameReader {
+    /// Bytes read from the descriptor and not yet counted by the link
+    /// ([`FrameReader::take_bytes_read`]).
+    bytes_read: u64,
     buf: Vec<u8>,
     start: usize,
     /// A large frame being read straight into its buffer, which holds
@@ -71,6 +74,7 @@ impl FrameReader {
             big: None,
             max,
             place: None,
+            bytes_read: 0,
         }
     }
 
@@ -106,6 +110,11 @@ impl FrameReader {
     /// is asked after each frame is handed on: `true` stops reading for now
     /// (the link is paused for flow control) with what was not yet read
     /// left in the descriptor.
+    /// Bytes read since the last call (for the link's traffic count).
+    pub(crate) fn take_bytes_read(&mut self) -> u64 {
+        std::mem::take(&mut self.bytes_read)
+    }
+
     pub(crate) fn read_from(
         &mut self,
         fd: RawFd,
@@ -138,7 +147,7 @@ impl FrameReader {
                     self.drain(sink)?;
                     return Ok(ReadState::Eof);
                 }
-                Ok(_) => {}
+                Ok(n) => self.bytes_read += n as u64,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.drain(sink)?;

@@ -192,7 +192,10 @@ impl Stream {
         let mut done = 0;
         if out.queue.is_empty() && !out.borrowed {
             done = match write_nb(self.wfd(), &[&hdr, slice]) {
-                Ok(n) => n,
+                Ok(n) => {
+                    self.note_sent(n);
+                    n
+                }
                 Err(e) => {
                     self.fail(&mut out);
                     return Err(SendError::Io(e));
@@ -299,6 +302,7 @@ impl Stream {
             match n {
                 Ok(0) => break Ok(()),
                 Ok(mut n) => {
+                    self.note_sent(n);
                     out.queued -= n;
                     while n > 0 {
                         let Some(front) = out.queue.front_mut() else {
@@ -396,6 +400,7 @@ impl Stream {
             };
             match write_nb(self.wfd(), &rest) {
                 Ok(n) if n > 0 => {
+                    self.note_sent(n);
                     done += n;
                     deadline = timeout.map(|d| Instant::now() + d);
                 }

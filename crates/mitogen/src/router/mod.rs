@@ -41,6 +41,21 @@ pub type Policy = Arc<dyn Fn(&Message) -> bool + Send + Sync>;
 
 pub(crate) type Sink = Box<dyn Fn(Message) + Send + Sync>;
 
+/// One link of a context and its traffic ([`Router::links`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LinkStats {
+    /// The context at the other end.
+    pub context_id: u32,
+    /// Its name, as this context knows it.
+    pub name: String,
+    /// `true` for the link to this context's parent.
+    pub to_parent: bool,
+    /// Bytes written to it (frames with their headers).
+    pub bytes_sent: u64,
+    /// Bytes read from it.
+    pub bytes_received: u64,
+}
+
 /// How long [`Router::disconnect`] waits for the router holding the link
 /// to cut it.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -392,6 +407,31 @@ impl Router {
             }
             e => e,
         })
+    }
+
+    /// This context's links (to its parent and to each child it started)
+    /// and the bytes that went each way on them so far: what a tree of
+    /// contexts costs, hop by hop.
+    pub fn links(&self) -> Vec<LinkStats> {
+        let mut v: Vec<LinkStats> = self
+            .owner
+            .core
+            .table
+            .all_streams()
+            .iter()
+            .map(|s| {
+                let (sent, received) = s.traffic();
+                LinkStats {
+                    context_id: s.remote_id,
+                    name: s.name.clone(),
+                    to_parent: s.is_parent,
+                    bytes_sent: sent,
+                    bytes_received: received,
+                }
+            })
+            .collect();
+        v.sort_by_key(|l| (!l.to_parent, l.context_id));
+        v
     }
 
     /// Stops the broker (all routers on it) and waits for it.

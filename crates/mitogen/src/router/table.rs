@@ -90,6 +90,11 @@ impl Table {
         read(&self.parent).clone()
     }
 
+    /// Every link held, the parent's too.
+    pub(crate) fn all_streams(&self) -> Vec<Arc<Stream>> {
+        lock(&self.streams).values().cloned().collect()
+    }
+
     /// Links to children.
     pub(crate) fn child_streams(&self) -> Vec<Arc<Stream>> {
         lock(&self.streams)

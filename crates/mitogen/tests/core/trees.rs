@@ -16,6 +16,11 @@ const LIMIT: Duration = Duration::from_secs(90);
 
 pub fn tests() -> Vec<Trial> {
     vec![
+        trial(
+            "trees::links_count_their_traffic",
+            LIMIT,
+            links_count_their_traffic,
+        ),
         trial("trees::chain_1", LIMIT, || chain_of(1)),
         trial("trees::chain_3", LIMIT, || chain_of(3)),
         trial("trees::chain_5", LIMIT, || chain_of(5)),
@@ -566,6 +571,74 @@ fn unidirectional_intermediate() -> TestResult {
     ensure!(
         call::<inbox_next>(&other, (5000,))?.as_deref() == Some("hi"),
         "the master did not relay between its children"
+    );
+    Ok(())
+}
+
+#[mitogen::remote]
+fn my_links(router: &Router) -> Vec<mitogen::LinkStats> {
+    router.links()
+}
+
+#[mitogen::remote]
+fn swallow(data: mitogen::ByteBuf) -> usize {
+    data.len()
+}
+
+/// Each context counts the bytes on each of its links, both ways: 4 MiB
+/// sent to a grandchild shows on every hop it took, once.
+fn links_count_their_traffic() -> TestResult {
+    let router = util::router()?;
+    let mid = router.local().remote_name("traffic-mid").connect()?;
+    let leaf = router
+        .local()
+        .remote_name("traffic-leaf")
+        .via(&mid)
+        .connect()?;
+    const N: u64 = 4 << 20;
+    let before = router.links();
+    ensure!(
+        leaf.call::<swallow>((mitogen::ByteBuf::from(vec![7u8; N as usize]),))? == N as usize,
+        "size"
+    );
+    let after = router.links();
+    let to_mid = |v: &[mitogen::LinkStats]| {
+        v.iter()
+            .find(|l| l.context_id == mid.context_id())
+            .map(|l| (l.bytes_sent, l.bytes_received))
+            .unwrap_or_default()
+    };
+    let (s0, _) = to_mid(&before);
+    let (s1, r1) = to_mid(&after);
+    ensure!(
+        s1 - s0 >= N && s1 - s0 < N + (64 << 10),
+        "master → mid: {} bytes",
+        s1 - s0
+    );
+    ensure!(r1 > 0, "nothing came back from mid");
+    let mid_links = mid.call::<my_links>(())?;
+    let up = mid_links
+        .iter()
+        .find(|l| l.to_parent)
+        .ok_or("mid has no parent link")?;
+    let down = mid_links
+        .iter()
+        .find(|l| l.context_id == leaf.context_id())
+        .ok_or("mid has no link to the leaf")?;
+    ensure!(
+        up.bytes_received >= N,
+        "mid received {} from its parent",
+        up.bytes_received
+    );
+    ensure!(
+        down.bytes_sent >= N,
+        "mid sent {} to the leaf",
+        down.bytes_sent
+    );
+    let leaf_links = leaf.call::<my_links>(())?;
+    ensure!(
+        leaf_links.len() == 1 && leaf_links[0].to_parent && leaf_links[0].bytes_received >= N,
+        "the leaf's links: {leaf_links:?}"
     );
     Ok(())
 }
