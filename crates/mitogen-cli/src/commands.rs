@@ -296,6 +296,30 @@ pub fn tree(router: &mitogen::Router, c: &Common) -> Result<ExitCode, String> {
             .filter(|&i| plan.nodes[i].parent == p)
             .collect()
     };
+    // Each link's traffic, as the context holding it counts it: the
+    // master for its children, each connected hop for the hops below it.
+    let mut held: std::collections::HashMap<u32, Vec<mitogen::LinkStats>> = Default::default();
+    held.insert(router.context_id(), router.links());
+    for i in 0..plan.nodes.len() {
+        if let (Some(Ok(l)), false) = (plan.nodes[i].link.get(), kids(Some(i)).is_empty()) {
+            if let Ok(v) = l.ctx.call::<crate::remote::links>(()) {
+                held.insert(l.ctx.context_id(), v);
+            }
+        }
+    }
+    let traffic = |i: usize, id: u32| -> Option<(u64, u64)> {
+        let holder = match plan.nodes[i].parent {
+            None => router.context_id(),
+            Some(p) => match plan.nodes[p].link.get() {
+                Some(Ok(l)) => l.ctx.context_id(),
+                _ => return None,
+            },
+        };
+        held.get(&holder)?
+            .iter()
+            .find(|l| l.context_id == id)
+            .map(|l| (l.bytes_sent, l.bytes_received))
+    };
     let mut stack: Vec<(usize, String, bool)> = kids(None)
         .into_iter()
         .rev()
@@ -312,13 +336,19 @@ pub fn tree(router: &mitogen::Router, c: &Common) -> Result<ExitCode, String> {
                     Some(b) if b > 0 => format!(", agent uploaded {:.1} MiB", b as f64 / 1048576.0),
                     _ => String::new(),
                 };
+                let t = traffic(i, l.ctx.context_id());
                 json.push(serde_json::json!({
                     "path": plan.path_name(i), "context_id": l.ctx.context_id(),
                     "name": l.ctx.name(), "connect_ms": ms(l.took),
                     "agent_upload_bytes": l.ctx.agent_upload_bytes(),
+                    "link_bytes_down": t.map(|t| t.0), "link_bytes_up": t.map(|t| t.1),
                 }));
+                let link = match t {
+                    Some((down, up)) => format!(", link {} down / {} up", bytes(down), bytes(up)),
+                    None => String::new(),
+                };
                 format!(
-                    "context {} {}, connected in {:.1} ms{up}",
+                    "context {} {}, connected in {:.1} ms{up}{link}",
                     l.ctx.context_id(),
                     l.ctx.name(),
                     ms(l.took)
@@ -396,4 +426,13 @@ pub fn master(router: &mitogen::Router, c: &Common, name: &str) -> Result<ExitCo
     listener.close();
     eprintln!("mitogen: master {name:?} stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A byte count as people read it.
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / 1048576.0),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
 }

@@ -206,6 +206,12 @@ pub fn stop_commands() -> usize {
 #[mitogen::remote]
 pub fn ping() {}
 
+/// This context's links and their traffic (for `tree`).
+#[mitogen::remote]
+pub fn links(router: &mitogen::Router) -> Vec<mitogen::LinkStats> {
+    router.links()
+}
+
 /// What `facts` reports about a target.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Facts {

@@ -216,6 +216,14 @@ fn ping_facts_and_tree_on_local_contexts() {
     let nodes = r.json();
     assert_eq!(nodes.len(), 4, "{}", r.stdout);
     assert_eq!(nodes.iter().filter(|n| n["path"] == "local").count(), 1);
+    // Each hop's link and its traffic, as the context holding it counts
+    // it: the shared hop carried the three connects below it.
+    let shared = nodes.iter().find(|n| n["path"] == "local").unwrap();
+    assert!(shared["link_bytes_down"].as_u64().unwrap() > 0, "{shared}");
+    assert!(shared["link_bytes_up"].as_u64().unwrap() > 0, "{shared}");
+    for n in nodes.iter().filter(|n| n["path"] != "local") {
+        assert!(n["link_bytes_down"].is_u64(), "no traffic for {n}");
+    }
     let r = mitogen(&["tree", "local/local[1-2]"]);
     assert!(r.stdout.contains("└── local  [context "), "{}", r.stdout);
     assert!(
