@@ -45,7 +45,7 @@ chmod 755 "$TB_DIR"
 
 # -------------------------------------------------------------- packages
 missing=()
-for p in openssh-server openssh-client sudo opendoas iproute2 tcsh; do
+for p in openssh-server openssh-client sudo opendoas iproute2 tcsh rsync git; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if ((${#missing[@]})); then

@@ -157,6 +157,29 @@ impl ChildProc {
         Ok(())
     }
 
+    /// Sends `sig` to the process group this child leads (it was started
+    /// with `process_group(0)`), unless the child was already reaped:
+    /// then it fails with `ESRCH` and no system call is made. While the
+    /// leader is unreaped its pid, and so the group's id, cannot be given
+    /// to another process; the state lock keeps it unreaped during the
+    /// call. Used by `fakessh` for a tool and a remote command, whose
+    /// own children must go with them.
+    pub(crate) fn signal_group(&self, sig: i32) -> io::Result<()> {
+        let state = lock(&self.0.state);
+        if !matches!(*state, State::Running) {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        #[cfg(test)]
+        lock(&SENT).push((-self.0.pid, sig));
+        // SAFETY: kill with integers; the leader is unreaped (see above).
+        let r = unsafe { libc::kill(-self.0.pid, sig) };
+        drop(state);
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Reaps the child if it has exited, without blocking. `Ok(None)`:
     /// still running. Once reaped, later calls return the same status. An
     /// error (`ECHILD`) means someone else reaped it.

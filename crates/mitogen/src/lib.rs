@@ -62,6 +62,7 @@ mod context;
 mod dispatch;
 mod error;
 mod events;
+pub mod fakessh;
 mod frame;
 mod identity;
 mod latch;
@@ -277,6 +278,8 @@ pub use mitogen_macros::with_router;
 /// When the broker cannot start (the system refuses an epoll instance or a
 /// thread), before any user code runs.
 pub fn main<R>(f: impl FnOnce(Router) -> R) -> R {
+    // Run as the `ssh` of a tool under `fakessh::run`: never returns.
+    fakessh::enter_if_invoked();
     if agent::is_agent() {
         agent::run();
     }
