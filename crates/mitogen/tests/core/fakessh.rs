@@ -1,0 +1,79 @@
+//! `mitogen::fakessh`: real rsync, scp, git and sh run with a fake `ssh`
+//! that reaches a local context. The scenarios are shared with the
+//! real-host tests (`tests/common/fakessh_cases.rs`); a tool that is not
+//! installed makes its tests ignored, with the reason printed
+//! (`scripts/testbed/setup.sh` installs them).
+
+#[path = "../common/fakessh_cases.rs"]
+pub mod cases;
+
+use crate::util::{router, trial, TestResult};
+use libtest_mimic::Trial;
+use mitogen::Context;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+pub fn tests() -> Vec<Trial> {
+    let t = |name: &str, tools: &[&str], body: fn() -> TestResult| {
+        let missing: Vec<&str> = tools.iter().copied().filter(|t| !cases::have(t)).collect();
+        let trial = trial(&format!("fakessh::{name}"), LIMIT, body);
+        if missing.is_empty() {
+            trial
+        } else {
+            eprintln!(
+                "fakessh::{name}: IGNORED: {} not installed",
+                missing.join(", ")
+            );
+            trial.with_ignored_flag(true)
+        }
+    };
+    vec![
+        t("rsync_both_ways", &["rsync"], || {
+            with_local(cases::rsync_both_ways)
+        }),
+        t("scp_both_ways", &["scp"], || {
+            with_local(cases::scp_both_ways)
+        }),
+        t("git_clone_and_push", &["git"], || {
+            with_local(cases::git_clone_and_push)
+        }),
+        t("concurrent_invocations", &["scp"], || {
+            with_local(cases::concurrent_invocations)
+        }),
+        t("deadline_kills_everything", &[], || {
+            with_local(cases::deadline_kills_everything)
+        }),
+        t("statuses", &[], || with_local(cases::statuses)),
+        t("large_stdin_bounded", &[], || {
+            with_local(cases::large_stdin)
+        }),
+        t("run_inherits_stdio", &[], run_inherits_stdio),
+    ]
+}
+
+/// Runs a scenario against a fresh local context.
+fn with_local(f: fn(&Context) -> TestResult) -> TestResult {
+    let r = router()?;
+    let ctx = r.local().remote_name("fakessh-dest").connect()?;
+    f(&ctx)
+}
+
+/// `fakessh::run` as the seed has it: arguments, a deadline, the exit
+/// status; an empty argument list is an error.
+fn run_inherits_stdio() -> TestResult {
+    let r = router()?;
+    let ctx = r.local().connect()?;
+    let st = mitogen::fakessh::run(
+        &ctx,
+        &["ssh", "host", "exit 3"],
+        Some(Duration::from_secs(30)),
+    )?;
+    ensure!(st.code() == Some(3), "status {st}");
+    let none: [&str; 0] = [];
+    ensure!(
+        mitogen::fakessh::run(&ctx, &none, None).is_err(),
+        "no tool accepted"
+    );
+    Ok(())
+}
