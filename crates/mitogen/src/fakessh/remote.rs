@@ -59,12 +59,22 @@ pub(crate) struct ExecRequest {
     pub ready: Sender,
 }
 
-/// Sent once the command runs: where its input goes, and where a kill
-/// request goes.
+/// Sent once the command runs: where its input goes, and where
+/// [`Control`] messages go.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ExecReady {
     pub stdin: BulkTarget,
     pub control: Sender,
+}
+
+/// What the master tells a running command.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) enum Control {
+    /// Kill its process group (SIGTERM, then SIGKILL).
+    Kill,
+    /// The tool closed this output (1: stdout, 2: stderr): close the
+    /// command's pipe too.
+    Closed(u8),
 }
 
 /// How the command ended.
@@ -180,27 +190,43 @@ fn supervise(
             control: control.to_sender(),
         })
         .map_err(io::Error::other)?;
-    // `stop` ends every pump (a kill, or the end); `lost` says the master
-    // is gone (then the command is killed).
-    let stop = Arc::new(AtomicBool::new(false));
+    // Each pump has its own halt flag: the end of the session sets all
+    // three, a tool that closed its stdout or stderr (`Control::Closed`)
+    // one. `lost` says the master is gone: then the command is killed.
+    let halt: [Arc<AtomicBool>; 3] = Default::default();
     let lost = Arc::new(AtomicBool::new(false));
     let t_in = {
-        let (stop, lost) = (stop.clone(), lost.clone());
+        let (h, lost) = (halt[0].clone(), lost.clone());
         spawn("mitogen-fakessh-in", move || {
-            pump_in(input, stdin, &stop, &lost)
+            pump_in(input, stdin, &h, &lost)
         })?
     };
     let t_out = {
-        let stop = stop.clone();
-        spawn("mitogen-fakessh-out", move || {
-            pump_out(stdout, out_tx, &stop)
-        })?
+        let h = halt[1].clone();
+        spawn("mitogen-fakessh-out", move || pump_out(stdout, out_tx, &h))?
     };
     let t_err = {
-        let stop = stop.clone();
-        spawn("mitogen-fakessh-err", move || {
-            pump_out(stderr, err_tx, &stop)
-        })?
+        let h = halt[2].clone();
+        spawn("mitogen-fakessh-err", move || pump_out(stderr, err_tx, &h))?
+    };
+    let halt_all = || halt.iter().for_each(|h| h.store(true, Ordering::Release));
+    // One control message, or a slice of waiting; `true`: kill.
+    let next_control = || match control.get_message(Some(fdio::SLICE)) {
+        Ok(m) => match m.decode::<Control>() {
+            Ok(Control::Closed(n)) => {
+                if let Some(h) = halt.get(usize::from(n)) {
+                    h.store(true, Ordering::Release);
+                }
+                false
+            }
+            Ok(Control::Kill) | Err(_) => true,
+        },
+        Err(crate::Error::Timeout(_)) => false,
+        // The master went away, or closed the handle.
+        Err(_) => {
+            std::thread::sleep(fdio::SLICE);
+            true
+        }
     };
     let mut killed: Option<Instant> = None;
     let mut sent_kill = false;
@@ -211,12 +237,7 @@ fn supervise(
                 break s;
             }
         }
-        let kill_asked = match control.get_message(Some(fdio::SLICE)) {
-            Ok(_) => true,
-            Err(crate::Error::Timeout(_)) => false,
-            // The master went away, or closed the handle.
-            Err(_) => true,
-        };
+        let kill_asked = next_control();
         if (kill_asked || lost.load(Ordering::Acquire)) && killed.is_none() {
             let _ = proc.signal_group(libc::SIGTERM);
             killed = Some(Instant::now());
@@ -229,7 +250,7 @@ fn supervise(
             if t.elapsed() >= KILL_GRACE * 2 {
                 // Members that ignore even SIGKILL's effect (stuck in the
                 // kernel) leave their pipes open: stop waiting for them.
-                stop.store(true, Ordering::Release);
+                halt_all();
             }
         }
     };
@@ -237,17 +258,14 @@ fn supervise(
     // still held open by members it left behind ends the session only
     // when they close it (as with sshd) or the master stops it.
     while !(t_out.is_finished() && t_err.is_finished()) {
-        match control.get_message(Some(fdio::SLICE)) {
-            Err(crate::Error::Timeout(_)) => {}
-            _ => break,
+        if next_control() {
+            break;
         }
     }
-    stop.store(true, Ordering::Release);
-    let out = t_out.join().unwrap_or(Ok(()));
-    let err = t_err.join().unwrap_or(Ok(()));
+    halt_all();
+    let _ = t_out.join();
+    let _ = t_err.join();
     let _ = t_in.join();
-    out?;
-    err?;
     Ok(match (status.code(), status.signal()) {
         (Some(c), _) => Ended::Exited(c),
         (None, Some(s)) => Ended::Signaled(s),
@@ -272,6 +290,11 @@ fn pump_in(
     let mut stdin = Some(stdin);
     loop {
         if stop.load(Ordering::Acquire) {
+            // Take what already arrived, so its credit reaches the
+            // master's sender: otherwise it could wait for credit that
+            // never comes. What arrives later is refused (dead), which
+            // the sender sees.
+            while let Ok(Some(_)) = input.read_chunk(Some(Duration::ZERO)) {}
             return Ok(());
         }
         match input.read_chunk(Some(fdio::SLICE)) {
@@ -299,14 +322,20 @@ fn pump_in(
 }
 
 /// One of the command's outputs to the master; end of file ends the
-/// stream.
-fn pump_out(fd: OwnedFd, mut tx: BulkSender, stop: &AtomicBool) -> io::Result<()> {
+/// stream. Halted (the tool closed this output, or the session ended),
+/// it closes the pipe, so the command meets `EPIPE` as under sshd.
+fn pump_out(fd: OwnedFd, mut tx: BulkSender, halt: &AtomicBool) -> io::Result<()> {
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        match fdio::read(&fd, &mut buf, stop)? {
+        match fdio::read(&fd, &mut buf, halt)? {
             None => return Ok(()),
             Some(0) => return tx.finish().map_err(io::Error::other),
-            Some(n) => tx.write(&buf[..n]).map_err(io::Error::other)?,
+            Some(n) => {
+                if let Err(e) = tx.write(&buf[..n]) {
+                    tracing::debug!("mitogen fakessh: output stream: {e}");
+                    return Ok(());
+                }
+            }
         }
     }
 }

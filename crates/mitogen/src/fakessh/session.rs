@@ -17,12 +17,13 @@
 //! killed it) and a run that stops (its deadline) kill the command.
 
 use super::fdio;
-use super::remote::{fakessh_exec, Ended, ExecReady, ExecRequest, KILL_GRACE, WINDOW};
+use super::remote::{fakessh_exec, Control, Ended, ExecReady, ExecRequest, KILL_GRACE, WINDOW};
 use super::wire::{self, Request, Status};
-use crate::bulk::{BulkReceiver, BulkSender, BulkTarget};
+use crate::bulk::{BulkReceiver, BulkSender};
 use crate::context::Context;
 use crate::receiver::Receiver;
 use crate::router::Router;
+use crate::sender::Sender;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -263,9 +264,7 @@ fn run(
         }
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let pumps = start_pumps(
-        router, go.stdin, stdin, stdout, stderr, out_rx, err_rx, &stop,
-    )?;
+    let pumps = start_pumps(router, &go, stdin, stdout, stderr, out_rx, err_rx, &stop)?;
     let mut kill_sent = false;
     let mut killed_at: Option<Instant> = None;
     let result = loop {
@@ -275,7 +274,7 @@ fn run(
         }
         if !kill_sent && (shared.stop.load(Ordering::Acquire) || hung_up(conn)) {
             // The remote side signals its group, SIGKILL after a grace.
-            let _ = go.control.send(&());
+            let _ = go.control.send(&Control::Kill);
             kill_sent = true;
             killed_at = Some(Instant::now());
         }
@@ -297,9 +296,20 @@ fn run(
         std::thread::sleep(Duration::from_millis(5));
     }
     stop.store(true, Ordering::Release);
-    let _ = t_in.join();
     let _ = t_out.join();
     let _ = t_err.join();
+    // The input pump may be waiting for credit the command will never
+    // give (it ended without reading everything): it ends when its data
+    // is refused; the shim need not wait for that.
+    let limit = Instant::now() + Duration::from_secs(2);
+    while !t_in.is_finished() && Instant::now() < limit {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if t_in.is_finished() {
+        let _ = t_in.join();
+    } else {
+        tracing::debug!("mitogen fakessh: the stdin pump outlives its session");
+    }
     result
 }
 
@@ -308,7 +318,7 @@ type Pump = JoinHandle<()>;
 #[allow(clippy::too_many_arguments)]
 fn start_pumps(
     router: &Router,
-    stdin_target: BulkTarget,
+    go: &ExecReady,
     stdin: OwnedFd,
     stdout: OwnedFd,
     stderr: OwnedFd,
@@ -316,7 +326,7 @@ fn start_pumps(
     err_rx: BulkReceiver,
     stop: &Arc<AtomicBool>,
 ) -> crate::Result<(Pump, Pump, Pump)> {
-    let tx = BulkSender::connect(router, stdin_target)?;
+    let tx = BulkSender::connect(router, go.stdin.clone())?;
     let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new()
             .name(name.into())
@@ -331,12 +341,18 @@ fn start_pumps(
     let s = stop.clone();
     let t_out = spawn(
         "mitogen-fakessh-stdout",
-        Box::new(move || pump_out(out_rx, stdout, &s)),
+        Box::new({
+            let c = go.control.clone();
+            move || pump_out(out_rx, stdout, &s, c, 1)
+        }),
     )?;
     let s = stop.clone();
     let t_err = spawn(
         "mitogen-fakessh-stderr",
-        Box::new(move || pump_out(err_rx, stderr, &s)),
+        Box::new({
+            let c = go.control.clone();
+            move || pump_out(err_rx, stderr, &s, c, 2)
+        }),
     )?;
     Ok((t_in, t_out, t_err))
 }
@@ -368,19 +384,23 @@ fn pump_in(stdin: OwnedFd, mut tx: BulkSender, stop: &AtomicBool) {
     let _ = tx.finish();
 }
 
-/// The command's output to the tool.
-fn pump_out(mut rx: BulkReceiver, fd: OwnedFd, stop: &AtomicBool) {
+/// The command's output (`which`: 1 or 2) to the tool.
+fn pump_out(mut rx: BulkReceiver, fd: OwnedFd, stop: &AtomicBool, control: Sender, which: u8) {
     let mut broken = false;
     while !stop.load(Ordering::Acquire) {
         match rx.read_chunk(Some(fdio::SLICE)) {
             Ok(Some(chunk)) => {
-                // A tool that closed this pipe: keep draining so the
-                // command is not stalled by credit, as ssh would.
+                // A tool that closed this pipe: the command's pipe is
+                // closed too (it meets EPIPE, as under sshd); meanwhile
+                // what still comes is drained so nothing waits for credit.
                 if !broken {
                     match fdio::write_all(&fd, &chunk, stop) {
                         Ok(true) => {}
                         Ok(false) => return,
-                        Err(_) => broken = true,
+                        Err(_) => {
+                            broken = true;
+                            let _ = control.send(&Control::Closed(which));
+                        }
                     }
                 }
             }

@@ -357,6 +357,19 @@ pub fn statuses(dest: &Context) -> Result<(), Failed> {
         "ssh h 'echo out; echo err >&2' 2>&1 >/dev/null",
     )?;
     ensure!(out == "err\n", "stderr: {out:?}");
+    // Neither a command that reads no input nor a tool that stops
+    // reading output holds the session: both end at once, as with ssh.
+    let started = std::time::Instant::now();
+    let out = through_ok(
+        dest,
+        &work,
+        "head -c 8000000 /dev/zero > z; ssh h 'exit 7' < z; echo $?; ssh h yes | head -2",
+    )?;
+    ensure!(out == "7\ny\ny\n", "unread stdin, closed stdout: {out:?}");
+    ensure!(
+        started.elapsed() < Duration::from_secs(30),
+        "a session was held"
+    );
     let (st, _, err) = through(dest, &work, "ssh -L 1:h:2 h true", TOOL_LIMIT)?;
     let st = st.map_err(|e| format!("{e}"))?;
     ensure!(
