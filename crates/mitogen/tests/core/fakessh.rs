@@ -49,6 +49,7 @@ pub fn tests() -> Vec<Trial> {
             with_local(cases::large_stdin)
         }),
         t("run_inherits_stdio", &[], run_inherits_stdio),
+        t("rendezvous_is_private", &[], rendezvous_is_private),
     ]
 }
 
@@ -74,6 +75,30 @@ fn run_inherits_stdio() -> TestResult {
     ensure!(
         mitogen::fakessh::run(&ctx, &none, None).is_err(),
         "no tool accepted"
+    );
+    Ok(())
+}
+
+/// The socket is 0600 in a 0700 directory of this user, and a peer
+/// without the run's token runs nothing.
+fn rendezvous_is_private() -> TestResult {
+    let r = router()?;
+    let ctx = r.local().connect()?;
+    let work = cases::Work::new("private")?;
+    let script = format!(
+        "s=$MITOGEN_FAKESSH_SOCKET; stat -c '%a %u' \"${{s%/*}}\" \"$s\"; \
+         MITOGEN_FAKESSH_TOKEN=wrong ssh h 'touch {}/ran'; echo $?",
+        work.s()
+    );
+    let out = cases::through_ok(&ctx, &work, &script)?;
+    let uid = crate::util::euid();
+    ensure!(
+        out == format!("700 {uid}\n600 {uid}\n255\n"),
+        "modes, owner, wrong token: {out:?}"
+    );
+    ensure!(
+        !work.path().join("ran").exists(),
+        "a wrong token ran a command"
     );
     Ok(())
 }
