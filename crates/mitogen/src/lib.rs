@@ -33,6 +33,8 @@
 //!   [`Router::fork`], [`Router::ssh`], [`Router::sudo`], [`Router::su`],
 //!   [`Router::doas`]; each also `.via(&ctx)` another context).
 //! - [`Broker`] is the single I/O thread of a process.
+//! - [`fakessh::run`] runs a local tool (rsync, scp, git) whose `ssh`
+//!   runs its commands on a context.
 //! - [`Context`] is a handle to another context: [`Context::call`],
 //!   [`Context::call_async`], [`Context::call_no_reply`], [`CallChain`].
 //! - `#[remote]` exposes a function; only exposed functions can be called.
