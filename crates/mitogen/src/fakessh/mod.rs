@@ -76,7 +76,9 @@ use std::time::{Duration, Instant};
 
 /// Runs `args` (the tool and its arguments) with an `ssh` that runs
 /// every command on `dest`, and returns the tool's exit status. The tool
-/// inherits this process's standard input, output and error.
+/// inherits this process's standard input, output and error. The
+/// program must enter through [`crate::main`] (`#[mitogen::main]`), which
+/// is where it becomes the tool's `ssh`; otherwise this fails at once.
 ///
 /// `deadline`: the whole run's limit; when it passes, the tool and the
 /// remote commands are killed and the result is a [`TimeoutError`].
@@ -133,6 +135,14 @@ impl Tool {
     /// [`TimeoutError`] when the deadline killed it.
     pub fn status(mut self) -> Result<ExitStatus> {
         let started = Instant::now();
+        if !shim::entered() {
+            return Err(StreamError::with_kind(
+                "fakessh needs this program to enter through mitogen::main \
+                 (#[mitogen::main]): it is the tool's ssh",
+                ErrorKind::Unsupported,
+            )
+            .into());
+        }
         let dir = PrivateDir::create()?;
         let exe = std::env::current_exe()
             .map_err(|e| StreamError::io("fakessh: the path of this program", e))?;
@@ -309,6 +319,16 @@ mod tests {
         std::fs::write(p.join("x"), b"y").unwrap();
         drop(d);
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn refused_without_mitogen_main() {
+        // This unit-test binary never enters through mitogen::main.
+        let r = crate::Router::new().unwrap();
+        let e = Tool::new(&r.myself(), Command::new("true"))
+            .status()
+            .unwrap_err();
+        assert!(e.to_string().contains("mitogen::main"), "{e}");
     }
 
     #[test]

@@ -86,6 +86,11 @@ pub(crate) enum Ended {
 
 fn shell_command(req: &ExecRequest) -> Result<Vec<u8>, String> {
     if !req.subsystem {
+        if req.command.is_empty() {
+            // `ssh host` alone: the user's shell, reading commands from
+            // stdin (there is no terminal).
+            return Ok(b"exec \"${SHELL:-/bin/sh}\"".to_vec());
+        }
         return Ok(req.command.to_vec());
     }
     match req.command.as_slice() {

@@ -17,6 +17,7 @@ use std::ffi::OsString;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The rendezvous socket's path, in the tool's environment.
 pub const SOCKET_ENV: &str = "MITOGEN_FAKESSH_SOCKET";
@@ -26,9 +27,20 @@ pub const TOKEN_ENV: &str = "MITOGEN_FAKESSH_TOKEN";
 /// that run a fixed path unless told otherwise (`scp -S "$MITOGEN_FAKESSH_SSH"`).
 pub const SSH_ENV: &str = "MITOGEN_FAKESSH_SSH";
 
+/// Set once `mitogen::main` has passed [`enter_if_invoked`]: a program
+/// that did not enter through it would run its own `main` as the tool's
+/// `ssh`, so a run refuses to start without it.
+static ENTERED: AtomicBool = AtomicBool::new(false);
+
+/// Whether this program entered through `mitogen::main`.
+pub(crate) fn entered() -> bool {
+    ENTERED.load(Ordering::Acquire)
+}
+
 /// Runs the fake `ssh` and exits, if this process is one; returns at
 /// once otherwise.
 pub(crate) fn enter_if_invoked() {
+    ENTERED.store(true, Ordering::Release);
     let Some(socket) = std::env::var_os(SOCKET_ENV) else {
         return;
     };

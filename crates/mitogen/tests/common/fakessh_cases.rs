@@ -351,6 +351,11 @@ pub fn statuses(dest: &Context) -> Result<(), Failed> {
         "printf abc | ssh -T -x -oBatchMode=yes -l u h wc -c",
     )?;
     ensure!(out.trim() == "3", "stdin through wc: {out:?}");
+    let out = through_ok(dest, &work, "echo 'echo from stdin' | ssh h")?;
+    ensure!(
+        out == "from stdin\n",
+        "no command (a shell on stdin): {out:?}"
+    );
     let out = through_ok(
         dest,
         &work,
