@@ -50,6 +50,11 @@ pub fn tests() -> Vec<Trial> {
         }),
         t("run_inherits_stdio", &[], run_inherits_stdio),
         t("rendezvous_is_private", &[], rendezvous_is_private),
+        t(
+            "lost_destination_ends_the_ssh",
+            &[],
+            lost_destination_ends_the_ssh,
+        ),
     ]
 }
 
@@ -100,5 +105,40 @@ fn rendezvous_is_private() -> TestResult {
         !work.path().join("ran").exists(),
         "a wrong token ran a command"
     );
+    Ok(())
+}
+
+/// The destination disconnecting mid-command: the tool's ssh ends at
+/// once with 255 (as ssh does when its connection drops), and the
+/// command does not outlive its context.
+fn lost_destination_ends_the_ssh() -> TestResult {
+    let r = router()?;
+    let ctx = r.local().connect()?;
+    let work = cases::Work::new("lost")?;
+    let marker = format!("sleep {}", 800_000 + std::process::id() % 99_999);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (c, script) = (ctx.clone(), format!("ssh h 'exec {marker}'; echo $?"));
+    std::thread::spawn(move || {
+        let _ = tx.send(cases::through(&c, &work, &script, Duration::from_secs(60)));
+    });
+    let started = crate::util::wait_for(Duration::from_secs(20), || {
+        cases::remote_procs_with(&ctx, &marker).is_ok_and(|s| !s.trim().is_empty())
+    });
+    ensure!(started, "the remote command never started");
+    r.disconnect(&ctx)?;
+    let (st, out, err) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .map_err(|_| "the tool did not end after its destination went")??;
+    ensure!(
+        st.is_ok_and(|s| s.success()) && out == "255\n",
+        "{out:?} {err}"
+    );
+    ensure!(err.contains("mitogen fakessh"), "no reason given: {err}");
+    let r2 = router()?;
+    let other = r2.local().connect()?;
+    let gone = crate::util::wait_for(Duration::from_secs(10), || {
+        cases::remote_procs_with(&other, &marker).is_ok_and(|s| s.trim().is_empty())
+    });
+    ensure!(gone, "{marker} outlived its context");
     Ok(())
 }
