@@ -75,6 +75,9 @@ pub(crate) enum Control {
     /// The tool closed this output (1: stdout, 2: stderr): close the
     /// command's pipe too.
     Closed(u8),
+    /// Nothing but a wake-up (an output pump of this side ended), so the
+    /// supervisor notices at once rather than after a slice.
+    Wake,
 }
 
 /// How the command ended.
@@ -208,11 +211,21 @@ fn supervise(
     };
     let t_out = {
         let h = halt[1].clone();
-        spawn("mitogen-fakessh-out", move || pump_out(stdout, out_tx, &h))?
+        let wake = control.to_sender();
+        spawn("mitogen-fakessh-out", move || {
+            let r = pump_out(stdout, out_tx, &h);
+            let _ = wake.send(&Control::Wake);
+            r
+        })?
     };
     let t_err = {
         let h = halt[2].clone();
-        spawn("mitogen-fakessh-err", move || pump_out(stderr, err_tx, &h))?
+        let wake = control.to_sender();
+        spawn("mitogen-fakessh-err", move || {
+            let r = pump_out(stderr, err_tx, &h);
+            let _ = wake.send(&Control::Wake);
+            r
+        })?
     };
     let halt_all = || halt.iter().for_each(|h| h.store(true, Ordering::Release));
     // One control message, or a slice of waiting; `true`: kill.
@@ -224,6 +237,7 @@ fn supervise(
                 }
                 false
             }
+            Ok(Control::Wake) => false,
             Ok(Control::Kill) | Err(_) => true,
         },
         Err(crate::Error::Timeout(_)) => false,
@@ -270,7 +284,9 @@ fn supervise(
     halt_all();
     let _ = t_out.join();
     let _ = t_err.join();
-    let _ = t_in.join();
+    // The input pump notices within a slice and drains what arrived; the
+    // answer need not wait for that.
+    drop(t_in);
     Ok(match (status.code(), status.signal()) {
         (Some(c), _) => Ended::Exited(c),
         (None, Some(s)) => Ended::Signaled(s),

@@ -201,12 +201,29 @@ fn session(shared: &Shared, mut conn: UnixStream) -> io::Result<()> {
         ));
     };
     conn.set_read_timeout(None)?;
-    let status = match run(shared, &conn, req, stdin, stdout, stderr) {
+    let mut input = None;
+    let status = match run(shared, &conn, req, stdin, stdout, stderr, &mut input) {
         Ok(Ended::Exited(c)) => Status::Exited(c),
         Ok(Ended::Signaled(s)) => Status::Signaled(s),
         Err(e) => Status::Failed(e.to_string()),
     };
-    wire::send_status(&mut conn, &status)
+    let sent = wire::send_status(&mut conn, &status);
+    // The input pump sees its stop flag within a slice; it may also be
+    // waiting for credit the command will never give (it ended without
+    // reading everything): it ends when its data is refused. The shim
+    // need not wait for either.
+    if let Some(t_in) = input {
+        let limit = Instant::now() + Duration::from_secs(2);
+        while !t_in.is_finished() && Instant::now() < limit {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if t_in.is_finished() {
+            let _ = t_in.join();
+        } else {
+            tracing::debug!("mitogen fakessh: the stdin pump outlives its session");
+        }
+    }
+    sent
 }
 
 /// `true` once the shim hung up (it sends nothing after its request).
@@ -223,6 +240,7 @@ fn run(
     stdin: OwnedFd,
     stdout: OwnedFd,
     stderr: OwnedFd,
+    input: &mut Option<Pump>,
 ) -> crate::Result<Ended> {
     let router = &shared.router;
     let dest = &shared.dest;
@@ -298,18 +316,7 @@ fn run(
     stop.store(true, Ordering::Release);
     let _ = t_out.join();
     let _ = t_err.join();
-    // The input pump may be waiting for credit the command will never
-    // give (it ended without reading everything): it ends when its data
-    // is refused; the shim need not wait for that.
-    let limit = Instant::now() + Duration::from_secs(2);
-    while !t_in.is_finished() && Instant::now() < limit {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    if t_in.is_finished() {
-        let _ = t_in.join();
-    } else {
-        tracing::debug!("mitogen fakessh: the stdin pump outlives its session");
-    }
+    *input = Some(t_in);
     result
 }
 
