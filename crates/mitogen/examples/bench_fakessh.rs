@@ -2,7 +2,8 @@
 //! test bed of `scripts/testbed/setup.sh` is up): real rsync of a tree to
 //! the test bed's first host through `fakessh` over an ssh context,
 //! beside the same rsync over plain ssh with the same key and options;
-//! and one `ssh host true` through fakessh (the per-invocation cost:
+//! (the context without ssh compression, like the plain ssh), and one
+//! `ssh host true` through fakessh (the per-invocation cost:
 //! this program started as the shim, a session, a remote `sh -c true`)
 //! beside bare ssh.
 //!
@@ -72,6 +73,9 @@ fn main(router: Router) -> mitogen::Result<()> {
         .ssh(&host)
         .username("root")
         .identity_file(&key)
+        // Like the plain rsync beside it (ssh's default): compressing
+        // random data only costs CPU.
+        .compression(false)
         .ssh_args([
             "-o",
             &format!("UserKnownHostsFile={kh}"),
