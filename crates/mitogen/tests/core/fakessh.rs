@@ -81,6 +81,13 @@ fn run_inherits_stdio() -> TestResult {
         mitogen::fakessh::run(&ctx, &none, None).is_err(),
         "no tool accepted"
     );
+    let missing = mitogen::fakessh::run(&ctx, &["/nonexistent/tool"], None);
+    ensure!(
+        missing
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("/nonexistent/tool")),
+        "a missing tool: {missing:?}"
+    );
     Ok(())
 }
 
