@@ -266,6 +266,7 @@ fn run(
             );
         }
         if shared.stop.load(Ordering::Acquire) || hung_up(conn) {
+            abandon(&call, &ready);
             return Err(
                 crate::StreamError::new("the run stopped before the command started").into(),
             );
@@ -318,6 +319,24 @@ fn run(
     let _ = t_err.join();
     *input = Some(t_in);
     result
+}
+
+/// The call was made but nobody will pump its command: if it starts
+/// within a few seconds, kill it, so it does not run with nobody reading.
+fn abandon(call: &crate::PendingCall<Ended>, ready: &Receiver) {
+    let limit = Instant::now() + KILL_GRACE * 4;
+    while Instant::now() < limit && !call.ready() {
+        match ready.get_message(Some(fdio::SLICE)) {
+            Ok(m) => {
+                if let Ok(go) = m.decode::<ExecReady>() {
+                    let _ = go.control.send(&Control::Kill);
+                }
+                return;
+            }
+            Err(crate::Error::Timeout(_)) => {}
+            Err(_) => return,
+        }
+    }
 }
 
 type Pump = JoinHandle<()>;
