@@ -77,7 +77,7 @@ use std::time::{Duration, Instant};
 /// Runs `args` (the tool and its arguments) with an `ssh` that runs
 /// every command on `dest`, and returns the tool's exit status. The tool
 /// inherits this process's standard input, output and error. The
-/// program must enter through [`crate::main`] (`#[mitogen::main]`), which
+/// program must enter through [`crate::main()`] (`#[mitogen::main]`), which
 /// is where it becomes the tool's `ssh`; otherwise this fails at once.
 ///
 /// `deadline`: the whole run's limit; when it passes, the tool and the
