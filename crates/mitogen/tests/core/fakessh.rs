@@ -55,6 +55,7 @@ pub fn tests() -> Vec<Trial> {
             &[],
             lost_destination_ends_the_ssh,
         ),
+        t("master_in_a_child_bounded", &[], master_in_a_child_bounded),
     ]
 }
 
@@ -147,5 +148,46 @@ fn lost_destination_ends_the_ssh() -> TestResult {
         cases::remote_procs_with(&other, &marker).is_ok_and(|s| s.trim().is_empty())
     });
     ensure!(gone, "{marker} outlived its context");
+    Ok(())
+}
+
+/// In the context it runs in: connects a child of its own and runs
+/// `ssh h cat < in > out` through fakessh to it; its peak memory before
+/// and after, in KiB.
+#[mitogen::remote]
+fn cat_through_a_child(router: &mitogen::Router, dir: String) -> Result<(u64, u64), String> {
+    let dest = router.local().connect().map_err(|e| e.to_string())?;
+    let before = cases::peak_rss_kib();
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.arg("-c").arg("ssh h cat < in > out").current_dir(&dir);
+    let st = mitogen::fakessh::Tool::new(&dest, cmd)
+        .deadline(Duration::from_secs(60))
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !st.success() {
+        return Err(format!("the tool: {st}"));
+    }
+    Ok((before, cases::peak_rss_kib()))
+}
+
+/// The master side run in a child context (so its memory is its own):
+/// 64 MiB pass through it with its peak memory growing far less.
+fn master_in_a_child_bounded() -> TestResult {
+    let r = router()?;
+    let master = r.local().remote_name("fakessh-master").connect()?;
+    let work = cases::Work::new("child-master")?;
+    cases::local_sh(&format!(
+        "head -c 67108864 /dev/urandom > '{}/in'",
+        work.s()
+    ))?;
+    let (before, after) = master.call::<cat_through_a_child>((work.s(),))?;
+    let a = cases::local_sh(&format!("sha256sum < '{}/in'", work.s()))?;
+    let b = cases::local_sh(&format!("sha256sum < '{}/out'", work.s()))?;
+    ensure!(a == b, "64 MiB came back different");
+    ensure!(
+        after.saturating_sub(before) < 24 * 1024,
+        "the master's peak memory grew by {} KiB for 64 MiB",
+        after.saturating_sub(before)
+    );
     Ok(())
 }
