@@ -56,6 +56,21 @@ pub fn tests() -> Vec<Trial> {
             lost_destination_ends_the_ssh,
         ),
         t("master_in_a_child_bounded", &[], master_in_a_child_bounded),
+        {
+            // Root only: the peer becomes another user with setpriv.
+            let root = crate::util::euid() == 0;
+            let trial = t(
+                "another_user_is_refused",
+                &["setpriv", "/usr/bin/python3"],
+                another_user_is_refused,
+            );
+            if root {
+                trial
+            } else {
+                eprintln!("fakessh::another_user_is_refused: IGNORED: not root");
+                trial.with_ignored_flag(true)
+            }
+        },
     ]
 }
 
@@ -188,6 +203,55 @@ fn master_in_a_child_bounded() -> TestResult {
         after.saturating_sub(before) < 24 * 1024,
         "the master's peak memory grew by {} KiB for 64 MiB",
         after.saturating_sub(before)
+    );
+    Ok(())
+}
+
+/// A client of the rendezvous written apart from the shim (Python): it
+/// sends a well-formed request with the run's token and descriptors,
+/// then prints `answered` or `refused`.
+const CLIENT: &str = r#"
+import os, socket, sys
+tok = os.environ["MITOGEN_FAKESSH_TOKEN"].encode()
+cmd = sys.argv[1].encode()
+body = b"\x94" + b"\xd9" + bytes([len(tok)]) + tok + b"\xc4" + bytes([len(cmd)]) + cmd + b"\xc2\x90"
+rec = b"MFS1" + len(body).to_bytes(4, "big") + body
+s = socket.socket(socket.AF_UNIX)
+s.connect(os.environ["MITOGEN_FAKESSH_SOCKET"])
+try:
+    socket.send_fds(s, [rec], [0, 1, 2])
+    got = s.recv(4)
+except OSError:  # closed by the listener, before or after the request
+    got = b""
+print("answered" if got == b"MFS1" else "refused", flush=True)
+"#;
+
+/// The listener checks the peer's user: a process of another user that
+/// reaches the socket (its directory and mode opened for the test) and
+/// sends the right token and a well-formed request runs nothing. The
+/// same client as this user is answered, so the refusal is the check's.
+fn another_user_is_refused() -> TestResult {
+    let r = router()?;
+    let ctx = r.local().connect()?;
+    let work = cases::Work::new("uid")?;
+    std::fs::write(work.path().join("client.py"), CLIENT)?;
+    let w = work.s();
+    let script = format!(
+        "chmod 755 '{w}'; chmod 644 '{w}/client.py'; \
+         s=$MITOGEN_FAKESSH_SOCKET; chmod 711 \"${{s%/*}}\"; chmod 666 \"$s\"; \
+         /usr/bin/python3 client.py 'touch {w}/by-me' < /dev/null; \
+         setpriv --reuid=65534 --regid=65534 --clear-groups \
+           /usr/bin/python3 client.py 'touch {w}/by-nobody' < /dev/null"
+    );
+    let out = cases::through_ok(&ctx, &work, &script)?;
+    ensure!(out == "answered\nrefused\n", "clients: {out:?}");
+    ensure!(
+        work.path().join("by-me").exists(),
+        "this user's request did not run"
+    );
+    ensure!(
+        !work.path().join("by-nobody").exists(),
+        "another user's request ran"
     );
     Ok(())
 }
