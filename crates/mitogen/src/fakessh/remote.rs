@@ -121,6 +121,24 @@ pub(crate) fn fakessh_exec(router: &Router, req: ExecRequest) -> io::Result<Ende
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    // A context killed outright (no hooks run) still takes the command's
+    // leader with it: the kernel sends it SIGKILL when this thread, which
+    // stays in this call until the leader is reaped, goes.
+    let agent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and makes
+    // only async-signal-safe calls (prctl, getppid).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The agent died between the fork and the prctl.
+            if libc::getppid() as u32 != agent {
+                return Err(io::Error::other("the agent is gone"));
+            }
+            Ok(())
+        });
+    }
     for (k, v) in &req.env {
         cmd.env(OsStr::from_bytes(k), OsStr::from_bytes(v));
     }
@@ -142,12 +160,20 @@ pub(crate) fn fakessh_exec(router: &Router, req: ExecRequest) -> io::Result<Ende
         let _ = proc.wait_timeout(KILL_GRACE);
         return Err(io::Error::other("the command's pipes are missing"));
     };
-    // This context's shutdown must not leave the command behind.
+    // This context's shutdown must not leave the command behind: killed
+    // as soon as the shutdown begins (a context whose parent went is
+    // ended by that parent a second later, without its hooks), and again
+    // when it ends.
     let on_exit = {
-        let p = proc.clone();
-        router.broker().on_shutdown(move || {
-            let _ = p.signal_group(libc::SIGKILL);
-        })
+        let (p, q) = (proc.clone(), proc.clone());
+        [
+            router.broker().on_before_shutdown(move || {
+                let _ = p.signal_group(libc::SIGKILL);
+            }),
+            router.broker().on_shutdown(move || {
+                let _ = q.signal_group(libc::SIGKILL);
+            }),
+        ]
     };
     let r = supervise(
         router,
@@ -158,7 +184,9 @@ pub(crate) fn fakessh_exec(router: &Router, req: ExecRequest) -> io::Result<Ende
         stdout.into(),
         stderr.into(),
     );
-    on_exit.unsubscribe();
+    for sub in &on_exit {
+        sub.unsubscribe();
+    }
     if r.is_err() {
         let _ = proc.signal_group(libc::SIGKILL);
         let _ = proc.wait_timeout(KILL_GRACE);

@@ -259,7 +259,13 @@ fn run(
     // is the call's own answer.
     let started = Instant::now();
     let go: ExecReady = loop {
-        if call.ready() {
+        // A quick command may have answered already; its ExecReady was
+        // sent before the answer, on the same path, so it is here too.
+        let answered = call.ready();
+        if let Some(m) = ready.try_get()? {
+            break m.decode()?;
+        }
+        if answered {
             call.get(Some(Duration::ZERO))?;
             return Err(
                 crate::StreamError::new("the remote command ended before it started").into(),
