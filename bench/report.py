@@ -31,6 +31,8 @@ BARS = {
     "ssh_start_cached": ("<= bare ssh true + 15 ms", False),
     "ssh_start_upload": ("", False),
     "ssh_call_rtt": ("", False),
+    "fakessh_rsync_tree": ("", False),
+    "fakessh_true_each": ("", False),
 }
 for _m in ("docker_exec", "podman_exec", "lxc", "setns_pid", "setns_docker", "setns_lxc",
            "kubectl", "lxd", "jail", "docker_image", "docker_exec_pyctr", "setns_docker_pyctr"):
@@ -74,6 +76,10 @@ def main(path):
                 ref = rows.get((pl, "ssh_bare_true", "raw"))
             elif sc.startswith("ctr_"):
                 ref = rows.get((pl, sc[:-len("_start")] + "_bare", "raw"))
+            elif sc == "fakessh_rsync_tree":
+                ref = rows.get((pl, "rsync_ssh_tree", "raw"))
+            elif sc == "fakessh_true_each":
+                ref = rows.get((pl, "ssh_true_each", "raw"))
             refv = ref["value"] if ref else None
             ratio = "%.2f" % (v / refv) if refv else ""
             fmt = lambda x: "" if x is None else ("%.3g %s" % (x, unit))
@@ -88,6 +94,10 @@ def main(path):
             if "ratio" in rs:
                 extra += "  idle %.3g %s, ratio %.2f (no Python equivalent)" % (
                     rs["idle"], unit, rs["ratio"])
+            if sc == "fakessh_rsync_tree" and "mib_per_s" in rs:
+                extra += "  %.0f MiB: %.0f MiB/s (rsync over ssh: %s MiB/s)" % (
+                    rs["mib"], rs["mib_per_s"],
+                    "%.0f" % ref["mib_per_s"] if ref and "mib_per_s" in ref else "-")
             if sc.startswith("ssh_start") and refv:
                 extra += "  rs - bare ssh true = %+.1f ms" % (v - refv)
             if sc.startswith("ctr_") and refv:

@@ -57,7 +57,7 @@ chmod 755 "$TB_DIR"
 
 # -------------------------------------------------------------- packages
 missing=()
-pkgs=(openssh-server openssh-client sudo opendoas iproute2 tcsh)
+pkgs=(openssh-server openssh-client sudo opendoas iproute2 tcsh rsync git)
 [ "$CONTAINERS" = 1 ] && pkgs+=(podman runc lxc busybox-static)
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -157,6 +157,29 @@ impl ChildProc {
         Ok(())
     }
 
+    /// Sends `sig` to the process group this child leads (it was started
+    /// with `process_group(0)`), unless the child was already reaped:
+    /// then it fails with `ESRCH` and no system call is made. While the
+    /// leader is unreaped its pid, and so the group's id, cannot be given
+    /// to another process; the state lock keeps it unreaped during the
+    /// call. Used by `fakessh` for a tool and a remote command, whose
+    /// own children must go with them.
+    pub(crate) fn signal_group(&self, sig: i32) -> io::Result<()> {
+        let state = lock(&self.0.state);
+        if !matches!(*state, State::Running) {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        #[cfg(test)]
+        lock(&SENT).push((-self.0.pid, sig));
+        // SAFETY: kill with integers; the leader is unreaped (see above).
+        let r = unsafe { libc::kill(-self.0.pid, sig) };
+        drop(state);
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Reaps the child if it has exited, without blocking. `Ok(None)`:
     /// still running. Once reaped, later calls return the same status. An
     /// error (`ECHILD`) means someone else reaped it.
@@ -408,6 +431,50 @@ mod tests {
                 assert_eq!(signals_sent_to(c.pid()), vec![libc::SIGKILL]);
             },
         );
+    }
+
+    #[test]
+    #[allow(clippy::zombie_processes)] // reaped through the ChildProc
+    fn signal_group_reaches_the_group_until_the_leader_is_reaped() {
+        use std::os::unix::process::CommandExt;
+        let leader = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 30 & wait"])
+            .process_group(0)
+            .spawn()
+            .expect("spawn sh");
+        let c = ChildProc::adopt(leader.id() as i32);
+        std::thread::sleep(Duration::from_millis(100));
+        c.signal_group(libc::SIGKILL).expect("group signalled");
+        let s = c.wait_timeout(LONG).expect("wait").expect("exited");
+        assert_eq!(s.signal(), Some(libc::SIGKILL));
+        assert_eq!(signals_sent_to(-c.pid()), vec![libc::SIGKILL]);
+        // The group (the background sleep too) is gone; once the leader
+        // is reaped its group is never signalled again.
+        let members = || {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+                .filter(|st| {
+                    st.rsplit_once(") ")
+                        .and_then(|(_, r)| r.split_whitespace().nth(2).map(str::to_string))
+                        == Some(c.pid().to_string())
+                        && !st
+                            .rsplit_once(") ")
+                            .is_some_and(|(_, r)| r.starts_with('Z'))
+                })
+                .count()
+        };
+        let end = Instant::now() + LONG;
+        while members() > 0 {
+            assert!(Instant::now() < end, "members of the group survived");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let e = c
+            .signal_group(libc::SIGTERM)
+            .expect_err("signalled after reaping");
+        assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
+        assert_eq!(signals_sent_to(-c.pid()), vec![libc::SIGKILL]);
     }
 
     #[test]

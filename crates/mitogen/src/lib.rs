@@ -33,6 +33,8 @@
 //!   [`Router::fork`], [`Router::ssh`], [`Router::sudo`], [`Router::su`],
 //!   [`Router::doas`]; each also `.via(&ctx)` another context).
 //! - [`Broker`] is the single I/O thread of a process.
+//! - [`fakessh::run`] runs a local tool (rsync, scp, git) whose `ssh`
+//!   runs its commands on a context.
 //! - [`Context`] is a handle to another context: [`Context::call`],
 //!   [`Context::call_async`], [`Context::call_no_reply`], [`CallChain`].
 //! - `#[remote]` exposes a function; only exposed functions can be called.
@@ -62,6 +64,7 @@ mod context;
 mod dispatch;
 mod error;
 mod events;
+pub mod fakessh;
 mod frame;
 mod identity;
 mod latch;
@@ -287,6 +290,8 @@ pub use mitogen_macros::with_router;
 /// When the broker cannot start (the system refuses an epoll instance or a
 /// thread), before any user code runs.
 pub fn main<R>(f: impl FnOnce(Router) -> R) -> R {
+    // Run as the `ssh` of a tool under `fakessh::run`: never returns.
+    fakessh::enter_if_invoked();
     if agent::is_agent() {
         agent::run();
     }

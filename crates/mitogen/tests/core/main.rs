@@ -17,6 +17,7 @@ mod connects;
 mod disconnects;
 mod errors;
 mod events;
+mod fakessh;
 mod flow;
 mod fork;
 mod gib;
@@ -60,6 +61,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(attach::tests());
     all.extend(timers::tests());
     all.extend(gib::tests());
+    all.extend(fakessh::tests());
     all
 }
 

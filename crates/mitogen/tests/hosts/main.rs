@@ -18,6 +18,7 @@ mod chain;
 mod ctr_chain;
 mod ctr_util;
 mod docker;
+mod fakessh;
 mod fleet;
 mod gib;
 mod lxc_setns;
@@ -42,6 +43,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(secrets::tests());
     all.extend(shells::tests());
     all.extend(tmpfiles::tests());
+    all.extend(fakessh::tests());
     all
 }
 
