@@ -341,6 +341,13 @@ fn frozen_master_times_out() -> TestResult {
     let path = dir.path().join("m.sock");
     let server = Server::start(&path)?;
     server.signal(nix::sys::signal::Signal::SIGSTOP)?;
+    // A signal is delivered asynchronously: connect only once it is
+    // stopped for sure.
+    let pid = server.0.id();
+    ensure!(
+        util::wait_for(WAIT, || util::proc_state(pid) == Some('T')),
+        "the master did not stop"
+    );
     let p = path.clone();
     let r = util::bounded("connect to a frozen master", WAIT, move || {
         mitogen::unix::connect(&p, Some(Duration::from_millis(500))).map(|_| ())
