@@ -49,6 +49,10 @@ pub enum Error {
     /// is [`Error::Call`]).
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// A file transfer ([`crate::files`]) failed: the path, what was
+    /// being done, and why.
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
 }
 
 /// A remote function returned an error, panicked, or was not callable.

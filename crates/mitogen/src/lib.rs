@@ -62,6 +62,7 @@ mod context;
 mod dispatch;
 mod error;
 mod events;
+pub mod files;
 mod frame;
 mod identity;
 mod latch;

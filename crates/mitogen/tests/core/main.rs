@@ -17,6 +17,7 @@ mod connects;
 mod disconnects;
 mod errors;
 mod events;
+mod files;
 mod flow;
 mod fork;
 mod hostile;
@@ -58,6 +59,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(services::tests());
     all.extend(attach::tests());
     all.extend(timers::tests());
+    all.extend(files::tests());
     all
 }
 
