@@ -52,7 +52,7 @@ pub enum Error {
     /// A file transfer ([`crate::files`]) failed: the path, what was
     /// being done, and why.
     #[error(transparent)]
-    File(#[from] crate::files::FileError),
+    File(#[from] crate::files::error::FileError),
 }
 
 /// A remote function returned an error, panicked, or was not callable.

@@ -71,7 +71,7 @@
 //! ancestor's routing), so `copy` between two hosts does not pass the
 //! bytes through the caller unless the route does.
 
-mod error;
+pub(crate) mod error;
 mod push;
 mod service;
 mod sink;
@@ -395,7 +395,13 @@ pub fn push(
     let Some(first) = targets.first() else {
         return Vec::new();
     };
-    push::push(&router_of(first), targets, local.as_ref(), remote.as_ref(), opts)
+    push::push(
+        &router_of(first),
+        targets,
+        local.as_ref(),
+        remote.as_ref(),
+        opts,
+    )
 }
 
 #[doc(hidden)]

@@ -16,7 +16,7 @@
 //! serves receivers that hold different things): no resume or skip.
 
 use super::error::FileError;
-use super::service::{await_plan, file_service, local_path, wire_path, RelayArgs, Results, Subtree};
+use super::service::{await_plan, local_path, wire_path};
 use super::sink::Sink;
 use super::source::{Outlet, Ticker};
 use super::wire::{Answer, Entry, FilePlan, Report, WireOptions};
@@ -24,8 +24,75 @@ use crate::bulk::{BulkReceiver, BulkSender};
 use crate::context::{Context, PendingCall};
 use crate::receiver::Receiver;
 use crate::router::Router;
+use crate::sender::Sender;
+use crate::service::{BoxError, Service};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
 use std::collections::BTreeMap;
 use std::path::Path;
+
+/// The push half of the file service: a node's relay, and the ancestry
+/// that shapes the tree (a service of its own, so that the plain file
+/// service below knows nothing of pushes).
+#[derive(Debug)]
+pub(crate) struct PushService;
+
+impl Service for PushService {
+    const NAME: &'static str = "mitogen::files::PushService";
+    fn new(_: &crate::ExternalContext) -> std::result::Result<Self, BoxError> {
+        Ok(PushService)
+    }
+}
+
+#[crate::service(pub(crate))]
+impl PushService {
+    /// A push's node: stores what it receives (when a target) and
+    /// forwards each chunk to its subtrees as it arrives.
+    #[expose]
+    fn relay(&self, router: &Router, caller: &crate::service::Caller, args: RelayArgs) -> Results {
+        relay(router, caller.context(), args)
+    }
+
+    /// This context's parents, nearest first (for shaping a push).
+    #[expose]
+    fn ancestry(&self) -> Vec<u32> {
+        crate::parent_ids().to_vec()
+    }
+}
+
+/// A push's subtree: a context, whether it is a target, and the subtrees
+/// it feeds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Subtree {
+    pub id: u32,
+    pub target: bool,
+    pub children: Vec<Subtree>,
+}
+
+impl Subtree {
+    /// Every target id in this subtree.
+    pub(crate) fn targets(&self, out: &mut Vec<u32>) {
+        if self.target {
+            out.push(self.id);
+        }
+        for c in &self.children {
+            c.targets(out);
+        }
+    }
+}
+
+/// Arguments of `relay`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct RelayArgs {
+    pub tree: Subtree,
+    pub dest: ByteBuf,
+    pub entries: Vec<Entry>,
+    pub opts: WireOptions,
+    pub plan_to: Sender,
+}
+
+/// Per-target results of a push.
+pub(crate) type Results = Vec<(u32, Answer<Report>)>;
 
 /// Largest window of one relayed stream: a node holds a window per child.
 const RELAY_WINDOW: u64 = 8 << 20;
@@ -62,7 +129,13 @@ impl FanOut {
             let rx = match Receiver::new(router, None, false, Some(&ctx), None) {
                 Ok(rx) => rx,
                 Err(e) => {
-                    started.push((t.clone(), ctx, None, None, Some(FileError::interrupted("push", dest, e))));
+                    started.push((
+                        t.clone(),
+                        ctx,
+                        None,
+                        None,
+                        Some(FileError::interrupted("push", dest, e)),
+                    ));
                     continue;
                 }
             };
@@ -73,9 +146,15 @@ impl FanOut {
                 opts: child_opts.clone(),
                 plan_to: rx.to_sender(),
             };
-            match ctx.call_service_async::<file_service::relay>((args,)) {
+            match ctx.call_service_async::<push_service::relay>((args,)) {
                 Ok(call) => started.push((t.clone(), ctx, Some(call), Some(rx), None)),
-                Err(e) => started.push((t.clone(), ctx, None, None, Some(FileError::interrupted("push", dest, e)))),
+                Err(e) => started.push((
+                    t.clone(),
+                    ctx,
+                    None,
+                    None,
+                    Some(FileError::interrupted("push", dest, e)),
+                )),
             }
         }
         let feeds = started
@@ -120,7 +199,8 @@ impl FanOut {
             if let Some(tx) = f.tx.take() {
                 if ok {
                     if let Err(e) = tx.finish() {
-                        f.error.get_or_insert(FileError::interrupted("push", &self.dest, e));
+                        f.error
+                            .get_or_insert(FileError::interrupted("push", &self.dest, e));
                     }
                 }
             }
@@ -172,12 +252,24 @@ impl Outlet for FanOut {
 pub(crate) fn relay(router: &Router, parent: &Context, args: RelayArgs) -> Results {
     let dest = local_path(&args.dest);
     let mut own = if args.tree.target {
-        Some(Sink::plan(&dest, args.entries.clone(), args.opts.clone(), true, Ticker::new(None, &[])))
+        Some(Sink::plan(
+            &dest,
+            args.entries.clone(),
+            args.opts.clone(),
+            true,
+            Ticker::new(None, &[]),
+        ))
     } else {
         None
     };
     let mut rx = BulkReceiver::open(router, args.opts.window as usize, Some(parent));
-    let mut fan = FanOut::open(router, &args.tree.children, &dest, &args.entries, &args.opts);
+    let mut fan = FanOut::open(
+        router,
+        &args.tree.children,
+        &dest,
+        &args.entries,
+        &args.opts,
+    );
     let plan = super::service::Plan {
         plans: Vec::<FilePlan>::new(),
         target: rx.target(),
@@ -222,7 +314,12 @@ pub(crate) fn push(
     opts: &super::Options,
 ) -> Vec<(Context, Answer<Report>)> {
     let wire = opts.wire();
-    let fail_all = |e: FileError| targets.iter().map(|t| (t.clone(), Err(e.clone()))).collect();
+    let fail_all = |e: FileError| {
+        targets
+            .iter()
+            .map(|t| (t.clone(), Err(e.clone())))
+            .collect()
+    };
     let entries = match super::source::scan(local) {
         Ok(e) => e,
         Err(e) => return fail_all(e),
@@ -246,7 +343,11 @@ pub(crate) fn push(
             let r = match (by_id.remove(&t.context_id()), &source_error) {
                 (_, Some(e)) => Err(e.clone()),
                 (Some(r), None) => r,
-                (None, None) => Err(FileError::interrupted("push", remote, "no result came back")),
+                (None, None) => Err(FileError::interrupted(
+                    "push",
+                    remote,
+                    "no result came back",
+                )),
             };
             (t.clone(), r)
         })
@@ -268,13 +369,16 @@ fn shape(
     let mut is_target = std::collections::BTreeSet::new();
     let calls: Vec<_> = targets
         .iter()
-        .map(|t| (t, t.call_service_async::<file_service::ancestry>(())))
+        .map(|t| (t, t.call_service_async::<push_service::ancestry>(())))
         .collect();
     for (t, call) in calls {
         let anc = match call.and_then(|c| c.get(Some(opts.timeout))) {
             Ok(a) => a,
             Err(e) => {
-                failed.insert(t.context_id(), Err(FileError::interrupted("push", remote, e)));
+                failed.insert(
+                    t.context_id(),
+                    Err(FileError::interrupted("push", remote, e)),
+                );
                 continue;
             }
         };
@@ -296,8 +400,14 @@ fn shape(
             parent = id;
         }
     }
-    fn build(id: u32, kids: &BTreeMap<u32, Vec<u32>>, targets: &std::collections::BTreeSet<u32>) -> Vec<Subtree> {
-        let Some(v) = kids.get(&id) else { return Vec::new() };
+    fn build(
+        id: u32,
+        kids: &BTreeMap<u32, Vec<u32>>,
+        targets: &std::collections::BTreeSet<u32>,
+    ) -> Vec<Subtree> {
+        let Some(v) = kids.get(&id) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
         for &c in v {
             let below = build(c, kids, targets);

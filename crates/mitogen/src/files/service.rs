@@ -73,40 +73,6 @@ pub(crate) struct SendArgs {
     pub target: BulkTarget,
 }
 
-/// A push's subtree: a context, whether it is a target, and the subtrees
-/// it feeds.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct Subtree {
-    pub id: u32,
-    pub target: bool,
-    pub children: Vec<Subtree>,
-}
-
-impl Subtree {
-    /// Every target id in this subtree.
-    pub(crate) fn targets(&self, out: &mut Vec<u32>) {
-        if self.target {
-            out.push(self.id);
-        }
-        for c in &self.children {
-            c.targets(out);
-        }
-    }
-}
-
-/// Arguments of `relay`.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct RelayArgs {
-    pub tree: Subtree,
-    pub dest: ByteBuf,
-    pub entries: Vec<Entry>,
-    pub opts: WireOptions,
-    pub plan_to: Sender,
-}
-
-/// Per-target results of a push.
-pub(crate) type Results = Vec<(u32, Answer<Report>)>;
-
 #[crate::service(pub(crate))]
 impl FileService {
     /// Lists a file or tree for sending.
@@ -142,19 +108,6 @@ impl FileService {
         tx.finish()
             .map_err(|e| FileError::interrupted("send", &root, e))?;
         Ok(sent)
-    }
-
-    /// A push's node: stores what it receives (when a target) and
-    /// forwards each chunk to its subtrees as it arrives.
-    #[expose]
-    fn relay(&self, router: &Router, caller: &crate::service::Caller, args: RelayArgs) -> Results {
-        super::push::relay(router, caller.context(), args)
-    }
-
-    /// This context's parents, nearest first (for shaping a push).
-    #[expose]
-    fn ancestry(&self) -> Vec<u32> {
-        crate::parent_ids().to_vec()
     }
 }
 

@@ -152,7 +152,9 @@ impl<'a> Sink<'a> {
             };
             plans.push(plan);
         }
-        let order = (0..entries.len()).filter(|&i| plans[i].has_record()).collect();
+        let order = (0..entries.len())
+            .filter(|&i| plans[i].has_record())
+            .collect();
         Ok(Sink {
             root: root.to_path_buf(),
             entries,
@@ -389,7 +391,13 @@ impl<'a> Sink<'a> {
     }
 
     /// The hash after a file: check, then put it in place.
-    fn end_file(&mut self, idx: usize, theirs: Hash, part: Option<Part>, h: Option<blake3::Hasher>) {
+    fn end_file(
+        &mut self,
+        idx: usize,
+        theirs: Hash,
+        part: Option<Part>,
+        h: Option<blake3::Hasher>,
+    ) {
         let e = &self.entries[idx];
         let dest = e.under(&self.root);
         let Some(h) = h else {
@@ -526,9 +534,16 @@ fn plan_file(
     space: &mut HashMap<PathBuf, Option<u64>>,
 ) -> Answer<(FilePlan, Option<(Flock<File>, blake3::Hasher)>)> {
     let dir = dest.parent().unwrap_or(Path::new("."));
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
-        .map_err(|errno| FileError::io("create", dest, &std::io::Error::from(errno)))?;
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    nix::unistd::access(
+        dir,
+        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+    )
+    .map_err(|errno| FileError::io("create", dest, &std::io::Error::from(errno)))?;
     match std::fs::symlink_metadata(dest) {
         Ok(m) if m.is_dir() => {
             let err = std::io::Error::from_raw_os_error(libc::EISDIR);
@@ -565,7 +580,7 @@ fn plan_file(
     let free = space.entry(dir.to_path_buf()).or_insert_with(|| {
         nix::sys::statvfs::statvfs(dir)
             .ok()
-            .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+            .map(|s| s.blocks_available() * s.fragment_size())
     });
     if let Some(free) = free {
         if need > *free {
@@ -693,4 +708,139 @@ fn make_link(dest: &Path, target: &[u8], e: &Entry, owner: bool) -> Answer<()> {
         let _ = std::fs::remove_file(&tmp);
         FileError::io("rename", dest, &err)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::wire::header;
+
+    fn opts() -> WireOptions {
+        WireOptions {
+            window: 1 << 20,
+            owner: false,
+            skip_identical: true,
+            resume: true,
+            fsync: false,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn entry(size: u64) -> Entry {
+        Entry {
+            rel: ByteBuf::new(),
+            kind: EntryKind::File,
+            size,
+            mode: 0o640,
+            mtime: 1_000_000_000,
+            mtime_nsec: 5,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    fn scratch(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mitogen-sink-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("scratch dir");
+        d
+    }
+
+    fn stream(body: &[u8], hash: &[u8]) -> Vec<u8> {
+        let mut s = header(DATA, 0).to_vec();
+        s.extend_from_slice(body);
+        s.extend_from_slice(hash);
+        s
+    }
+
+    #[test]
+    fn records_parse_across_any_chunking() {
+        let d = scratch("chunks");
+        let dest = d.join("f");
+        let body = b"hello, file".to_vec();
+        let s = stream(&body, blake3::hash(&body).as_bytes());
+        let mut sink = Sink::plan(
+            &dest,
+            vec![entry(body.len() as u64)],
+            opts(),
+            false,
+            Ticker::new(None, &[]),
+        )
+        .expect("plan");
+        for b in &s {
+            sink.feed(std::slice::from_ref(b)).expect("feed");
+        }
+        let r = sink.finish().expect("finish");
+        assert_eq!((r.files, r.bytes), (1, body.len() as u64));
+        assert_eq!(std::fs::read(&dest).expect("written"), body);
+        let m = std::fs::metadata(&dest).expect("meta");
+        assert_eq!(
+            (m.mode() & 0o7777, m.mtime(), m.mtime_nsec()),
+            (0o640, 1_000_000_000, 5)
+        );
+        assert!(!part_path(&dest).exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_wrong_checksum_replaces_nothing() {
+        let d = scratch("mismatch");
+        let dest = d.join("f");
+        std::fs::write(&dest, b"old").expect("old file");
+        let body = b"new bytes".to_vec();
+        let s = stream(&body, &[7u8; 32]);
+        let mut sink = Sink::plan(
+            &dest,
+            vec![entry(body.len() as u64)],
+            opts(),
+            false,
+            Ticker::new(None, &[]),
+        )
+        .expect("plan");
+        sink.feed(&s).expect("feed");
+        let e = sink.finish().expect_err("mismatch");
+        assert_eq!(e.kind(), FileErrorKind::ChecksumMismatch);
+        assert_eq!(e.path(), dest);
+        assert_eq!(std::fs::read(&dest).expect("still there"), b"old");
+        assert!(!part_path(&dest).exists(), "part left");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_broken_stream_keeps_the_part_for_resuming() {
+        let d = scratch("broken");
+        let dest = d.join("f");
+        let body = vec![3u8; 1000];
+        let s = stream(&body, blake3::hash(&body).as_bytes());
+        let mut sink = Sink::plan(
+            &dest,
+            vec![entry(1000)],
+            opts(),
+            false,
+            Ticker::new(None, &[]),
+        )
+        .expect("plan");
+        sink.feed(&s[..600]).expect("feed");
+        let e = sink.abort("the sender died");
+        assert_eq!(e.kind(), FileErrorKind::Interrupted);
+        assert!(!dest.exists());
+        assert_eq!(
+            std::fs::metadata(part_path(&dest)).expect("part").len(),
+            600 - HEADER as u64
+        );
+        // The next plan offers to resume from it.
+        let sink = Sink::plan(
+            &dest,
+            vec![entry(1000)],
+            opts(),
+            false,
+            Ticker::new(None, &[]),
+        )
+        .expect("plan");
+        assert!(
+            matches!(sink.plans()[0], FilePlan::Resume { offset, .. } if offset == 600 - HEADER as u64)
+        );
+        drop(sink);
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -82,7 +82,11 @@ fn push_entry(
     };
     out.push(Entry {
         rel: ByteBuf::from(rel),
-        size: if kind == EntryKind::File { meta.len() } else { 0 },
+        size: if kind == EntryKind::File {
+            meta.len()
+        } else {
+            0
+        },
         kind,
         mode: meta.mode() & 0o7777,
         mtime: meta.mtime(),
@@ -140,7 +144,11 @@ impl<'a> Ticker<'a> {
         self.last = now;
         self.p.elapsed = now.duration_since(self.start);
         let s = self.p.elapsed.as_secs_f64();
-        self.p.rate = if s > 0.0 { self.p.bytes as f64 / s } else { 0.0 };
+        self.p.rate = if s > 0.0 {
+            self.p.bytes as f64 / s
+        } else {
+            0.0
+        };
         f(&self.p);
     }
 }
@@ -206,8 +214,9 @@ pub(crate) fn send(
         match open_checked(&path, e) {
             Ok(f) => send_file(&mut out, f, &path, e, plan, &mut sent, ticker)?,
             Err(err) => {
-                let body = rmp_serde::to_vec(&err)
-                    .map_err(|c| FileError::new(FileErrorKind::Other, "encode", &path, c.to_string()))?;
+                let body = rmp_serde::to_vec(&err).map_err(|c| {
+                    FileError::new(FileErrorKind::Other, "encode", &path, c.to_string())
+                })?;
                 out.push(&header(FAIL, body.len() as u64)).map_err(broke)?;
                 out.push(&body).map_err(broke)?;
             }
