@@ -12,6 +12,7 @@ mod util;
 mod become_user;
 mod cache;
 mod chain;
+mod files;
 mod fleet;
 mod secrets;
 mod shells;
@@ -28,6 +29,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(secrets::tests());
     all.extend(shells::tests());
     all.extend(tmpfiles::tests());
+    all.extend(files::tests());
     all
 }
 
