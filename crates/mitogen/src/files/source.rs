@@ -307,20 +307,15 @@ fn send_file(
         let at = out.buf.len();
         let room = (CHUNK.saturating_sub(at)).max(64 << 10);
         let k = (left as usize).min(room);
-        out.buf.resize(at + k, 0);
-        let n = match f.read(&mut out.buf[at..at + k]) {
-            Ok(0) => {
-                out.buf.truncate(at);
-                return Err(changed(path, e.size, e.size - left));
-            }
+        // Reads into the buffer's spare room (no zeroing first).
+        let n = match (&mut f).take(k as u64).read_to_end(&mut out.buf) {
+            Ok(0) => return Err(changed(path, e.size, e.size - left)),
             Ok(n) => n,
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => 0,
             Err(err) => {
                 out.buf.truncate(at);
                 return Err(FileError::io("read", path, &err));
             }
         };
-        out.buf.truncate(at + n);
         h.update(&out.buf[at..at + n]);
         left -= n as u64;
         sent.bytes += n as u64;
