@@ -135,7 +135,7 @@ fn run(
     env: Option<String>,
     only: Option<&str>,
 ) -> mitogen::Result<()> {
-    let on = |part: &str| only.is_none_or(|o| o == part);
+    let on = |part: &str| only.map_or(true, |o| o == part);
     let io = |e: std::io::Error| mitogen::StreamError::io("bench file", e);
     let size: u64 = if quick { 256 << 20 } else { 1 << 30 };
     let reps = if quick { 2 } else { 3 };
