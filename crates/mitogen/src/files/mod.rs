@@ -72,6 +72,7 @@
 //! bytes through the caller unless the route does.
 
 pub(crate) mod error;
+mod meta;
 mod push;
 mod service;
 mod sink;
