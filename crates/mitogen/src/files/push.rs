@@ -231,9 +231,17 @@ impl FanOut {
 
 impl Outlet for FanOut {
     fn put(&mut self, chunk: Vec<u8>) -> crate::Result<()> {
-        for f in &mut self.feeds {
+        // Every live child but the last gets a copy; the last, the chunk.
+        let last = self.feeds.iter().rposition(|f| f.tx.is_some());
+        let mut chunk = Some(chunk);
+        for (i, f) in self.feeds.iter_mut().enumerate() {
             if let Some(tx) = f.tx.as_mut() {
-                if let Err(e) = tx.send_vec(chunk.clone()) {
+                let piece = if Some(i) == last {
+                    chunk.take().unwrap_or_default()
+                } else {
+                    chunk.clone().unwrap_or_default()
+                };
+                if let Err(e) = tx.send_vec(piece) {
                     f.error = Some(FileError::interrupted("push", &self.dest, e));
                     f.tx = None; // dropped: the child sees its stream break
                 }
@@ -278,15 +286,16 @@ pub(crate) fn relay(router: &Router, parent: &Context, args: RelayArgs) -> Resul
     let mut own_failed: Option<FileError> = None;
     let r = match sent {
         Ok(()) => super::service::pump(&mut rx, args.opts.timeout, |chunk| {
-            if fan.alive() {
-                let _ = fan.put(chunk.clone());
-            }
+            // Own copy first: the chunk then moves on without a copy.
             if let Some(Ok(sink)) = own.as_mut() {
                 if own_failed.is_none() {
                     if let Err(e) = sink.feed(&chunk) {
                         own_failed = Some(e);
                     }
                 }
+            }
+            if fan.alive() {
+                let _ = fan.put(chunk);
             }
         }),
         Err(e) => Err(e),
