@@ -37,6 +37,11 @@ pub fn tests() -> Vec<Trial> {
             TEST_LIMIT,
             killed_sender_then_resume,
         ),
+        trial(
+            "files::stopped_sender_times_out",
+            TEST_LIMIT,
+            stopped_sender_times_out,
+        ),
         trial("files::gib_bounded_memory", long, gib_bounded_memory),
         trial("files::push_each_link_once", long, push_each_link_once),
     ]
@@ -346,6 +351,42 @@ fn killed_sender_then_resume() -> TestResult {
     let rep = files::get(&again, &src, &dst, &Options::new())?;
     ensure!(rep.resumed == 0 && rep.bytes == size, "bad part: {rep:?}");
     same_bytes(&src, &dst)?;
+    Ok(())
+}
+
+/// A sender that stops (SIGSTOP) mid-file: the receiver gives up after
+/// `Options::timeout`, names the file, keeps the part; nothing hangs.
+fn stopped_sender_times_out() -> TestResult {
+    let dir = TempDir::new("files-stopped")?;
+    let (src, dst) = (dir.path().join("big"), dir.path().join("copy"));
+    write_noise(&src, 64 << 20, 4)?;
+    let r = util::router()?;
+    let sender = r.local().remote_name("stopped").connect()?;
+    let pid = sender.call::<my_pid>(())?;
+    let stopped = Arc::new(AtomicU64::new(0));
+    let s2 = stopped.clone();
+    let opts = Options::new()
+        .window(1 << 20)
+        .timeout(Duration::from_secs(2))
+        .progress(move |p| {
+            if p.bytes >= 8 << 20 && s2.swap(1, Ordering::SeqCst) == 0 {
+                let _ = std::process::Command::new("kill")
+                    .args(["-STOP", &pid.to_string()])
+                    .status();
+            }
+        });
+    let t = std::time::Instant::now();
+    let res = files::get(&sender, &src, &dst, &opts);
+    let took = t.elapsed();
+    let _ = util::kill9(pid);
+    let e = res.expect_err("the sender stopped");
+    ensure!(stopped.load(Ordering::SeqCst) == 1, "never stopped: {e}");
+    ensure!(
+        e.kind() == FileErrorKind::Interrupted && e.path() == dst,
+        "{e:?}"
+    );
+    ensure!(took < Duration::from_secs(20), "gave up after {took:?}");
+    ensure!(!dst.exists(), "a partial file at the destination");
     Ok(())
 }
 

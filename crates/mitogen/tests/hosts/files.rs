@@ -191,6 +191,35 @@ fn disk_full() -> TestResult {
     let r4 = files::put(&alice, &small, format!("{full}/c"), &Options::new());
     let listing = root.call::<list_dir>((full.clone(),));
     root.call::<tiny_tmpfs>((full.clone(), 0, false))?;
+    // Four puts at once that each fit alone, into a fresh 256 KiB: the
+    // plans all see room, so the losers run out while writing (ENOSPC).
+    // Each fails as DiskFull by its own path and leaves nothing behind.
+    let mid = s.0.join("mid");
+    noise(&mid, 120 << 10)?;
+    root.call::<tiny_tmpfs>((full.clone(), uid, true))?;
+    let racing: Vec<_> = (0..4)
+        .map(|i| {
+            let (alice, mid, full) = (alice.clone(), mid.clone(), full.clone());
+            std::thread::spawn(move || {
+                files::put(&alice, &mid, format!("{full}/r{i}"), &Options::new())
+            })
+        })
+        .collect();
+    let raced: Vec<_> = racing.into_iter().map(|h| h.join()).collect();
+    let left = root.call::<list_dir>((full.clone(),));
+    root.call::<tiny_tmpfs>((full.clone(), 0, false))?;
+    let mut ok = Vec::new();
+    for (i, r) in raced.into_iter().enumerate() {
+        match r.map_err(|_| "a put panicked")? {
+            Ok(_) => ok.push(format!("r{i}")),
+            Err(e) => {
+                ensure!(e.kind() == FileErrorKind::DiskFull, "r{i}: {e}");
+                ensure!(e.path() == Path::new(&format!("{full}/r{i}")), "{e}");
+            }
+        }
+    }
+    ensure!((1..=2).contains(&ok.len()), "{} of 4 fitted", ok.len());
+    ensure!(left? == ok, "left on the full disk beside {ok:?}");
     let e = r1.expect_err("1 MiB into 256 KiB");
     ensure!(e.kind() == FileErrorKind::DiskFull, "{e}");
     ensure!(e.path() == Path::new(&format!("{full}/big")), "{e}");
