@@ -106,7 +106,7 @@ def files(rows):
     print("\nfile transfer (MiB/s unless shown; rs/best: mitogen-rs over the best "
           "reference; bars: ssh >= 0.95 x scp, local >= 0.80 x raw pipe, "
           "push20 tree <= one put + a small per-target cost)")
-    print("%-34s" % "scenario" + "".join("%12s" % i for i in impls) + "%10s" % "rs/best")
+    print("%-42s" % "scenario" + "".join("%10s" % i for i in impls) + "%9s" % "rs/best")
     for sc in scen:
         vals = {}
         for i in impls:
@@ -117,8 +117,8 @@ def files(rows):
         ratio = ""
         if vals["rust"] and refs and unit == "MiB/s":
             ratio = "%.2f" % (vals["rust"] / max(refs))
-        cells = "".join("%12s" % ("-" if vals[i] is None else "%.1f" % vals[i]) for i in impls)
-        print("%-34s" % ("%s (%s)" % (sc, unit)) + cells + "%10s" % ratio)
+        cells = "".join("%10s" % ("-" if vals[i] is None else "%.1f" % vals[i]) for i in impls)
+        print("%-42s" % ("%s (%s)" % (sc, unit)) + cells + "%9s" % ratio)
 
 
 def growth(rows, placements):

@@ -36,9 +36,16 @@ def best(reps, size, f):
 
 
 def run(router, d, env, quick):
-    reps = 2 if quick else 3
     fs = mitogen.service.FileService(router)
-    mitogen.service.Pool(router, services=[fs], size=4)
+    pool = mitogen.service.Pool(router, services=[fs], size=4)
+    try:
+        transfers(router, fs, d, env, quick)
+    finally:
+        pool.stop(join=True)  # its threads would keep the process alive
+
+
+def transfers(router, fs, d, env, quick):
+    reps = 2 if quick else 3
     src = os.path.join(d, "src")
     fs.register(src)
     child = router.local()

@@ -80,6 +80,16 @@ fn enter(dir: String) -> std::io::Result<()> {
     std::env::set_current_dir(dir)
 }
 
+/// Bytes this process read through system calls so far (`rchar`).
+#[mitogen::remote]
+fn bytes_read() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 #[mitogen::main]
 fn main(router: Router) -> mitogen::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -218,21 +228,30 @@ fn push_bench(router: &Router, dir: &Path, quick: bool) -> mitogen::Result<()> {
     let mut one = f64::MAX;
     let mut tree = f64::MAX;
     let mut naive = f64::MAX;
+    let (mut mid_tree, mut mid_naive) = (0, 0);
     for _ in 0..if quick { 1 } else { 3 } {
         let t = Instant::now();
         files::put(&leaves[0], &src, "one", &opts)?;
         one = one.min(secs(t));
+        let before = mid.call::<bytes_read>(())?;
         let t = Instant::now();
         for (c, r) in files::push(&leaves, &src, "tree", &opts) {
             r.map_err(|e| mitogen::StreamError::new(format!("{}: {e}", c.name())))?;
         }
         tree = tree.min(secs(t));
+        let between = mid.call::<bytes_read>(())?;
         let t = Instant::now();
         for leaf in &leaves {
             files::put(leaf, &src, "naive", &opts)?;
         }
         naive = naive.min(secs(t));
+        mid_tree = between - before;
+        mid_naive = mid.call::<bytes_read>(())? - between;
     }
+    // What the intermediate's uplink carried (the kernel's count).
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    emit("files_push20_mid_read_tree", "rust", mib(mid_tree), "MiB");
+    emit("files_push20_mid_read_naive", "rust", mib(mid_naive), "MiB");
     emit("files_push20_tree", "rust", tree, "s");
     emit("files_push20_naive_loop", "rust", naive, "s");
     emit("files_push20_one_put", "rust", one, "s");
@@ -315,6 +334,20 @@ fn ssh_bench(
             });
             emit(
                 &format!("files_ssh_put_{kind}_comp_{c}"),
+                "scp",
+                scp.unwrap_or(0.0),
+                "MiB/s",
+            );
+            let scp = best(reps, size, || {
+                sh(&format!(
+                    "scp -O -q {ssh_opts} -o Compression={comp_opt} root@{host}:'{}' '{}'",
+                    s(file),
+                    s(&back)
+                ))
+            });
+            let _ = std::fs::remove_file(&back);
+            emit(
+                &format!("files_ssh_get_{kind}_comp_{c}"),
                 "scp",
                 scp.unwrap_or(0.0),
                 "MiB/s",
