@@ -175,34 +175,33 @@ fn local_bench(
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let child = router.local().remote_name("files-bench").connect()?;
     let nosync = Options::new().fsync(false).skip_identical(false);
-    let dst = dir.join("dst");
-    let raw = best(reps, size, || {
-        sh(&format!("cat '{}' | cat > '{}'", s(src), s(&dst)))
-    });
-    emit("files_local_put", "raw", raw.unwrap_or(0.0), "MiB/s");
-    let put = best(reps, size, || {
-        files::put(&child, src, &dst, &nosync).is_ok()
-    });
-    emit("files_local_put", "rust", put.unwrap_or(0.0), "MiB/s");
-    let get = best(reps, size, || {
-        files::get(&child, src, &dst, &nosync).is_ok()
-    });
-    emit("files_local_get", "rust", get.unwrap_or(0.0), "MiB/s");
-    emit("files_local_get", "raw", raw.unwrap_or(0.0), "MiB/s");
     let synced = Options::new().skip_identical(false);
-    let put = best(reps, size, || {
-        files::put(&child, src, &dst, &synced).is_ok()
-    });
-    emit("files_local_put_fsync", "rust", put.unwrap_or(0.0), "MiB/s");
-    let raw = best(reps, size, || {
-        sh(&format!(
-            "cat '{}' | cat > '{}' && sync '{}'",
-            s(src),
-            s(&dst),
-            s(&dst)
-        ))
-    });
-    emit("files_local_put_fsync", "raw", raw.unwrap_or(0.0), "MiB/s");
+    let dst = dir.join("dst");
+    let cat = format!("cat '{}' | cat > '{}'", s(src), s(&dst));
+    let cat_sync = format!("{cat} && sync '{}'", s(&dst));
+    // Interleaved, best of `reps` each: a load that comes and goes hits
+    // every contender alike.
+    let mut top = [0f64; 5];
+    for _ in 0..reps {
+        let runs: [&dyn Fn() -> bool; 5] = [
+            &|| sh(&cat),
+            &|| files::put(&child, src, &dst, &nosync).is_ok(),
+            &|| files::get(&child, src, &dst, &nosync).is_ok(),
+            &|| sh(&cat_sync),
+            &|| files::put(&child, src, &dst, &synced).is_ok(),
+        ];
+        for (k, run) in runs.iter().enumerate() {
+            if let Some(r) = best(1, size, run) {
+                top[k] = top[k].max(r);
+            }
+        }
+    }
+    emit("files_local_put", "raw", top[0], "MiB/s");
+    emit("files_local_put", "rust", top[1], "MiB/s");
+    emit("files_local_get", "raw", top[0], "MiB/s");
+    emit("files_local_get", "rust", top[2], "MiB/s");
+    emit("files_local_put_fsync", "raw", top[3], "MiB/s");
+    emit("files_local_put_fsync", "rust", top[4], "MiB/s");
     let _ = std::fs::remove_file(&dst);
     Ok(())
 }
@@ -307,65 +306,50 @@ fn ssh_bench(
                     "GlobalKnownHostsFile=/dev/null",
                 ])
                 .connect()?;
-            let put = best(reps, size, || files::put(&ctx, file, &dst, &opts).is_ok());
-            emit(
-                &format!("files_ssh_put_{kind}_comp_{c}"),
-                "rust",
-                put.unwrap_or(0.0),
-                "MiB/s",
-            );
+            let comp_opt = if comp { "yes" } else { "no" };
             let back = dir.join("ssh-back");
-            let get = best(reps, size, || files::get(&ctx, file, &back, &opts).is_ok());
-            emit(
-                &format!("files_ssh_get_{kind}_comp_{c}"),
-                "rust",
-                get.unwrap_or(0.0),
-                "MiB/s",
+            let scp_put = format!(
+                "scp -O -q {ssh_opts} -o Compression={comp_opt} '{}' root@{host}:'{}'",
+                s(file),
+                s(&dst)
             );
+            let scp_get = format!(
+                "scp -O -q {ssh_opts} -o Compression={comp_opt} root@{host}:'{}' '{}'",
+                s(file),
+                s(&back)
+            );
+            let rsync_put = format!(
+                "rm -f '{}' && rsync -q --whole-file -e 'ssh {ssh_opts} -o Compression={comp_opt}' '{}' root@{host}:'{}'",
+                s(&dst),
+                s(file),
+                s(&dst)
+            );
+            // Interleaved, best of `reps` each (scp and rsync pay their
+            // ssh start in the time; the context is already up).
+            let mut top = [0f64; 5];
+            for _ in 0..reps {
+                let runs: [&dyn Fn() -> bool; 5] = [
+                    &|| files::put(&ctx, file, &dst, &opts).is_ok(),
+                    &|| sh(&scp_put),
+                    &|| sh(&rsync_put),
+                    &|| files::get(&ctx, file, &back, &opts).is_ok(),
+                    &|| sh(&scp_get),
+                ];
+                for (k, run) in runs.iter().enumerate() {
+                    if let Some(r) = best(1, size, run) {
+                        top[k] = top[k].max(r);
+                    }
+                }
+            }
             let _ = std::fs::remove_file(&back);
             ctx.shutdown(true, None)?;
-            let comp_opt = if comp { "yes" } else { "no" };
-            let scp = best(reps, size, || {
-                sh(&format!(
-                    "scp -O -q {ssh_opts} -o Compression={comp_opt} '{}' root@{host}:'{}'",
-                    s(file),
-                    s(&dst)
-                ))
-            });
-            emit(
-                &format!("files_ssh_put_{kind}_comp_{c}"),
-                "scp",
-                scp.unwrap_or(0.0),
-                "MiB/s",
-            );
-            let scp = best(reps, size, || {
-                sh(&format!(
-                    "scp -O -q {ssh_opts} -o Compression={comp_opt} root@{host}:'{}' '{}'",
-                    s(file),
-                    s(&back)
-                ))
-            });
-            let _ = std::fs::remove_file(&back);
-            emit(
-                &format!("files_ssh_get_{kind}_comp_{c}"),
-                "scp",
-                scp.unwrap_or(0.0),
-                "MiB/s",
-            );
-            let rsync = best(reps, size, || {
-                let _ = std::fs::remove_file(&dst);
-                sh(&format!(
-                    "rsync -q --whole-file -e 'ssh {ssh_opts} -o Compression={comp_opt}' '{}' root@{host}:'{}'",
-                    s(file),
-                    s(&dst)
-                ))
-            });
-            emit(
-                &format!("files_ssh_put_{kind}_comp_{c}"),
-                "rsync",
-                rsync.unwrap_or(0.0),
-                "MiB/s",
-            );
+            let put = format!("files_ssh_put_{kind}_comp_{c}");
+            let get = format!("files_ssh_get_{kind}_comp_{c}");
+            emit(&put, "rust", top[0], "MiB/s");
+            emit(&put, "scp", top[1], "MiB/s");
+            emit(&put, "rsync", top[2], "MiB/s");
+            emit(&get, "rust", top[3], "MiB/s");
+            emit(&get, "scp", top[4], "MiB/s");
         }
         let _ = std::fs::remove_file(&dst);
     }
