@@ -111,6 +111,31 @@ def main(path):
     print("\nspeedup: how many times better mitogen-rs is than Python Mitogen "
           "(time: py/rs; rate: rs/py). rs/raw: mitogen-rs over the raw reference.")
     growth(rows, placements)
+    files(rows)
+
+
+def files(rows):
+    """mitogen::files beside raw pipe, scp, rsync and Python Mitogen."""
+    scen = sorted({sc for (pl, sc, _i) in rows if sc.startswith("files_")})
+    if not scen:
+        return
+    impls = ["rust", "raw", "scp", "rsync", "python"]
+    print("\nfile transfer (MiB/s unless shown; rs/best: mitogen-rs over the best "
+          "reference; bars: ssh >= 0.95 x scp, local >= 0.80 x raw pipe, "
+          "push20 tree <= one put + a small per-target cost)")
+    print("%-42s" % "scenario" + "".join("%10s" % i for i in impls) + "%9s" % "rs/best")
+    for sc in scen:
+        vals = {}
+        for i in impls:
+            r = rows.get(("unpinned", sc, i))
+            vals[i] = None if r is None else r["value"]
+        unit = next(r["unit"] for (pl, s2, _i), r in rows.items() if s2 == sc)
+        refs = [vals[i] for i in impls[1:] if vals[i]]
+        ratio = ""
+        if vals["rust"] and refs and unit == "MiB/s":
+            ratio = "%.2f" % (vals["rust"] / max(refs))
+        cells = "".join("%10s" % ("-" if vals[i] is None else "%.1f" % vals[i]) for i in impls)
+        print("%-42s" % ("%s (%s)" % (sc, unit)) + cells + "%9s" % ratio)
 
 
 def growth(rows, placements):

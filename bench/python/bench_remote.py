@@ -64,3 +64,11 @@ def emit_chunks(sender, size, n):
     chunk = payload(size)
     for _ in range(n):
         sender.send(chunk)
+
+
+def fetch_file(master, path, dest):
+    """Pulls `path` from the master's FileService into `dest`."""
+    import mitogen.service
+    with open(dest, "wb") as fp:
+        ok, _meta = mitogen.service.FileService.get(master, path, fp)
+    return ok

@@ -70,7 +70,7 @@ fn main(router: Router) -> mitogen::Result<()> {
                 "-o",
                 "BatchMode=yes",
                 "-o",
-                "Compression=yes",
+                "Compression=no",
                 "-o",
                 "ServerAliveInterval=15",
                 "-o",

@@ -53,6 +53,10 @@ pub enum Error {
     /// exist, or cannot run the agent (see [`TargetErrorKind`]).
     #[error(transparent)]
     Target(#[from] TargetError),
+    /// A file transfer ([`crate::files`]) failed: the path, what was
+    /// being done, and why.
+    #[error(transparent)]
+    File(#[from] crate::files::error::FileError),
 }
 
 /// A remote function returned an error, panicked, or was not callable.

@@ -65,6 +65,7 @@ mod dispatch;
 mod error;
 mod events;
 pub mod fakessh;
+pub mod files;
 mod frame;
 mod identity;
 mod latch;

@@ -18,6 +18,7 @@ mod disconnects;
 mod errors;
 mod events;
 mod fakessh;
+mod files;
 mod flow;
 mod fork;
 mod gib;
@@ -62,6 +63,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(timers::tests());
     all.extend(gib::tests());
     all.extend(fakessh::tests());
+    all.extend(files::tests());
     all
 }
 

@@ -19,6 +19,7 @@ mod ctr_chain;
 mod ctr_util;
 mod docker;
 mod fakessh;
+mod files;
 mod fleet;
 mod gib;
 mod lxc_setns;
@@ -44,6 +45,7 @@ fn tests() -> Vec<libtest_mimic::Trial> {
     all.extend(shells::tests());
     all.extend(tmpfiles::tests());
     all.extend(fakessh::tests());
+    all.extend(files::tests());
     all
 }
 

@@ -106,7 +106,7 @@ impl Router {
                 password: None,
                 identity_file: None,
                 identities_only: true,
-                compression: true,
+                compression: false,
                 ssh_debug_level: 0,
                 keepalive: DEFAULT_KEEPALIVE,
             },
@@ -169,7 +169,9 @@ impl SshBuilder<'_> {
         self
     }
 
-    /// ssh compression (default `true`).
+    /// ssh compression (default `false`, unlike the seed: ssh's zlib runs
+    /// at ~30 MiB/s on one core, slower than any LAN even on text;
+    /// measured in `docs/ARCHITECTURE.md`, *ssh compression*).
     pub fn compression(mut self, on: bool) -> Self {
         self.spec.compression = on;
         self
