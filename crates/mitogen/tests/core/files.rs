@@ -359,25 +359,36 @@ fn killed_sender_then_resume() -> TestResult {
 fn stopped_sender_times_out() -> TestResult {
     let dir = TempDir::new("files-stopped")?;
     let (src, dst) = (dir.path().join("big"), dir.path().join("copy"));
-    write_noise(&src, 64 << 20, 4)?;
+    write_noise(&src, 256 << 20, 4)?;
     let r = util::router()?;
     let sender = r.local().remote_name("stopped").connect()?;
     let pid = sender.call::<my_pid>(())?;
     let stopped = Arc::new(AtomicU64::new(0));
-    let s2 = stopped.clone();
+    // The sender is stopped once 4 MiB have arrived, watched from a
+    // thread: progress reports may come too late on a quiet machine,
+    // which moves the whole file in tens of milliseconds.
+    let watcher = {
+        let (stopped, part) = (stopped.clone(), files::part_path(&dst));
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_secs(20) {
+                if std::fs::metadata(&part).is_ok_and(|m| m.len() >= 4 << 20) {
+                    // SAFETY: stopping a child context of this test.
+                    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+                    stopped.store(1, Ordering::SeqCst);
+                    return;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
     let opts = Options::new()
         .window(1 << 20)
-        .timeout(Duration::from_secs(2))
-        .progress(move |p| {
-            if p.bytes >= 8 << 20 && s2.swap(1, Ordering::SeqCst) == 0 {
-                let _ = std::process::Command::new("kill")
-                    .args(["-STOP", &pid.to_string()])
-                    .status();
-            }
-        });
+        .timeout(Duration::from_secs(2));
     let t = std::time::Instant::now();
     let res = files::get(&sender, &src, &dst, &opts);
     let took = t.elapsed();
+    let _ = watcher.join();
     let _ = util::kill9(pid);
     let e = res.expect_err("the sender stopped");
     ensure!(stopped.load(Ordering::SeqCst) == 1, "never stopped: {e}");
