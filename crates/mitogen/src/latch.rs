@@ -145,21 +145,15 @@ impl<T> Latch<T> {
     /// `get` returns `last()` instead of waiting. Only the first end counts;
     /// a closed latch stays closed.
     pub(crate) fn end_with(&self, last: impl Fn() -> T + Send + Sync + 'static) {
-        let (wakers, notify, sleepers) = {
+        let woken = {
             let mut s = self.lock();
             if s.closed || s.end.is_some() {
                 return;
             }
             s.end = Some(Arc::new(last));
-            (std::mem::take(&mut s.wakers), s.notify.clone(), s.sleepers)
+            Self::everyone(&mut s)
         };
-        if sleepers > 0 {
-            self.inner.cond.notify_all();
-        }
-        wakers.into_iter().for_each(Waker::wake);
-        if let Some(n) = notify {
-            n();
-        }
+        self.wake_all(woken);
     }
 
     /// `true` when a `get` would wait now: open, nothing queued, not ended.
@@ -214,14 +208,24 @@ impl<T> Latch<T> {
     /// Closes the latch: queued items are dropped and every current and
     /// future waiter gets [`LatchError`].
     pub fn close(&self) {
-        let (wakers, notify, sleepers) = {
+        let woken = {
             let mut s = self.lock();
             s.closed = true;
             s.queue.clear();
-            (std::mem::take(&mut s.wakers), s.notify.clone(), s.sleepers)
+            Self::everyone(&mut s)
         };
-        // Every pending call closes its latch when dropped: skip the
-        // wake-up syscall when nobody sleeps.
+        self.wake_all(woken);
+    }
+
+    /// Who waits on the latch now (taken under its lock).
+    fn everyone(s: &mut State<T>) -> (Vec<Waker>, Option<Notify>, usize) {
+        (std::mem::take(&mut s.wakers), s.notify.clone(), s.sleepers)
+    }
+
+    /// Wakes every waiter, outside the lock. Every pending call closes its
+    /// latch when dropped: the wake-up syscall is skipped when nobody
+    /// sleeps.
+    fn wake_all(&self, (wakers, notify, sleepers): (Vec<Waker>, Option<Notify>, usize)) {
         if sleepers > 0 {
             self.inner.cond.notify_all();
         }

@@ -99,14 +99,7 @@ impl Core {
                     if !(ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
                         return true;
                     }
-                    let route = &mut |h, body| core.route_in(&s, Message::from_frame(h, body));
-                    match direct::try_read_pass(&s, route) {
-                        None | Some(Ok(ReadState::Open)) => true,
-                        Some(outcome) => {
-                            core.close_stream(lp, &s, &direct::end_reason(&s, outcome));
-                            false
-                        }
-                    }
+                    core.on_readable(lp, &s)
                 }),
             );
             for t in [&stream.read_token, &stream.write_token] {
@@ -130,21 +123,25 @@ impl Core {
         let rtoken = lp.register(
             rfd,
             Interest::READABLE,
-            Box::new(move |lp, _| {
-                let route = &mut |h, body| core.route_in(&s, Message::from_frame(h, body));
-                match direct::try_read_pass(&s, route) {
-                    // A waiting thread is reading; it hands back when done.
-                    None | Some(Ok(ReadState::Open)) => true,
-                    Some(outcome) => {
-                        core.close_stream(lp, &s, &direct::end_reason(&s, outcome));
-                        false
-                    }
-                }
-            }),
+            Box::new(move |lp, _| core.on_readable(lp, &s)),
         );
         stream
             .read_token
             .store(rtoken.0, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The broker saw `s` readable: reads and routes what it has, unless a
+    /// waiting thread is reading (it hands back when done). Returns
+    /// `false` once the stream ended (it is closed, its source dropped).
+    fn on_readable(self: &Arc<Self>, lp: &mut Loop, s: &Arc<Stream>) -> bool {
+        let route = &mut |h, body| self.route_in(s, Message::from_frame(h, body));
+        match direct::try_read_pass(s, route) {
+            None | Some(Ok(ReadState::Open)) => true,
+            Some(outcome) => {
+                self.close_stream(lp, s, &direct::end_reason(s, outcome));
+                false
+            }
+        }
     }
 
     /// Reads `s` on this thread, routing what arrives, until `done()` or

@@ -39,6 +39,23 @@ pub(crate) struct SudoSpec {
     selinux_role: Option<String>,
 }
 
+impl Default for SudoSpec {
+    /// root, through `sudo` on the `PATH`, with no other option.
+    fn default() -> SudoSpec {
+        SudoSpec {
+            username: "root".into(),
+            sudo_path: "sudo".into(),
+            password: None,
+            set_home: false,
+            preserve_env: false,
+            login: false,
+            extra_prompt: None,
+            selinux_type: None,
+            selinux_role: None,
+        }
+    }
+}
+
 /// Builder returned by [`Router::sudo`].
 #[derive(Debug)]
 #[must_use = "call .connect() to start the context"]
@@ -64,17 +81,7 @@ impl Router {
         SudoBuilder {
             router: self,
             opts: Options::default(),
-            spec: SudoSpec {
-                username: "root".into(),
-                sudo_path: "sudo".into(),
-                password: None,
-                set_home: false,
-                preserve_env: false,
-                login: false,
-                extra_prompt: None,
-                selinux_type: None,
-                selinux_role: None,
-            },
+            spec: SudoSpec::default(),
             sudo_args: Vec::new(),
         }
     }
@@ -317,17 +324,7 @@ mod tests {
     use super::*;
 
     fn spec() -> SudoSpec {
-        SudoSpec {
-            username: "root".into(),
-            sudo_path: "sudo".into(),
-            password: None,
-            set_home: false,
-            preserve_env: false,
-            login: false,
-            extra_prompt: None,
-            selinux_type: None,
-            selinux_role: None,
-        }
+        SudoSpec::default()
     }
 
     fn parse(args: &[&str]) -> Result<SudoSpec> {
