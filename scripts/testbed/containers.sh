@@ -73,9 +73,18 @@ if ! podman image exists localhost/mtb-noshell:latest; then
     podman import -q "$TB_DIR/noshell.tar" localhost/mtb-noshell:latest >/dev/null || die "podman import noshell"
     rm -rf "$TB_DIR/noshell" "$TB_DIR/noshell.tar"
 fi
+# A machine restored from a snapshot keeps podman's record of a running
+# container whose processes are gone: `inspect` says running, `exec` says
+# "cannot exec in a stopped container". Only an exec proves it alive; a
+# container that fails it is removed and made again.
 if podman container exists mtb-ctr1; then
-    [ "$(podman inspect -f '{{.State.Running}}' mtb-ctr1)" = true ] || podman start mtb-ctr1 >/dev/null
-else
+    [ "$(podman inspect -f '{{.State.Running}}' mtb-ctr1)" = true ] || podman start mtb-ctr1 >/dev/null 2>&1 || true
+    if ! podman exec mtb-ctr1 true >/dev/null 2>&1; then
+        log "container mtb-ctr1 does not answer (stale state?): making it again"
+        podman rm -f -t 0 mtb-ctr1 >/dev/null 2>&1 || true
+    fi
+fi
+if ! podman container exists mtb-ctr1; then
     podman run -d --name mtb-ctr1 --hostname mtb-ctr1 --init --label "$MARK=1" \
         localhost/mtb-busybox:latest /bin/sleep infinity >/dev/null || die "podman run mtb-ctr1"
 fi
@@ -88,7 +97,7 @@ if [ -n "$sp" ] && [ "$(readlink "/proc/$sp/cwd" 2>/dev/null)" != / ]; then
     sleep 0.5
     sp=""
 fi
-if [ -z "$sp" ] || ! tr '\0' ' ' <"/proc/$sp/cmdline" 2>/dev/null | grep -q "unix://$TB_DIR/podman.sock"; then
+if [ -z "$sp" ] || ! tr '\0' ' ' 2>/dev/null <"/proc/$sp/cmdline" | grep -q "unix://$TB_DIR/podman.sock"; then
     rm -f "$TB_DIR/podman.sock"
     (cd / && exec setsid podman system service --time=0 "unix://$TB_DIR/podman.sock" \
         </dev/null >"$TB_DIR/podman-service.log" 2>&1) &

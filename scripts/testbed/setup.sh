@@ -137,7 +137,7 @@ done
 running_sshd() {  # pid of the sshd of host dir $1, if it runs
     local pid
     pid=$(cat "$1/sshd.pid" 2>/dev/null) || return 1
-    [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-f $1/sshd_config" && echo "$pid"
+    [ -n "$pid" ] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q -- "-f $1/sshd_config" && echo "$pid"
 }
 
 : >"$TB_DIR/known_hosts.new"

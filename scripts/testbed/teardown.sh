@@ -41,7 +41,7 @@ if command -v podman >/dev/null 2>&1; then
     done
 fi
 sp=$(cat "$TB_DIR/podman-service.pid" 2>/dev/null)
-if [ -n "$sp" ] && tr '\0' ' ' <"/proc/$sp/cmdline" 2>/dev/null | grep -q "unix://$TB_DIR/podman.sock"; then
+if [ -n "$sp" ] && tr '\0' ' ' 2>/dev/null <"/proc/$sp/cmdline" | grep -q "unix://$TB_DIR/podman.sock"; then
     stop "$sp"; log "stopped the podman API service"
 fi
 if [ -f /etc/containers/containers.conf ] && grep -q "$MARK" /etc/containers/containers.conf; then
@@ -53,7 +53,7 @@ if command -v lxc-info >/dev/null 2>&1 && lxc-info -n mtb-lxc1 >/dev/null 2>&1; 
 fi
 np=$(cat "$TB_DIR/nsctr.pid" 2>/dev/null)
 up=$(cat "$TB_DIR/nsctr-unshare.pid" 2>/dev/null)
-if [ -n "$up" ] && tr '\0' ' ' <"/proc/$up/cmdline" 2>/dev/null | grep -q "^unshare "; then
+if [ -n "$up" ] && tr '\0' ' ' 2>/dev/null <"/proc/$up/cmdline" | grep -q "^unshare "; then
     # the init of a PID namespace ignores SIGTERM from outside
     kill -9 "$up" ${np:+"$np"} 2>/dev/null; log "stopped the unshare container"
 fi
@@ -62,7 +62,7 @@ for d in "$TB_DIR"/host*/; do
     [ -d "$d" ] || continue
     d=${d%/}
     pid=$(cat "$d/sshd.pid" 2>/dev/null)
-    if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-f $d/sshd_config"; then
+    if [ -n "$pid" ] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q -- "-f $d/sshd_config"; then
         stop "$pid"; log "stopped the sshd of $(basename "$d")"
     fi
 done
