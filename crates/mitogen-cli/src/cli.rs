@@ -41,15 +41,10 @@ pub(crate) enum Command {
     Facts(Common),
     /// Connect every target and show the tree of contexts.
     Tree(Common),
-    /// Connect the targets and keep them for later commands (`--master
-    /// NAME`) until Ctrl-C.
-    Master {
-        #[command(flatten)]
-        common: Common,
-        /// The master's name, which later commands give to `--master`.
-        #[arg(long, value_name = "NAME", default_value = "default")]
-        name: String,
-    },
+    /// A warm master: connect the targets (if any) and keep them, and
+    /// whatever attached commands ask for, for later commands (`--master
+    /// NAME`); or `status` / `stop` of running masters.
+    Master(MasterArgs),
     /// Print the targets a selection expands to, one per line.
     List {
         #[command(flatten)]
@@ -57,6 +52,44 @@ pub(crate) enum Command {
         /// Print them folded on one line instead (`web[01-20]`).
         #[arg(long)]
         fold: bool,
+    },
+}
+
+/// `mitogen master`: serve, or act on running masters.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct MasterArgs {
+    /// `status` or `stop`; none: serve as a master.
+    #[command(subcommand)]
+    pub action: Option<MasterAction>,
+    #[command(flatten)]
+    pub common: Common,
+    /// The master's name, which later commands give to `--master`.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub name: String,
+}
+
+/// What to do with running masters.
+#[derive(Debug, Subcommand)]
+pub enum MasterAction {
+    /// Show this user's masters: what they hold, how long they live.
+    Status {
+        /// Only this master.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// One JSON object per master per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a master (`--name`, default `default`) or all of them
+    /// (`--all`): their contexts are disconnected.
+    Stop {
+        /// The master to stop.
+        #[arg(long, value_name = "NAME", conflicts_with = "all")]
+        name: Option<String>,
+        /// Every master of this user.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -151,9 +184,17 @@ pub struct Common {
     #[arg(short = 'q', long)]
     quiet: bool,
     /// Use the contexts of the warm master NAME (`mitogen master`)
-    /// instead of connecting.
+    /// instead of connecting; with `--persist`, start it in the
+    /// background when it is not running.
     #[arg(long, value_name = "NAME")]
     master: Option<String>,
+    /// Keep the contexts warm for later commands: use (or start in the
+    /// background) a master that lives this long with nothing attached
+    /// (`90s`, `10m`, `2h`; `0`: no master). Default
+    /// $MITOGEN_PERSIST, else 0. For `mitogen master`: exit after this
+    /// long with nothing attached (default: never).
+    #[arg(long, value_name = "DURATION", env = "MITOGEN_PERSIST")]
+    persist: Option<String>,
 }
 
 /// `run`'s arguments.
@@ -198,11 +239,24 @@ impl RunArgs {
 
 impl Select {
     pub(crate) fn targets(&self) -> Result<Vec<Target>, String> {
+        if self.is_empty() {
+            return Err("no targets given (a positional list or -w)".into());
+        }
+        self.targets_or_none()
+    }
+
+    /// Whether no target was named at all.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.targets.is_none() && self.with.is_empty()
+    }
+
+    /// The targets; none named is an empty list rather than an error.
+    pub(crate) fn targets_or_none(&self) -> Result<Vec<Target>, String> {
         let inv = Inventory::load(self.inventory.as_deref())?;
         let mut include: Vec<String> = self.targets.iter().cloned().collect();
         include.extend(self.with.iter().cloned());
         if include.is_empty() {
-            return Err("no targets given (a positional list or -w)".into());
+            return Ok(Vec::new());
         }
         let t = inv.select(&include, &self.exclude)?;
         if t.is_empty() {
@@ -225,8 +279,15 @@ pub fn secs(what: &str, s: f64) -> Result<Duration, String> {
 impl Common {
     /// The targets (with the become hop added) and how to connect them.
     pub fn resolve(&self) -> Result<(Vec<Target>, ConnectOptions), String> {
+        self.select.targets()?;
+        self.resolve_any()
+    }
+
+    /// As `resolve`, but naming no target is an empty list (a master may
+    /// start with none).
+    pub fn resolve_any(&self) -> Result<(Vec<Target>, ConnectOptions), String> {
         let c = &self.connect;
-        let mut targets = self.select.targets()?;
+        let mut targets = self.select.targets_or_none()?;
         if c.become_ {
             let method = match c.become_method {
                 BecomeArg::Sudo => BecomeMethod::Sudo,
@@ -294,6 +355,44 @@ impl Common {
     /// The warm master to attach to, if any.
     pub fn master(&self) -> Option<&str> {
         self.master.as_deref()
+    }
+
+    /// `--persist`, parsed; `None` when not given.
+    pub fn persist(&self) -> Result<Option<Duration>, String> {
+        self.persist
+            .as_deref()
+            .map(|s| crate::master::parse_duration(s).map_err(|e| format!("--persist: {e}")))
+            .transpose()
+    }
+
+    /// The connect options as command-line arguments, for a master
+    /// started in the background to connect the same way.
+    pub fn connect_args(&self) -> Vec<String> {
+        let c = &self.connect;
+        let mut a = vec![
+            "--connect-timeout".to_string(),
+            c.connect_timeout.to_string(),
+            "--host-keys".to_string(),
+            match c.host_keys {
+                HostKeys::Enforce => "enforce",
+                HostKeys::Accept => "accept",
+                HostKeys::Ignore => "ignore",
+            }
+            .to_string(),
+        ];
+        if let Some(f) = &c.ssh_config {
+            a.push("-F".into());
+            a.push(f.to_string_lossy().into_owned());
+        }
+        for o in &c.ssh_option {
+            a.push("-o".into());
+            a.push(o.clone());
+        }
+        if let Some(f) = &c.identity {
+            a.push("--identity".into());
+            a.push(f.to_string_lossy().into_owned());
+        }
+        a
     }
 
     /// Whether the progress display is off.

@@ -7,8 +7,9 @@
 
 use crate::cli::{secs, Common, RunArgs};
 use crate::interrupt::INTERRUPTED;
+use crate::master::Attached;
 use crate::output::{self, Mode, Outcome, TargetResult};
-use crate::plan::Plan;
+use crate::plan::{Plan, Source};
 use crate::remote::{self, CommandSpec, Facts};
 use crate::session::{Finished, Session};
 use mitogen::Context;
@@ -32,13 +33,39 @@ fn stop_all(ctxs: &[Context]) {
     }
 }
 
+/// The warm master a command uses, if any: `--master NAME` (started
+/// when missing if `--persist` is given too), or with `--persist` alone
+/// the background master of these connect options.
+fn warm_master(c: &Common, timeout: Duration) -> Result<Option<Arc<Attached>>, String> {
+    let persist = c.persist()?.filter(|d| !d.is_zero());
+    let a = match (c.master(), persist) {
+        (Some(name), None) => crate::master::attach(name, timeout)?,
+        (Some(name), Some(p)) => {
+            crate::master::attach_or_start(name, p, &c.connect_args(), timeout)?
+        }
+        (None, Some(p)) => {
+            let args = c.connect_args();
+            let name = crate::master::auto_name(&args);
+            crate::master::attach_or_start(&name, p, &args, timeout)?
+        }
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(Arc::new(a)))
+}
+
 fn session<'r>(router: &'r mitogen::Router, c: &Common) -> Result<Session<'r>, String> {
     let (targets, opts) = c.resolve()?;
-    let plan = Plan::new(targets);
-    let attached = match c.master() {
-        Some(name) => Some(crate::master::attach(name, &plan, opts.connect_timeout)?),
-        None => None,
-    };
+    let mut plan = Plan::new(targets);
+    let attached = warm_master(c, opts.connect_timeout)?;
+    if let Some(a) = &attached {
+        let (a, pw) = (a.clone(), opts.become_password.clone());
+        // Connecting a new hop may take the master a connect timeout
+        // per hop; a dead master fails the call at once.
+        let wait = opts.connect_timeout * 8;
+        plan.source = Some(Source(Box::new(move |name| {
+            a.acquire(name, pw.as_ref(), wait)
+        })));
+    }
     Ok(Session {
         router,
         plan: Arc::new(plan),
@@ -389,15 +416,24 @@ pub fn tree(router: &mitogen::Router, c: &Common) -> Result<ExitCode, String> {
     Ok(status(reached == plan.targets.len(), fin.interrupted))
 }
 
-/// `mitogen master --name NAME TARGETS`: connect, then hold the contexts
-/// for attached commands until Ctrl-C (or SIGTERM).
+/// `mitogen master --name NAME [TARGETS]`: connect the targets, then
+/// serve them, and whatever attached commands ask for, until stopped.
 pub fn master(router: &mitogen::Router, c: &Common, name: &str) -> Result<ExitCode, String> {
     if c.master().is_some() {
         return Err("a master does not attach to another (--master)".into());
     }
     // Fails early, before connecting anything, when the name is bad.
-    let path = crate::master::socket(name)?;
-    let s = session(router, c)?;
+    crate::master::socket(name)?;
+    let persist = c.persist()?.filter(|d| !d.is_zero());
+    let (targets, opts) = c.resolve_any()?;
+    let s = Session {
+        router,
+        plan: Arc::new(Plan::new(targets)),
+        opts,
+        forks: c.forks()?,
+        quiet: c.quiet(),
+        _attached: None,
+    };
     let fin = s.run(
         |_, ctx: Result<Context, String>, _| ctx.err(),
         |p, i, err: &Option<String>| {
@@ -412,20 +448,101 @@ pub fn master(router: &mitogen::Router, c: &Common, name: &str) -> Result<ExitCo
     if fin.interrupted {
         return Ok(status(false, true));
     }
-    let (listener, n) = crate::master::serve(router, name, &s.plan)?;
-    eprintln!(
-        "mitogen: master {name:?} holds {n} of {} targets on {} (Ctrl-C to stop)",
-        s.plan.targets.len(),
-        path.display()
-    );
-    let interrupt = crate::interrupt::Interrupt::install();
-    while !interrupt.fired() {
-        std::thread::sleep(Duration::from_millis(100));
+    crate::master::serve(router, name, persist, &s.opts, &s.plan)
+}
+
+/// How long `master status` and `master stop` wait on a master.
+const MASTER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `mitogen master status [--name NAME] [--json]`
+pub fn master_status(name: Option<&str>, json: bool) -> Result<ExitCode, String> {
+    let names = match name {
+        Some(n) => vec![n.to_string()],
+        None => crate::master::names()?,
+    };
+    if names.is_empty() && !json {
+        println!("no masters");
     }
-    drop(interrupt);
-    listener.close();
-    eprintln!("mitogen: master {name:?} stopped");
-    Ok(ExitCode::SUCCESS)
+    let mut all_up = true;
+    for n in names {
+        let info = crate::master::attach(&n, MASTER_TIMEOUT).and_then(|a| a.info(MASTER_TIMEOUT));
+        all_up &= info.is_ok();
+        if json {
+            let v = match &info {
+                Ok(i) => serde_json::json!({"name": n, "running": true, "info": i}),
+                Err(e) => serde_json::json!({"name": n, "running": false, "error": e}),
+            };
+            println!("{v}");
+            continue;
+        }
+        match info {
+            Ok(i) => {
+                let life = match (i.persist, i.idle) {
+                    (None, _) => "until stopped".to_string(),
+                    (Some(p), Some(idle)) => format!(
+                        "idle {}, exits after {}",
+                        crate::master::show_duration(Duration::from_secs_f64(idle)),
+                        crate::master::show_duration(Duration::from_secs_f64(p))
+                    ),
+                    (Some(p), None) => format!(
+                        "in use, exits {} after the last command",
+                        crate::master::show_duration(Duration::from_secs_f64(p))
+                    ),
+                };
+                println!(
+                    "{n}: pid {}, up {}, {life}, {} attached, holds {} contexts",
+                    i.pid,
+                    crate::master::show_duration(Duration::from_secs_f64(i.up)),
+                    // The asking process itself is not news.
+                    i.attached.saturating_sub(1),
+                    i.held.len()
+                );
+                for h in &i.held {
+                    println!("  {h}");
+                }
+            }
+            Err(e) => println!("{n}: not running ({e})"),
+        }
+    }
+    Ok(if all_up {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `mitogen master stop [--name NAME | --all]`
+pub fn master_stop(name: Option<&str>, all: bool) -> Result<ExitCode, String> {
+    let names = if all {
+        crate::master::names()?
+    } else {
+        vec![name.unwrap_or("default").to_string()]
+    };
+    let mut ok = true;
+    for n in names {
+        let r = crate::master::attach(&n, MASTER_TIMEOUT).and_then(|a| a.stop(MASTER_TIMEOUT));
+        match r {
+            Ok(()) => {
+                // Gone once its socket is: bounded wait.
+                let path = crate::master::socket(&n)?;
+                let t = Instant::now();
+                while path.exists() && t.elapsed() < MASTER_TIMEOUT {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                println!("{n}: stopped");
+            }
+            Err(e) if all => println!("{n}: not running ({e})"),
+            Err(e) => {
+                eprintln!("mitogen: {e}");
+                ok = false;
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// A byte count as people read it.

@@ -45,7 +45,15 @@ fn run(router: &mitogen::Router) -> ExitCode {
         cli::Command::Ping(c) => crate::commands::ping(router, &c),
         cli::Command::Facts(c) => crate::commands::facts(router, &c),
         cli::Command::Tree(c) => crate::commands::tree(router, &c),
-        cli::Command::Master { common, name } => crate::commands::master(router, &common, &name),
+        cli::Command::Master(m) => match m.action {
+            None => crate::commands::master(router, &m.common, &m.name),
+            Some(cli::MasterAction::Status { name, json }) => {
+                crate::commands::master_status(name.as_deref(), json)
+            }
+            Some(cli::MasterAction::Stop { name, all }) => {
+                crate::commands::master_stop(name.as_deref(), all)
+            }
+        },
         cli::Command::List { select, fold } => select.targets().map(|ts| {
             let names: Vec<String> = ts.iter().map(|t| t.name()).collect();
             // A closed pipe (`| head`) ends the listing quietly.

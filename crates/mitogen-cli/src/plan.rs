@@ -53,6 +53,19 @@ pub struct Node {
     pub link: OnceLock<Result<Link, String>>,
 }
 
+/// Where targets come from instead of connecting here: a warm master,
+/// asked by target name.
+pub struct Source(pub Box<SourceFn>);
+
+/// Asks for a target by canonical name.
+pub type SourceFn = dyn Fn(&str) -> Result<Context, String> + Send + Sync;
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Source(..)")
+    }
+}
+
 /// The hop tree of a set of targets.
 #[derive(Debug)]
 pub struct Plan {
@@ -60,6 +73,9 @@ pub struct Plan {
     pub nodes: Vec<Node>,
     /// The targets, each with its last node.
     pub targets: Vec<(Target, usize)>,
+    /// When set, targets are asked of it whole (their hops are the
+    /// master's business) instead of connected hop by hop here.
+    pub source: Option<Source>,
 }
 
 impl Plan {
@@ -89,6 +105,7 @@ impl Plan {
         Plan {
             nodes,
             targets: out,
+            source: None,
         }
     }
 
@@ -113,9 +130,18 @@ impl Plan {
         i: usize,
     ) -> Result<Context, String> {
         let node = &self.nodes[i];
-        // Known already: connected by another target, or given by a
-        // warm master.
+        // Known already: connected by another target.
         if let Some(r) = node.link.get() {
+            return r.as_ref().map(|l| l.ctx.clone()).map_err(Clone::clone);
+        }
+        if let Some(src) = &self.source {
+            let r = node.link.get_or_init(|| {
+                let t = Instant::now();
+                (src.0)(&self.path_name(i)).map(|ctx| Link {
+                    ctx,
+                    took: t.elapsed(),
+                })
+            });
             return r.as_ref().map(|l| l.ctx.clone()).map_err(Clone::clone);
         }
         let via = match node.parent {
@@ -148,7 +174,7 @@ impl Plan {
 }
 
 /// Connects one hop, from `via` or from here.
-fn connect(
+pub(crate) fn connect(
     router: &Router,
     opts: &ConnectOptions,
     hop: &Hop,

@@ -103,7 +103,7 @@ pub struct Session<'r> {
     /// No progress display even on a terminal.
     pub quiet: bool,
     /// The warm master whose contexts the plan uses, kept attached.
-    pub _attached: Option<crate::master::Attached>,
+    pub _attached: Option<std::sync::Arc<crate::master::Attached>>,
 }
 
 impl Session<'_> {

@@ -8,14 +8,18 @@ mod util;
 use libtest_mimic::{Arguments, Trial};
 use std::process::Command;
 use std::time::Duration;
-use util::{mitogen, Testbed, BIN};
+use util::{mitogen, mitogen_env, private_runtime_dir, Testbed, BIN};
 
 /// One test on the test bed.
 type HostTest = fn(&Testbed);
 
 fn main() {
     let args = Arguments::from_args();
-    let tests: [(&str, HostTest); 7] = [
+    let tests: [(&str, HostTest); 8] = [
+        (
+            "a_warm_master_saves_the_second_run_every_ssh",
+            a_warm_master_saves_the_second_run_every_ssh,
+        ),
         (
             "a_container_hop_here_and_behind_another_hop",
             a_container_hop_here_and_behind_another_hop,
@@ -98,16 +102,19 @@ fn an_unreachable_host_is_reported_on_its_own_and_fails_the_run(tb: &Testbed) {
         "run",
         "-F",
         &tb.ssh_config,
+        // The good hosts have room on a loaded machine (a first run
+        // uploads the agent); the bad one fails on ssh's own
+        // ConnectTimeout (5 s in the test bed's ssh_config).
         "--connect-timeout",
-        "5",
+        "30",
         "--json",
         &targets,
         "--",
         "true",
     ]);
     assert_eq!(r.code, Some(1), "{r:?}");
-    assert_eq!(r.target(&tb.hosts[0])["ok"], true);
-    assert_eq!(r.target(&tb.hosts[1])["ok"], true);
+    assert_eq!(r.target(&tb.hosts[0])["ok"], true, "{r:?}");
+    assert_eq!(r.target(&tb.hosts[1])["ok"], true, "{r:?}");
     let v = r.target(&bad);
     assert_eq!(v["ok"], false);
     assert!(
@@ -257,4 +264,92 @@ fn a_container_hop_here_and_behind_another_hop(tb: &Testbed) {
     assert_eq!(r.target(&format!("local/podman:{ctr}"))["stdout"], "root\n");
     let e = r.target("podman:no-such-ctr-x")["error"].to_string();
     assert!(e.contains("no-such-ctr-x"), "{e}");
+}
+
+/// `--persist`: the first run starts a background master, which starts
+/// one `ssh` per host; the second run starts none (every `ssh` started is
+/// counted by a wrapper first on PATH) and reaches the same remote
+/// processes. After `kill -9` of the master, the next run starts a new
+/// one (and new ssh sessions).
+fn a_warm_master_saves_the_second_run_every_ssh(tb: &Testbed) {
+    use std::os::unix::fs::PermissionsExt;
+    let rt = private_runtime_dir("ssh-count");
+    let bin = std::path::Path::new(&rt).join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = std::path::Path::new(&rt).join("ssh.log");
+    let real = ["/usr/bin/ssh", "/bin/ssh"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("ssh is installed");
+    std::fs::write(
+        bin.join("ssh"),
+        format!(
+            "#!/bin/sh\necho \"$*\" >>'{}'\nexec {real} \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("ssh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = [("XDG_RUNTIME_DIR", rt.as_str()), ("PATH", path.as_str())];
+    let ssh_started = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let targets = tb.hosts.join(",");
+    let args = [
+        "run",
+        "-F",
+        &tb.ssh_config,
+        "--persist",
+        "2m",
+        "--json",
+        &targets,
+        "--",
+        "echo $PPID",
+    ];
+    let a = mitogen_env(&args, &env);
+    assert_eq!(a.code, Some(0), "{a:?}");
+    assert_eq!(ssh_started(), 3, "one ssh per host");
+    let b = mitogen_env(&args, &env);
+    assert_eq!(b.code, Some(0), "{b:?}");
+    assert_eq!(ssh_started(), 3, "the second run started no ssh");
+    for h in &tb.hosts {
+        assert_eq!(
+            a.target(h)["stdout"],
+            b.target(h)["stdout"],
+            "the same remote process"
+        );
+    }
+    // Warm, a run is round trips: generous bound, catches a reconnect.
+    assert!(b.took < a.took, "warm {:?} vs cold {:?}", b.took, a.took);
+
+    let st = mitogen_env(&["master", "status", "--json"], &env);
+    let v = st.json().into_iter().next().expect("one master");
+    let pid = v["info"]["pid"].as_u64().expect("its pid") as i32;
+    assert_eq!(v["info"]["held"].as_array().map(Vec::len), Some(3), "{v}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the master survived SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let c = mitogen_env(&args, &env);
+    assert_eq!(c.code, Some(0), "{c:?}");
+    assert_eq!(ssh_started(), 6, "a new master, new ssh sessions");
+    mitogen_env(&["master", "stop", "--all"], &env);
+    let _ = std::fs::remove_dir_all(&rt);
 }

@@ -297,6 +297,13 @@ impl Listener {
         &self.shared.path
     }
 
+    /// How many processes are attached to this master now (through any
+    /// listener of its router). A master that expires when idle (the
+    /// command-line tool's warm master) counts these.
+    pub fn attached(&self) -> usize {
+        self.shared.core.upgrade().map_or(0, |c| c.foreign_links())
+    }
+
     /// Stops listening and removes the socket and lock files. Processes
     /// already attached stay attached. Closing twice does nothing more.
     pub fn close(&self) {

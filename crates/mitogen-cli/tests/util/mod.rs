@@ -89,6 +89,26 @@ pub fn mitogen(args: &[&str]) -> Run {
     run_cmd(cmd, Duration::from_secs(60))
 }
 
+/// Runs `mitogen ARGS` with `env` set, at most 60 s.
+pub fn mitogen_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).envs(env.iter().copied());
+    run_cmd(cmd, Duration::from_secs(60))
+}
+
+/// A private runtime directory (mode 0700) for the masters of one test,
+/// to give as `XDG_RUNTIME_DIR`: tests do not see each other's masters.
+pub fn private_runtime_dir(tag: &str) -> String {
+    use std::os::unix::fs::DirBuilderExt;
+    let d = std::env::temp_dir().join(format!("mitogen-cli-rt-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&d)
+        .expect("a private directory");
+    d.to_string_lossy().into_owned()
+}
+
 /// The test bed (`scripts/testbed/setup.sh`), if it is up.
 #[derive(Debug)]
 pub struct Testbed {
