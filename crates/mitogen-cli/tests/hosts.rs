@@ -75,8 +75,13 @@ fn main() {
     libtest_mimic::run(&args, trials).exit()
 }
 
+/// The three hosts, local contexts and (when the test bed has one) a
+/// podman container, in one invocation.
 fn run_over_the_three_hosts_and_local_contexts_in_one_invocation(tb: &Testbed) {
-    let targets = format!("{},{},{},local[1-2]", tb.hosts[0], tb.hosts[1], tb.hosts[2]);
+    let mut targets = format!("{},{},{},local[1-2]", tb.hosts[0], tb.hosts[1], tb.hosts[2]);
+    if let Some(ctr) = &tb.podman_ctr {
+        targets.push_str(&format!(",podman:{ctr}"));
+    }
     let r = mitogen(&[
         "run",
         "-F",
@@ -87,9 +92,15 @@ fn run_over_the_three_hosts_and_local_contexts_in_one_invocation(tb: &Testbed) {
         "hostname",
     ]);
     assert_eq!(r.code, Some(0), "{r:?}");
-    assert_eq!(r.json().len(), 5);
+    assert_eq!(r.json().len(), 5 + usize::from(tb.podman_ctr.is_some()));
     for (i, h) in tb.hosts.iter().enumerate() {
         assert_eq!(r.target(h)["stdout"], format!("mtb-host{}\n", i + 1));
+    }
+    if let Some(ctr) = &tb.podman_ctr {
+        assert_eq!(
+            r.target(&format!("podman:{ctr}"))["stdout"],
+            format!("{ctr}\n")
+        );
     }
     let local = r.target("local1")["stdout"].as_str().unwrap().to_string();
     assert_eq!(r.target("local2")["stdout"], local);
