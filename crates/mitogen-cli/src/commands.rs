@@ -7,7 +7,7 @@
 
 use crate::cli::{secs, Common, RunArgs};
 use crate::interrupt::INTERRUPTED;
-use crate::output::{self, Mode, Outcome, TargetResult};
+use crate::output::{self, bytes, Mode, Outcome, TargetResult};
 use crate::plan::Plan;
 use crate::remote::{self, CommandSpec, Facts};
 use crate::session::{Finished, Session};
@@ -32,7 +32,9 @@ fn stop_all(ctxs: &[Context]) {
     }
 }
 
-fn session<'r>(router: &'r mitogen::Router, c: &Common) -> Result<Session<'r>, String> {
+/// The session of a command: its targets planned, attached to the warm
+/// master when `--master` says so.
+pub(crate) fn session<'r>(router: &'r mitogen::Router, c: &Common) -> Result<Session<'r>, String> {
     let (targets, opts) = c.resolve()?;
     let plan = Plan::new(targets);
     let attached = match c.master() {
@@ -46,11 +48,12 @@ fn session<'r>(router: &'r mitogen::Router, c: &Common) -> Result<Session<'r>, S
         forks: c.forks()?,
         quiet: c.quiet(),
         _attached: attached,
+        bytes: None,
     })
 }
 
 /// The names of the targets that did not finish.
-fn unfinished<T>(plan: &Plan, f: &Finished<T>) -> Vec<String> {
+pub(crate) fn unfinished<T>(plan: &Plan, f: &Finished<T>) -> Vec<String> {
     plan.targets
         .iter()
         .zip(&f.results)
@@ -59,7 +62,9 @@ fn unfinished<T>(plan: &Plan, f: &Finished<T>) -> Vec<String> {
         .collect()
 }
 
-fn status(all_ok: bool, interrupted: bool) -> ExitCode {
+/// The exit status: 130 after Ctrl-C, else 0 when every target
+/// succeeded, else 1.
+pub(crate) fn status(all_ok: bool, interrupted: bool) -> ExitCode {
     match (interrupted, all_ok) {
         (true, _) => ExitCode::from(INTERRUPTED),
         (false, true) => ExitCode::SUCCESS,
@@ -426,13 +431,4 @@ pub fn master(router: &mitogen::Router, c: &Common, name: &str) -> Result<ExitCo
     listener.close();
     eprintln!("mitogen: master {name:?} stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// A byte count as people read it.
-fn bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / 1048576.0),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
 }
