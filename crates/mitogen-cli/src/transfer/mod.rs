@@ -67,11 +67,15 @@ fn print(json: bool, r: &XferResult, way: Way) {
     }
 }
 
-/// Prints the summary and gives the exit status.
-fn finish(s: &Session<'_>, fin: &Finished<XferResult>, way: Way) -> ExitCode {
+/// Prints the summary (the time since `start`) and gives the exit
+/// status.
+fn finish(s: &Session<'_>, fin: &Finished<XferResult>, start: Instant, way: Way) -> ExitCode {
     let done: Vec<&XferResult> = fin.results.iter().flatten().collect();
     let left = unfinished(&s.plan, fin);
-    eprintln!("mitogen: {}", result::summary(&done, &left, fin.took, way));
+    eprintln!(
+        "mitogen: {}",
+        result::summary(&done, &left, start.elapsed(), way)
+    );
     let all_ok = left.is_empty() && done.iter().all(|r| r.ok());
     status(all_ok, fin.interrupted)
 }
@@ -237,6 +241,7 @@ fn push_group(
 
 /// `mitogen copy TARGETS SRC... DEST`
 pub fn copy(router: &mitogen::Router, args: &CopyArgs) -> Result<ExitCode, String> {
+    let start = Instant::now();
     let pairs = Arc::new(paths::copy_pairs(&args.paths)?);
     let opts = options(&args.opts)?;
     let mut s = session(router, &args.common)?;
@@ -315,7 +320,7 @@ pub fn copy(router: &mitogen::Router, args: &CopyArgs) -> Result<ExitCode, Strin
         },
         |_| {},
     );
-    Ok(finish(&s, &fin, Way::Sent))
+    Ok(finish(&s, &fin, start, Way::Sent))
 }
 
 /// Gets every pair from `ctx` into `dir` (made first).
@@ -341,6 +346,7 @@ fn get_all(
 
 /// `mitogen fetch TARGETS REMOTE... LOCALDIR`
 pub fn fetch(router: &mitogen::Router, args: &FetchArgs) -> Result<ExitCode, String> {
+    let start = Instant::now();
     let (pairs, local) = paths::fetch_pairs(&args.paths)?;
     let opts = options(&args.opts)?;
     let mut s = session(router, &args.common)?;
@@ -373,7 +379,7 @@ pub fn fetch(router: &mitogen::Router, args: &FetchArgs) -> Result<ExitCode, Str
         },
         |_| {},
     );
-    Ok(finish(&s, &fin, Way::Received))
+    Ok(finish(&s, &fin, start, Way::Received))
 }
 
 #[cfg(test)]
