@@ -346,7 +346,10 @@ fn a_copy_on_a_terminal_shows_bytes_in_its_progress() {
     let mut t = util::Pty::spawn(&["copy", "local1", &s.path("site"), &s.path("copy")]);
     let (status, out) = t.wait(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "{out}");
-    assert!(out.contains("0/1 done"), "a progress bar was drawn: {out:?}");
+    assert!(
+        out.contains("0/1 done"),
+        "a progress bar was drawn: {out:?}"
+    );
     assert!(out.contains("failed 0 · 0 B"), "bytes shown: {out:?}");
     assert!(out.contains("local1: 3 files sent (586.0 KiB)"), "{out:?}");
 }
