@@ -250,7 +250,10 @@ pub fn copy(router: &mitogen::Router, args: &CopyArgs) -> Result<ExitCode, Strin
     let names: Arc<Vec<String>> = Arc::new(names(&s.plan));
     let json = args.common.json();
     let n = names.len();
-    let groups = if args.no_push {
+    // Through a warm master the targets hang below the master, not
+    // below this process: a push would still send one stream per target
+    // (and skip nothing), so each target gets its own transfer.
+    let groups = if args.no_push || args.common.master().is_some() {
         Vec::new()
     } else {
         push_groups(&s.plan)
