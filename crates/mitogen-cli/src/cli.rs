@@ -45,6 +45,14 @@ pub(crate) enum Command {
     /// whatever attached commands ask for, for later commands (`--master
     /// NAME`); or `status` / `stop` of running masters.
     Master(MasterArgs),
+    /// Copy local files and directory trees to every target.
+    Copy(CopyArgs),
+    /// Copy files and trees from every target, each into a directory of
+    /// its own (like rpdcp).
+    Fetch(FetchArgs),
+    /// Run the local rsync once per target; `:PATH` in its arguments is
+    /// that path on the target.
+    Rsync(RsyncArgs),
     /// Print the targets a selection expands to, one per line.
     List {
         #[command(flatten)]
@@ -225,15 +233,120 @@ pub struct RunArgs {
 impl RunArgs {
     /// How to print.
     pub fn mode(&self) -> Mode {
-        if self.common.json {
-            Mode::Json
-        } else if self.inline {
-            Mode::Inline
-        } else if self.gather || std::io::stdout().is_terminal() {
-            Mode::Gather
-        } else {
-            Mode::Inline
-        }
+        mode(self.common.json, self.inline, self.gather)
+    }
+}
+
+/// How to print results: JSON when asked, else inline or gathered as
+/// asked, else gathered on a terminal and inline otherwise.
+fn mode(json: bool, inline: bool, gather: bool) -> Mode {
+    if json {
+        Mode::Json
+    } else if inline {
+        Mode::Inline
+    } else if gather || std::io::stdout().is_terminal() {
+        Mode::Gather
+    } else {
+        Mode::Inline
+    }
+}
+
+/// What `copy` and `fetch` take besides the targets and paths.
+#[derive(Debug, Args)]
+pub struct TransferOpts {
+    /// Do not give files their source's owner and group (they belong to
+    /// the receiving account).
+    #[arg(long)]
+    pub no_owner: bool,
+    /// Send every file, even one identical to what is there already.
+    #[arg(long)]
+    pub no_skip: bool,
+    /// Do not fsync files before renaming them into place (faster;
+    /// survives anything but a crash of the receiving machine).
+    #[arg(long)]
+    pub no_fsync: bool,
+    /// Fail a transfer that makes no progress for this long.
+    #[arg(long, value_name = "SECS", default_value_t = 120.0)]
+    pub stall_timeout: f64,
+}
+
+/// `copy`'s arguments: `mitogen copy TARGETS SRC... DEST`.
+#[derive(Debug, Args)]
+#[command(
+    mut_arg("targets", |a| a.required(true).index(1)),
+    override_usage = "mitogen copy [OPTIONS] TARGETS SRC... DEST"
+)]
+pub struct CopyArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub opts: TransferOpts,
+    /// Send to each target on its own even when targets share a hop
+    /// (a shared hop otherwise receives each file once and forwards it;
+    /// on their own, files already identical are skipped).
+    #[arg(long)]
+    pub no_push: bool,
+    /// Local files or trees (SRC...), then where they go on every target
+    /// (DEST): with one SRC and DEST not ending in `/`, DEST is the
+    /// copy's path; else each SRC goes into the directory DEST under its
+    /// own name.
+    #[arg(value_name = "PATH", index = 2, num_args = 2.., required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+/// `fetch`'s arguments: `mitogen fetch TARGETS REMOTE... LOCALDIR`.
+#[derive(Debug, Args)]
+#[command(
+    mut_arg("targets", |a| a.required(true).index(1)),
+    override_usage = "mitogen fetch [OPTIONS] TARGETS REMOTE... LOCALDIR"
+)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub opts: TransferOpts,
+    /// Files or trees on the targets (REMOTE...), then the local
+    /// directory (LOCALDIR): each REMOTE lands in
+    /// LOCALDIR/<target>/<its name>, <target> being the target's name
+    /// with `/` as `+` and `:` as `_`.
+    #[arg(
+        value_name = "PATH",
+        index = 2,
+        num_args = 2..,
+        required = true
+    )]
+    pub paths: Vec<PathBuf>,
+}
+
+/// `rsync`'s arguments: `mitogen rsync TARGETS -- RSYNC-ARGS...`.
+#[derive(Debug, Args)]
+pub struct RsyncArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Print each line as `target: line` as targets finish (default when
+    /// stdout is not a terminal).
+    #[arg(short = 'i', long, conflicts_with_all = ["gather", "json"])]
+    inline: bool,
+    /// Print identical outputs once under their folded targets (default
+    /// on a terminal).
+    #[arg(long, conflicts_with = "json")]
+    gather: bool,
+    /// Kill rsync (and what it runs on the target) after this long.
+    #[arg(short = 't', long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Bytes of rsync's stdout, and of its stderr, kept per target.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub max_output: usize,
+    /// rsync's arguments; `:PATH` is PATH on the target (`HOST:PATH`
+    /// works too: the host is ignored).
+    #[arg(last = true, required = true, value_name = "RSYNC-ARGS")]
+    pub args: Vec<String>,
+}
+
+impl RsyncArgs {
+    /// How to print.
+    pub fn mode(&self) -> Mode {
+        mode(self.common.json, self.inline, self.gather)
     }
 }
 

@@ -8,7 +8,7 @@
 use crate::cli::{secs, Common, RunArgs};
 use crate::interrupt::INTERRUPTED;
 use crate::master::Attached;
-use crate::output::{self, Mode, Outcome, TargetResult};
+use crate::output::{self, bytes, Mode, Outcome, TargetResult};
 use crate::plan::{Plan, Source};
 use crate::remote::{self, CommandSpec, Facts};
 use crate::session::{Finished, Session};
@@ -53,7 +53,9 @@ fn warm_master(c: &Common, timeout: Duration) -> Result<Option<Arc<Attached>>, S
     Ok(Some(Arc::new(a)))
 }
 
-fn session<'r>(router: &'r mitogen::Router, c: &Common) -> Result<Session<'r>, String> {
+/// The session of a command: its targets planned, attached to the warm
+/// master when `--master` or `--persist` says so.
+pub(crate) fn session<'r>(router: &'r mitogen::Router, c: &Common) -> Result<Session<'r>, String> {
     let (targets, opts) = c.resolve()?;
     let mut plan = Plan::new(targets);
     let attached = warm_master(c, opts.connect_timeout)?;
@@ -73,11 +75,12 @@ fn session<'r>(router: &'r mitogen::Router, c: &Common) -> Result<Session<'r>, S
         forks: c.forks()?,
         quiet: c.quiet(),
         _attached: attached,
+        bytes: None,
     })
 }
 
 /// The names of the targets that did not finish.
-fn unfinished<T>(plan: &Plan, f: &Finished<T>) -> Vec<String> {
+pub(crate) fn unfinished<T>(plan: &Plan, f: &Finished<T>) -> Vec<String> {
     plan.targets
         .iter()
         .zip(&f.results)
@@ -86,7 +89,9 @@ fn unfinished<T>(plan: &Plan, f: &Finished<T>) -> Vec<String> {
         .collect()
 }
 
-fn status(all_ok: bool, interrupted: bool) -> ExitCode {
+/// The exit status: 130 after Ctrl-C, else 0 when every target
+/// succeeded, else 1.
+pub(crate) fn status(all_ok: bool, interrupted: bool) -> ExitCode {
     match (interrupted, all_ok) {
         (true, _) => ExitCode::from(INTERRUPTED),
         (false, true) => ExitCode::SUCCESS,
@@ -433,6 +438,7 @@ pub fn master(router: &mitogen::Router, c: &Common, name: &str) -> Result<ExitCo
         forks: c.forks()?,
         quiet: c.quiet(),
         _attached: None,
+        bytes: None,
     };
     let fin = s.run(
         |_, ctx: Result<Context, String>, _| ctx.err(),
@@ -543,13 +549,4 @@ pub fn master_stop(name: Option<&str>, all: bool) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(1)
     })
-}
-
-/// A byte count as people read it.
-fn bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / 1048576.0),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
 }

@@ -14,23 +14,33 @@
 use nix::sys::termios::{self, LocalFlags, SetArg, SpecialCharacterIndices, Termios};
 use std::io::{IsTerminal, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 
 /// Exit status after an interrupt (128 + SIGINT).
 pub const INTERRUPTED: u8 = 130;
 
-/// The terminal settings to put back, shared with the reading thread.
-type Saved = Arc<Mutex<Option<Termios>>>;
+/// The terminal settings to put back while a watch is on.
+static SAVED: Mutex<Option<Termios>> = Mutex::new(None);
+
+/// Whether Ctrl-C (or SIGINT/SIGTERM) arrived: one flag for the whole
+/// process, so a command that watches twice (`copy`: connecting, then
+/// transferring) sees a Ctrl-C whichever watch was on.
+static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// The one thread reading the terminal's keys.
+static READER: Once = Once::new();
 
 /// Watches for Ctrl-C while alive; restores the terminal when dropped.
+/// Watches may follow one another: the signal handlers and the key
+/// reader are set up once, and the flag, once set, stays set (the
+/// command is ending).
 #[derive(Debug)]
 pub struct Interrupt {
-    flag: Arc<AtomicBool>,
-    saved: Saved,
+    _private: (),
 }
 
-fn restore(saved: &Saved) {
-    let mut s = saved.lock().unwrap_or_else(|p| p.into_inner());
+fn restore() {
+    let mut s = SAVED.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(t) = s.take() {
         let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSANOW, &t);
     }
@@ -42,11 +52,10 @@ fn foreground() -> bool {
     stdin.is_terminal() && nix::unistd::tcgetpgrp(&stdin).is_ok_and(|g| g == nix::unistd::getpgrp())
 }
 
-impl Interrupt {
-    /// Starts watching.
-    pub fn install() -> Interrupt {
+/// The process's flag, its signal handlers registered on first use.
+fn flag() -> &'static Arc<AtomicBool> {
+    FLAG.get_or_init(|| {
         let flag = Arc::new(AtomicBool::new(false));
-        let saved: Saved = Arc::new(Mutex::new(None));
         for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             // The first signal sets the flag; with the flag set, the next
             // one exits.
@@ -57,6 +66,14 @@ impl Interrupt {
             );
             let _ = signal_hook::flag::register(sig, flag.clone());
         }
+        flag
+    })
+}
+
+impl Interrupt {
+    /// Starts watching.
+    pub fn install() -> Interrupt {
+        let flag = flag();
         if foreground() {
             if let Ok(old) = termios::tcgetattr(std::io::stdin()) {
                 let mut raw = old.clone();
@@ -64,26 +81,33 @@ impl Interrupt {
                     .remove(LocalFlags::ISIG | LocalFlags::ICANON | LocalFlags::ECHO);
                 raw.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
                 raw.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
-                if termios::tcsetattr(std::io::stdin(), SetArg::TCSANOW, &raw).is_ok() {
-                    *saved.lock().unwrap_or_else(|p| p.into_inner()) = Some(old);
-                    let (flag, saved) = (flag.clone(), saved.clone());
-                    let _ = std::thread::Builder::new()
-                        .name("mitogen-cli-keys".into())
-                        .spawn(move || read_keys(&flag, &saved));
+                let mut saved = SAVED.lock().unwrap_or_else(|p| p.into_inner());
+                if saved.is_none()
+                    && termios::tcsetattr(std::io::stdin(), SetArg::TCSANOW, &raw).is_ok()
+                {
+                    *saved = Some(old);
+                    READER.call_once(|| {
+                        let flag = flag.clone();
+                        let _ = std::thread::Builder::new()
+                            .name("mitogen-cli-keys".into())
+                            .spawn(move || read_keys(&flag));
+                    });
                 }
             }
         }
-        Interrupt { flag, saved }
+        Interrupt { _private: () }
     }
 
     /// Whether Ctrl-C (or SIGINT/SIGTERM) arrived.
     pub fn fired(&self) -> bool {
-        self.flag.load(Ordering::Relaxed)
+        flag().load(Ordering::Relaxed)
     }
 }
 
 /// Reads the terminal for Ctrl-C (ETX) bytes; other keys are ignored.
-fn read_keys(flag: &AtomicBool, saved: &Saved) {
+/// Between watches the terminal is back to normal and Ctrl-C is a
+/// signal again (caught by the handlers).
+fn read_keys(flag: &AtomicBool) {
     let mut stdin = std::io::stdin();
     let mut b = [0u8; 64];
     loop {
@@ -91,7 +115,7 @@ fn read_keys(flag: &AtomicBool, saved: &Saved) {
             Ok(0) | Err(_) => return,
             Ok(n) if b[..n].contains(&3) => {
                 if flag.swap(true, Ordering::Relaxed) {
-                    restore(saved);
+                    restore();
                     eprintln!("\nmitogen: interrupted twice, exiting");
                     std::process::exit(i32::from(INTERRUPTED));
                 }
@@ -103,6 +127,6 @@ fn read_keys(flag: &AtomicBool, saved: &Saved) {
 
 impl Drop for Interrupt {
     fn drop(&mut self) {
-        restore(&self.saved);
+        restore();
     }
 }

@@ -8,6 +8,7 @@
 //! `inventory` (groups and selection), `plan` (the hop tree, connected
 //! once per shared prefix, with bounded fan-out), `remote` (the functions
 //! run on targets), `session` (one run: reports, progress, Ctrl-C),
+//! `transfer` (`copy` and `fetch`), `rsync` (rsync through fakessh),
 //! `output` (gathered, inline, JSON), `secret` (become passwords),
 //! `interrupt` (Ctrl-C on and off a terminal), `master` (the warm
 //! master and attaching to it), `cli` and `commands`.
@@ -23,9 +24,11 @@ mod nodeset;
 mod output;
 mod plan;
 mod remote;
+mod rsync;
 mod secret;
 mod session;
 mod target;
+mod transfer;
 
 use clap::Parser;
 use std::io::Write;
@@ -45,6 +48,9 @@ fn run(router: &mitogen::Router) -> ExitCode {
         cli::Command::Ping(c) => crate::commands::ping(router, &c),
         cli::Command::Facts(c) => crate::commands::facts(router, &c),
         cli::Command::Tree(c) => crate::commands::tree(router, &c),
+        cli::Command::Copy(args) => crate::transfer::copy(router, &args),
+        cli::Command::Fetch(args) => crate::transfer::fetch(router, &args),
+        cli::Command::Rsync(args) => crate::rsync::rsync(router, &args),
         cli::Command::Master(m) => match m.action {
             None => crate::commands::master(router, &m.common, &m.name),
             Some(cli::MasterAction::Status { name, json }) => {

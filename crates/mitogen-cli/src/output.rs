@@ -250,6 +250,16 @@ pub fn print_gathered(w: &mut impl Write, results: &[TargetResult]) {
     }
 }
 
+/// A byte count as people read it.
+pub fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / 1048576.0),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
 /// The summary line: counts, what did not finish, the time taken.
 pub fn summary(results: &[TargetResult], unfinished: &[String], took: Duration) -> String {
     let ok = results.iter().filter(|r| r.ok()).count();

@@ -11,7 +11,7 @@ use crate::plan::{run_all, ConnectOptions, Plan, Report};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mitogen::{Context, Router};
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -25,12 +25,15 @@ pub struct Progress {
     connected: u64,
     done: u64,
     failed: u64,
+    /// Bytes moved so far (transfers), shown when set.
+    bytes: Option<Arc<AtomicU64>>,
 }
 
 impl Progress {
     /// A display for `total` targets, drawn on stderr when it is a
-    /// terminal (and `quiet` is off).
-    pub fn new(total: usize, quiet: bool) -> Progress {
+    /// terminal (and `quiet` is off); with `bytes`, the bytes moved so
+    /// far too.
+    pub fn new(total: usize, quiet: bool, bytes: Option<Arc<AtomicU64>>) -> Progress {
         let target = if !quiet && std::io::stderr().is_terminal() {
             ProgressDrawTarget::stderr()
         } else {
@@ -48,6 +51,7 @@ impl Progress {
             connected: 0,
             done: 0,
             failed: 0,
+            bytes,
         };
         p.update();
         p
@@ -55,10 +59,22 @@ impl Progress {
 
     fn update(&self) {
         let running = self.connected.saturating_sub(self.done);
-        self.bar.set_message(format!(
+        let mut msg = format!(
             "connected {} · running {running} · failed {}",
             self.connected, self.failed
-        ));
+        );
+        if let Some(b) = &self.bytes {
+            let n = b.load(Ordering::Relaxed);
+            let secs = self.bar.elapsed().as_secs_f64();
+            msg.push_str(&format!(" · {}", crate::output::bytes(n)));
+            if secs > 0.5 {
+                msg.push_str(&format!(
+                    " ({}/s)",
+                    crate::output::bytes((n as f64 / secs) as u64)
+                ));
+            }
+        }
+        self.bar.set_message(msg);
         self.bar.set_position(self.done);
     }
 
@@ -104,6 +120,9 @@ pub struct Session<'r> {
     pub quiet: bool,
     /// The warm master whose contexts the plan uses, kept attached.
     pub _attached: Option<std::sync::Arc<crate::master::Attached>>,
+    /// Bytes moved so far, counted by the work (transfers): shown in the
+    /// progress display when set.
+    pub bytes: Option<Arc<AtomicU64>>,
 }
 
 impl Session<'_> {
@@ -124,7 +143,7 @@ impl Session<'_> {
         let n = self.plan.targets.len();
         let interrupt = Interrupt::install();
         let stop = Arc::new(AtomicBool::new(false));
-        let mut progress = Progress::new(n, self.quiet);
+        let mut progress = Progress::new(n, self.quiet, self.bytes.clone());
         let rx = run_all(
             self.plan.clone(),
             self.router,
@@ -162,7 +181,11 @@ impl Session<'_> {
                     progress.failed += u64::from(!ok);
                     progress.update();
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if progress.bytes.is_some() && deadline.is_none() {
+                        progress.update();
+                    }
+                }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }

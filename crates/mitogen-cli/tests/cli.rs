@@ -522,3 +522,19 @@ fn an_idle_master_exits_after_its_persist_time() {
     }
     let _ = std::fs::remove_dir_all(&rt);
 }
+
+/// A command that watches for Ctrl-C twice (`master`: while connecting,
+/// then while holding) stops at the first Ctrl-C typed on its terminal:
+/// the first watch's key reader does not keep the key from the second.
+#[test]
+fn a_warm_master_on_a_terminal_stops_at_the_first_ctrl_c() {
+    let name = format!("pty-{}", std::process::id());
+    let mut t = util::Pty::spawn(&["master", "--name", &name, "local1"]);
+    t.wait_for("holds 1 of 1 targets", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(200));
+    t.type_(&[3]);
+    let (status, out) = t.wait(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains("stopped"), "{out:?}");
+    assert!(!out.contains("interrupted twice"), "{out:?}");
+}

@@ -335,7 +335,18 @@ pub(crate) fn push(
     };
     let (roots, mut failed) = shape(router, targets, remote, &wire);
     let mut fan = FanOut::open(router, &roots, remote, &entries, &wire);
-    let plans = vec![FilePlan::Fresh; entries.len()];
+    // Files are sent whole; directories and links travel in the manifest
+    // (a record for them would be one the receivers do not expect).
+    let plans: Vec<FilePlan> = entries
+        .iter()
+        .map(|e| {
+            if e.is_file() {
+                FilePlan::Fresh
+            } else {
+                FilePlan::NoData
+            }
+        })
+        .collect();
     let mut ticker = Ticker::new(opts.progress.as_deref(), &entries);
     let sent = if fan.alive() {
         super::source::send(local, &entries, &plans, &mut fan, &mut ticker)

@@ -136,8 +136,12 @@ impl<'a> Sink<'a> {
             };
             plans.push(plan);
         }
+        // A push sends every file, refused here or not: a refused file's
+        // record is read past (its refusal is the error).
         let order = (0..entries.len())
-            .filter(|&i| plans[i].has_record())
+            .filter(|&i| {
+                plans[i].has_record() || (fresh && matches!(plans[i], FilePlan::Refused(_)))
+            })
             .collect();
         Ok(Sink {
             root: root.to_path_buf(),
@@ -292,10 +296,16 @@ impl<'a> Sink<'a> {
         let (size, dest) = (self.entries[idx].size, self.entries[idx].under(&self.root));
         match buf[0] {
             DATA if n <= size => {
-                let (part, h) = match self.open_part(idx, &dest, n) {
+                let refused = matches!(self.plans[idx], FilePlan::Refused(_));
+                let opened = if refused {
+                    Err(None)
+                } else {
+                    self.open_part(idx, &dest, n).map_err(Some)
+                };
+                let (part, h) = match opened {
                     Ok((p, h)) => (Some(p), h),
                     Err(err) => {
-                        self.errors.push(err);
+                        self.errors.extend(err);
                         (None, blake3::Hasher::new())
                     }
                 };

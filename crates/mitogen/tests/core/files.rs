@@ -44,6 +44,7 @@ pub fn tests() -> Vec<Trial> {
         ),
         trial("files::gib_bounded_memory", long, gib_bounded_memory),
         trial("files::push_each_link_once", long, push_each_link_once),
+        trial("files::push_a_tree", TEST_LIMIT, push_a_tree),
     ]
 }
 
@@ -540,6 +541,48 @@ fn push_each_link_once() -> TestResult {
             "{} wrote {wrote}",
             m.name()
         );
+    }
+    Ok(())
+}
+
+/// A tree pushed through an intermediate: directories and links arrive
+/// with the files; a file one target refuses (a directory in its way)
+/// fails that target alone, whose other files still arrive.
+fn push_a_tree() -> TestResult {
+    let dir = TempDir::new("files-push-tree")?;
+    let src = dir.path().join("src");
+    make_tree(&src)?;
+    let r = util::router()?;
+    let mid = r.local().remote_name("mid").connect()?;
+    let mut leaves = Vec::new();
+    for l in 0..3 {
+        let leaf = r
+            .local()
+            .via(&mid)
+            .remote_name(format!("leaf{l}"))
+            .connect()?;
+        let home = dir.path().join(format!("leaf{l}"));
+        leaf.call::<enter>((home.to_string_lossy().into_owned(),))?;
+        leaves.push(leaf);
+    }
+    std::fs::create_dir_all(dir.path().join("leaf2/tree/etc/app.conf"))?;
+    let results = files::push(&leaves, &src, "tree", &Options::new().fsync(false));
+    ensure!(results.len() == 3, "{} results", results.len());
+    for (i, (ctx, res)) in results.iter().enumerate() {
+        let there = dir.path().join(format!("leaf{i}/tree"));
+        if i == 2 {
+            let e = res.as_ref().expect_err("the blocked leaf");
+            ensure!(e.kind() == FileErrorKind::IsADirectory, "{e}");
+            same_bytes(&src.join("var/blob"), &there.join("var/blob"))?;
+            continue;
+        }
+        let rep = res.as_ref().map_err(|e| format!("{}: {e}", ctx.name()))?;
+        ensure!(
+            rep.files == 4 && rep.dirs == 5 && rep.symlinks == 1,
+            "{}: {rep:?}",
+            ctx.name()
+        );
+        compare_trees(&src, &there)?;
     }
     Ok(())
 }
