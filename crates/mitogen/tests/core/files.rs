@@ -318,14 +318,29 @@ fn killed_sender_then_resume() -> TestResult {
     let sender = r.local().remote_name("sender").connect()?;
     let pid = sender.call::<my_pid>(())?;
     let killed = Arc::new(AtomicU64::new(0));
-    let k = killed.clone();
-    // The receiver (here) kills the sender once 20 MiB arrived.
-    let opts = Options::new().window(1 << 20).progress(move |p| {
-        if p.bytes >= 20 << 20 && k.swap(1, Ordering::SeqCst) == 0 {
-            let _ = util::kill9(pid);
-        }
-    });
+    // The sender is killed once 20 MiB have arrived, watched from a
+    // thread (progress reports, every 100 ms, come too late on a quiet
+    // machine, which moves the whole file in about that time). SIGSTOP
+    // first: nothing more is sent while the SIGKILL is on its way.
+    let watcher = {
+        let (killed, part) = (killed.clone(), files::part_path(&dst));
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_secs(20) {
+                if std::fs::metadata(&part).is_ok_and(|m| m.len() >= 20 << 20) {
+                    // SAFETY: stopping a child context of this test.
+                    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+                    let _ = util::kill9(pid);
+                    killed.store(1, Ordering::SeqCst);
+                    return;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    let opts = Options::new().window(1 << 20);
     let e = files::get(&sender, &src, &dst, &opts).expect_err("the sender was killed");
+    let _ = watcher.join();
     ensure!(
         killed.load(Ordering::SeqCst) == 1,
         "the sender was never killed: {e}"
