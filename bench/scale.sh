@@ -317,6 +317,7 @@ for n in 1 10 $NS; do
         log "N=$n $cmd done"
     done
 done
+res[warm_ping]=$(best_ms "$m" ping -q --master "$master" "$(folded $NS)")
 x25519=(KexAlgorithms=curve25519-sha256)
 for tool in "mitogen cold" pdsh "ssh (sh &)"; do
     for n in 1 $NS; do
@@ -369,6 +370,7 @@ for cmd in true "uname -a"; do
     printf 'mitogen warm, %s on %s hosts: %s ms (goal <= 50 ms: %s)\n' "$cmd" $NS "$w" \
         "$( [[ $w =~ ^[0-9]+$ ]] && [ "$w" -le 50 ] && echo met || echo missed)"
 done
+echo "mitogen warm, no command (mitogen ping --master, a call round trip) on $NS hosts: ${res[warm_ping]} ms"
 echo "mitogen first-ever cold run, true on $NS hosts (agent uploaded to each, once): $first_ever ms"
 echo
 echo "true with ssh -o ${x25519[*]} (default kex here: sntrup761x25519-sha512), ms, best of $runs"
