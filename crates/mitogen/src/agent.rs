@@ -221,7 +221,11 @@ pub(crate) fn serve(
 /// the kernel does not list them.
 fn task_children(pid: u32, tid: u32) -> Option<Vec<i32>> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).ok()?;
-    Some(s.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+    Some(
+        s.split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+    )
 }
 
 /// Stops the watchdog an ssh first stage left behind (`WATCHDOG` in
