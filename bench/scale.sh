@@ -3,7 +3,7 @@
 # Python Mitogen on 1, 10 and 50 ssh hosts, and `mitogen run` on up to
 # 1000 local contexts, flat and through a tree. Best of RUNS per row.
 #
-#   bench/scale.sh [RUNS]       (default 3; root; ~5-10 min with 3)
+#   bench/scale.sh [RUNS]       (default 3; root; ~8 min with 3 on 2 CPUs)
 #   bench/scale.sh --exec CMD   builds the hosts, runs `bash -c CMD` with
 #                               SCALE_SSH_CONFIG, SCALE_KEY, SCALE_HOSTS
 #                               (space-separated), SCALE_MITOGEN exported,
@@ -74,14 +74,22 @@ bench/python/setup.sh
 py="$root/bench/.venv/bin/python"
 
 # -------------------------------------------------------------- hosts
+# Before the cleanup trap exists: hosts of another run (still going, or
+# killed -9) are not this run's to remove.
+for i in $(seq 1 $NS); do
+    [ ! -e "/run/netns/mtb-scale$i" ] || die "mtb-scale$i exists (another run, or one killed -9: ip netns pids/del mtb-scale$i)"
+done
+! ip link show "$BR" >/dev/null 2>&1 || die "$BR exists (another run, or one killed -9: ip link del $BR)"
 scratch=$(mktemp -d /tmp/mtb-scale.XXXXXX)
 master_pid=""
+exec_pid=""
 # nspids NS: the processes inside our namespace NS (its sshd and the
 # sessions it forked: nothing else runs there).
 nspids() { [ -e "/run/netns/$1" ] && ip netns pids "$1" 2>/dev/null; }
 cleanup() {
     trap - EXIT INT TERM HUP
     set +e
+    [ -n "$exec_pid" ] && kill "$exec_pid" 2>/dev/null && wait "$exec_pid" 2>/dev/null
     [ -n "$master_pid" ] && kill "$master_pid" 2>/dev/null && wait "$master_pid" 2>/dev/null
     local i sig pids
     for sig in TERM KILL; do
@@ -109,11 +117,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM HUP
-
-for i in $(seq 1 $NS); do
-    [ ! -e "/run/netns/mtb-scale$i" ] || die "mtb-scale$i exists (a run that was killed -9?): ip netns del mtb-scale$i"
-done
-! ip link show "$BR" >/dev/null 2>&1 || die "$BR exists (a run that was killed -9?): ip link del $BR"
 
 log "building $NS hosts in $scratch"
 ssh-keygen -q -t ed25519 -N '' -C mtb-scale -f "$scratch/host_key"
@@ -187,8 +190,13 @@ out=$(ssh -F "$cfg" "$NET.$((10 + NS))" hostname) || die "ssh to the last host f
 [ "$out" = "mtb-scale$NS" ] || die "the last host says it is $out"
 log "$NS hosts up"
 if [ -n "$exec_cmd" ]; then
+    # In the background, so a signal to this script is acted on at once
+    # (bash runs traps only between commands); the cleanup stops it.
     SCALE_SSH_CONFIG=$cfg SCALE_KEY=$scratch/id_ed25519 SCALE_HOSTS="${hosts[*]}" SCALE_MITOGEN=$m \
-        bash -c "$exec_cmd" || log "--exec: status $?"
+        bash -c "$exec_cmd" &
+    exec_pid=$!
+    wait "$exec_pid" || log "--exec: status $?"
+    exec_pid=""
     exit 0
 fi
 
