@@ -215,6 +215,19 @@ pub(crate) fn serve(
     Ok(())
 }
 
+/// The children of thread `tid` of process `pid`
+/// (`/proc/PID/task/TID/children`: Linux 3.5 and later, with
+/// `CONFIG_PROC_CHILDREN`, as distribution kernels have it); `None` when
+/// the kernel does not list them.
+fn task_children(pid: u32, tid: u32) -> Option<Vec<i32>> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).ok()?;
+    Some(
+        s.split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+    )
+}
+
 /// Stops the watchdog an ssh first stage left behind (`WATCHDOG` in
 /// `connect/transport/ssh.rs`): the agent runs, so nothing is left to
 /// clean up. The stage shell became this process, and the watchdog is its
@@ -226,6 +239,19 @@ fn stop_stage_watchdog() {
     }
     std::env::remove_var("MITOGEN_WATCHDOG");
     let me = std::process::id();
+    // The stage shell forked the watchdog from its one thread, the one
+    // this process runs on now (tid = pid): the kernel lists that
+    // thread's children in one file, read instead of every process's
+    // stat (hundreds of reads on a busy host, on every connect).
+    if let Some(kids) = task_children(me, me) {
+        for pid in kids {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        return;
+    }
+    // No `children` file (a kernel without CONFIG_PROC_CHILDREN): look
+    // through every process for ours.
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return;
     };
@@ -243,5 +269,34 @@ fn stop_stage_watchdog() {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(pid, libc::SIGTERM) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The watchdog's case: the children a thread started are listed
+    /// under it (the stage shell's one thread is the agent's main thread).
+    #[test]
+    fn task_children_lists_the_children_of_this_thread() {
+        let me = std::process::id();
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        let Some(before) = task_children(me, tid) else {
+            // No `children` file here: stop_stage_watchdog scans /proc.
+            return;
+        };
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id() as i32;
+        let after = task_children(me, tid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!before.contains(&pid), "{before:?} has {pid} before it ran");
+        let after = after.expect("the children file went away");
+        assert!(after.contains(&pid), "{after:?} lacks the child {pid}");
     }
 }

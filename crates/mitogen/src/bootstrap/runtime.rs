@@ -27,7 +27,9 @@ use crate::bootstrap::AgentBinary;
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// One file of the runtime: where it is here, its name in `rt-<id>/`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,15 +68,65 @@ pub(crate) fn for_agent(agent: &AgentBinary) -> Option<Arc<Runtime>> {
     if own.sha != agent.sha {
         return None;
     }
-    static RT: OnceLock<Option<Arc<Runtime>>> = OnceLock::new();
-    RT.get_or_init(|| match discover(&own.path) {
+    own_runtime()
+}
+
+/// This process's runtime, discovered once.
+static RT: OnceLock<Option<Arc<Runtime>>> = OnceLock::new();
+/// Held while discovering (see [`own_runtime`]).
+static DISCOVERING: Mutex<()> = Mutex::new(());
+/// Whether [`prefetch`] has started its thread.
+static PREFETCHED: AtomicBool = AtomicBool::new(false);
+
+/// Starts discovering this process's runtime in the background, once:
+/// called by a connect before it waits for this executable's hash, so
+/// the two (a few milliseconds of reading and hashing each: the binary,
+/// the loader and the C library) overlap instead of adding up on the
+/// first connect.
+pub(crate) fn prefetch() {
+    if RT.get().is_some() || PREFETCHED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("mitogen-rt".into())
+        .spawn(|| drop(own_runtime()));
+}
+
+/// This process's own loader and libraries, if it is dynamically linked.
+/// Like `AgentBinary::current`: a thread finding another one discovering
+/// waits for it (bounded, with try_lock only: a forked child may have
+/// inherited the lock from a thread it does not have, and then discovers
+/// by itself), and the result is set outside the `OnceLock`, so a fork
+/// during discovery never leaves the child's copy waiting forever.
+fn own_runtime() -> Option<Arc<Runtime>> {
+    if let Some(rt) = RT.get() {
+        return rt.clone();
+    }
+    let start = Instant::now();
+    let _guard = loop {
+        match DISCOVERING.try_lock() {
+            Ok(g) => break Some(g),
+            Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                if let Some(rt) = RT.get() {
+                    return rt.clone();
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => break None,
+        }
+    };
+    if let Some(rt) = RT.get() {
+        return rt.clone();
+    }
+    let rt = match discover(&own_file().0) {
         Ok(rt) => rt.map(Arc::new),
         Err(e) => {
             tracing::debug!("mitogen: no loader to bring along: {e}");
             None
         }
-    })
-    .clone()
+    };
+    let _ = RT.set(rt.clone());
+    RT.get().cloned().unwrap_or(rt)
 }
 
 fn discover(exe: &Path) -> std::io::Result<Option<Runtime>> {

@@ -180,7 +180,12 @@ impl Options {
     pub(crate) fn agent(&self) -> Result<Arc<AgentBinary>> {
         match &self.agent_binary {
             Some(p) => Ok(Arc::new(AgentBinary::from_path(p)?)),
-            None => AgentBinary::current(),
+            None => {
+                // The stage describes this runtime too: find it while the
+                // hash is computed, not after.
+                crate::bootstrap::runtime::prefetch();
+                AgentBinary::current()
+            }
         }
     }
 }
