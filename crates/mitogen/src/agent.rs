@@ -247,6 +247,7 @@ fn stop_stage_watchdog() {
         for pid in kids {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(pid, libc::SIGTERM) };
+            reap(pid);
         }
         return;
     }
@@ -268,8 +269,22 @@ fn stop_stage_watchdog() {
         if ppid == Some(me) {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(pid, libc::SIGTERM) };
+            reap(pid);
         }
     }
+}
+
+/// Waits for the stopped watchdog `pid` (our own child, which nothing
+/// else waits for) so it does not stay a zombie for the agent's life; on
+/// a thread, so the agent's start never waits on it.
+fn reap(pid: i32) {
+    let _ = std::thread::Builder::new()
+        .name("mitogen-reap".into())
+        .spawn(move || {
+            let mut status = 0;
+            // SAFETY: waiting for one child of this process by its pid.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+        });
 }
 
 #[cfg(test)]

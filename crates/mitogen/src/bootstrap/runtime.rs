@@ -118,7 +118,13 @@ fn own_runtime() -> Option<Arc<Runtime>> {
     if let Some(rt) = RT.get() {
         return rt.clone();
     }
-    let rt = match discover(&own_file().0) {
+    // The path recorded with this executable's hash when there is one:
+    // an agent renames its process (the title overwrites `argv`), after
+    // which `own_file` no longer finds the agent behind a loader.
+    let exe = crate::bootstrap::known_current()
+        .map(|b| b.path.clone())
+        .unwrap_or_else(|| own_file().0);
+    let rt = match discover(&exe) {
         Ok(rt) => rt.map(Arc::new),
         Err(e) => {
             tracing::debug!("mitogen: no loader to bring along: {e}");

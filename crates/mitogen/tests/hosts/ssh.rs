@@ -12,6 +12,11 @@ pub fn tests() -> Vec<Trial> {
             TEST_LIMIT,
             nothing_left_after_a_connect_timeout,
         ),
+        trial(
+            "ssh::the_stopped_watchdog_is_reaped",
+            TEST_LIMIT,
+            the_stopped_watchdog_is_reaped,
+        ),
         trial("ssh::key_auth_and_call", TEST_LIMIT, key_auth_and_call),
         trial("ssh::password_auth", TEST_LIMIT, password_auth),
         trial("ssh::parameters", TEST_LIMIT, parameters),
@@ -778,5 +783,47 @@ fn nothing_left_after_a_connect_timeout() -> TestResult {
     // stopped by the agent, not left to fire).
     std::thread::sleep(Duration::from_secs(3));
     ensure!(ok.call::<sleep_ms>((1,)).is_ok(), "a started context died");
+    Ok(())
+}
+
+/// The children of process `pid` (every thread's), with their state
+/// letter from `/proc/PID/stat`.
+fn children_states(pid: u32) -> Vec<(u32, char)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for t in tasks.flatten() {
+        let f = t.path().join("children");
+        for c in std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .split_whitespace()
+        {
+            let Ok(c) = c.parse::<u32>() else { continue };
+            let stat = std::fs::read_to_string(format!("/proc/{c}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                .unwrap_or('?');
+            out.push((c, state));
+        }
+    }
+    out
+}
+
+/// Before: the agent stopped the stage's watchdog (SIGTERM) but never
+/// waited for it, leaving a zombie child for the agent's whole life. The
+/// test hosts share this machine's process table: the agent's children
+/// are read from here.
+fn the_stopped_watchdog_is_reaped() -> TestResult {
+    let t = tb()?;
+    let r = router()?;
+    let ctx = ssh_key(&r, &t.host1, "alice").connect()?;
+    let (_, _, pid) = ctx.call::<whoami>(())?;
+    let clean = wait_for(Duration::from_secs(5), || {
+        children_states(pid).iter().all(|(_, s)| *s != 'Z')
+    });
+    let kids = children_states(pid);
+    ensure!(clean, "zombie children of the agent {pid}: {kids:?}");
     Ok(())
 }
