@@ -210,14 +210,8 @@ pub struct Common {
 pub struct RunArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Print each line as `target: line` as targets finish (default when
-    /// stdout is not a terminal).
-    #[arg(short = 'i', long, conflicts_with_all = ["gather", "json"])]
-    inline: bool,
-    /// Print identical outputs once under their folded targets (default
-    /// on a terminal).
-    #[arg(long, conflicts_with = "json")]
-    gather: bool,
+    #[command(flatten)]
+    shown: Shown,
     /// Kill the command (its whole process group) after this long.
     #[arg(short = 't', long, value_name = "SECS")]
     pub timeout: Option<f64>,
@@ -233,21 +227,36 @@ pub struct RunArgs {
 impl RunArgs {
     /// How to print.
     pub fn mode(&self) -> Mode {
-        mode(self.common.json, self.inline, self.gather)
+        self.shown.mode(self.common.json)
     }
 }
 
-/// How to print results: JSON when asked, else inline or gathered as
-/// asked, else gathered on a terminal and inline otherwise.
-fn mode(json: bool, inline: bool, gather: bool) -> Mode {
-    if json {
-        Mode::Json
-    } else if inline {
-        Mode::Inline
-    } else if gather || std::io::stdout().is_terminal() {
-        Mode::Gather
-    } else {
-        Mode::Inline
+/// How commands that print outputs (`run`, `rsync`) show them.
+#[derive(Debug, Args)]
+pub struct Shown {
+    /// Print each line as `target: line` as targets finish (default when
+    /// stdout is not a terminal).
+    #[arg(short = 'i', long, conflicts_with_all = ["gather", "json"])]
+    inline: bool,
+    /// Print identical outputs once under their folded targets (default
+    /// on a terminal).
+    #[arg(long, conflicts_with = "json")]
+    gather: bool,
+}
+
+impl Shown {
+    /// JSON when asked, else inline or gathered as asked, else gathered
+    /// on a terminal and inline otherwise.
+    fn mode(&self, json: bool) -> Mode {
+        if json {
+            Mode::Json
+        } else if self.inline {
+            Mode::Inline
+        } else if self.gather || std::io::stdout().is_terminal() {
+            Mode::Gather
+        } else {
+            Mode::Inline
+        }
     }
 }
 
@@ -323,14 +332,8 @@ pub struct FetchArgs {
 pub struct RsyncArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Print each line as `target: line` as targets finish (default when
-    /// stdout is not a terminal).
-    #[arg(short = 'i', long, conflicts_with_all = ["gather", "json"])]
-    inline: bool,
-    /// Print identical outputs once under their folded targets (default
-    /// on a terminal).
-    #[arg(long, conflicts_with = "json")]
-    gather: bool,
+    #[command(flatten)]
+    shown: Shown,
     /// Kill rsync (and what it runs on the target) after this long.
     #[arg(short = 't', long, value_name = "SECS")]
     pub timeout: Option<f64>,
@@ -346,7 +349,7 @@ pub struct RsyncArgs {
 impl RsyncArgs {
     /// How to print.
     pub fn mode(&self) -> Mode {
-        mode(self.common.json, self.inline, self.gather)
+        self.shown.mode(self.common.json)
     }
 }
 

@@ -110,32 +110,44 @@ pub fn run(router: &mitogen::Router, args: &RunArgs) -> Result<ExitCode, String>
     };
     // The call's own bound: the command's, plus room for the answer.
     let wait = spec.timeout.map(|t| t + s.opts.connect_timeout);
+    let each = move |ctx: &Context| match ctx
+        .call_async::<remote::run_command>((spec.clone(),))
+        .and_then(|p| p.get(wait))
+    {
+        Ok(o) => Outcome::Ran(o),
+        Err(e) => Outcome::Failed(e.to_string()),
+    };
+    Ok(outputs(&s, mode, each, stop_all))
+}
+
+/// Runs `each` on every target of `s` that was reached (timed), prints
+/// each result as `mode` says as it comes, then the gathered output and
+/// the summary; the exit status. `on_stop` gets the contexts on Ctrl-C.
+pub(crate) fn outputs(
+    s: &Session<'_>,
+    mode: Mode,
+    each: impl Fn(&Context) -> Outcome + Send + Sync + 'static,
+    on_stop: impl FnOnce(&[Context]),
+) -> ExitCode {
     let names: Vec<String> = s.plan.targets.iter().map(|(t, _)| t.name()).collect();
-    let names2 = names.clone();
     let work = move |i: usize, ctx: Result<Context, String>, took: Duration| {
-        let name = names2[i].clone();
-        let ctx = match ctx {
-            Ok(c) => c,
-            Err(e) => {
-                return TargetResult {
+        let name = names[i].clone();
+        match ctx {
+            Ok(ctx) => {
+                let t = Instant::now();
+                let outcome = each(&ctx);
+                TargetResult {
                     name,
                     connect: took,
-                    run: None,
-                    outcome: Outcome::Unreachable(e),
+                    run: Some(t.elapsed()),
+                    outcome,
                 }
             }
-        };
-        let t = Instant::now();
-        let r = ctx
-            .call_async::<remote::run_command>((spec.clone(),))
-            .and_then(|p| p.get(wait));
-        TargetResult {
-            name,
-            connect: took,
-            run: Some(t.elapsed()),
-            outcome: match r {
-                Ok(o) => Outcome::Ran(o),
-                Err(e) => Outcome::Failed(e.to_string()),
+            Err(e) => TargetResult {
+                name,
+                connect: took,
+                run: None,
+                outcome: Outcome::Unreachable(e),
             },
         }
     };
@@ -145,7 +157,7 @@ pub fn run(router: &mitogen::Router, args: &RunArgs) -> Result<ExitCode, String>
             p.suspend(|| output::print_one(mode, r));
             r.ok()
         },
-        stop_all,
+        on_stop,
     );
     let results: Vec<TargetResult> = fin.results.iter().flatten().cloned().collect();
     if mode == Mode::Gather {
@@ -155,8 +167,7 @@ pub fn run(router: &mitogen::Router, args: &RunArgs) -> Result<ExitCode, String>
     let left = unfinished(&s.plan, &fin);
     eprintln!("mitogen: {}", output::summary(&results, &left, fin.took));
     let all_ok = left.is_empty() && results.iter().all(TargetResult::ok);
-    let _ = names;
-    Ok(status(all_ok, fin.interrupted))
+    status(all_ok, fin.interrupted)
 }
 
 /// One line of `ping`, `facts` or `tree`: shown as text or JSON.

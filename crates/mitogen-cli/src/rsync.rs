@@ -11,8 +11,8 @@
 //! gathered, inline or JSON.
 
 use crate::cli::{secs, RsyncArgs};
-use crate::commands::{session, status, unfinished};
-use crate::output::{self, Mode, Outcome, TargetResult};
+use crate::commands::{outputs, session};
+use crate::output::Outcome;
 use crate::remote::CommandOutput;
 use mitogen::fakessh::Tool;
 use mitogen::Context;
@@ -185,51 +185,13 @@ pub fn rsync(router: &mitogen::Router, args: &RsyncArgs) -> Result<ExitCode, Str
     let max = args.max_output;
     let s = session(router, &args.common)?;
     let mode = args.mode();
-    let names: Vec<String> = s.plan.targets.iter().map(|(t, _)| t.name()).collect();
-    let work = move |i: usize, ctx: Result<Context, String>, took: Duration| {
-        let name = names[i].clone();
-        let ctx = match ctx {
-            Ok(c) => c,
-            Err(e) => {
-                return TargetResult {
-                    name,
-                    connect: took,
-                    run: None,
-                    outcome: Outcome::Unreachable(e),
-                }
-            }
-        };
-        let t = Instant::now();
-        let outcome = match rsync_one(&ctx, &argv, timeout, max) {
-            Ok(o) => Outcome::Ran(o),
-            Err(e) => Outcome::Failed(e),
-        };
-        TargetResult {
-            name,
-            connect: took,
-            run: Some(t.elapsed()),
-            outcome,
-        }
+    let each = move |ctx: &Context| match rsync_one(ctx, &argv, timeout, max) {
+        Ok(o) => Outcome::Ran(o),
+        Err(e) => Outcome::Failed(e),
     };
     // Ctrl-C: no new rsync starts; those running end with this program
     // (their ssh is served by it).
-    let fin = s.run(
-        work,
-        |p, _, r: &TargetResult| {
-            p.suspend(|| output::print_one(mode, r));
-            r.ok()
-        },
-        |_| {},
-    );
-    let results: Vec<TargetResult> = fin.results.iter().flatten().cloned().collect();
-    if mode == Mode::Gather {
-        let out = std::io::stdout();
-        output::print_gathered(&mut out.lock(), &results);
-    }
-    let left = unfinished(&s.plan, &fin);
-    eprintln!("mitogen: {}", output::summary(&results, &left, fin.took));
-    let all_ok = left.is_empty() && results.iter().all(TargetResult::ok);
-    Ok(status(all_ok, fin.interrupted))
+    Ok(outputs(&s, mode, each, |_| {}))
 }
 
 #[cfg(test)]
