@@ -267,8 +267,16 @@ pub fn summary(results: &[TargetResult], unfinished: &[String], took: Duration) 
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Unreachable(_)))
         .count();
-    let failed = results.len() - ok - unreachable;
-    let total = results.len() + unfinished.len();
+    let mut s = tally(results.len(), ok, unreachable, unfinished);
+    s.push_str(&format!(" in {:.2}s", took.as_secs_f64()));
+    s
+}
+
+/// The start of every summary line: how many targets, how the `done`
+/// ones ended, and which did not finish.
+pub fn tally(done: usize, ok: usize, unreachable: usize, unfinished: &[String]) -> String {
+    let failed = done - ok - unreachable;
+    let total = done + unfinished.len();
     let mut s = format!(
         "{total} target{}: {ok} ok, {failed} failed, {unreachable} unreachable",
         if total == 1 { "" } else { "s" }
@@ -280,7 +288,6 @@ pub fn summary(results: &[TargetResult], unfinished: &[String], took: Duration) 
             fold_str(unfinished)
         ));
     }
-    s.push_str(&format!(" in {:.2}s", took.as_secs_f64()));
     s
 }
 

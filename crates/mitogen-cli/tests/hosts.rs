@@ -5,74 +5,48 @@
 
 mod util;
 
-use libtest_mimic::{Arguments, Trial};
 use std::process::Command;
 use std::time::Duration;
 use util::{mitogen, mitogen_env, private_runtime_dir, Testbed, BIN};
 
-/// One test on the test bed.
-type HostTest = fn(&Testbed);
-
 fn main() {
-    let args = Arguments::from_args();
-    let tests: [(&str, HostTest); 8] = [
-        (
-            "a_warm_master_saves_the_second_run_every_ssh",
-            a_warm_master_saves_the_second_run_every_ssh,
-        ),
-        (
-            "a_container_hop_here_and_behind_another_hop",
-            a_container_hop_here_and_behind_another_hop,
-        ),
-        (
-            "run_over_the_three_hosts_and_local_contexts_in_one_invocation",
-            run_over_the_three_hosts_and_local_contexts_in_one_invocation,
-        ),
-        (
-            "an_unreachable_host_is_reported_on_its_own_and_fails_the_run",
-            an_unreachable_host_is_reported_on_its_own_and_fails_the_run,
-        ),
-        (
-            "identical_outputs_of_hosts_are_gathered",
-            identical_outputs_of_hosts_are_gathered,
-        ),
-        (
-            "hosts_behind_one_bastion_share_its_connection",
-            hosts_behind_one_bastion_share_its_connection,
-        ),
-        (
-            "a_become_password_read_from_a_file_descriptor",
-            a_become_password_read_from_a_file_descriptor,
-        ),
-        (
-            "a_become_password_asked_once_on_the_terminal",
-            a_become_password_asked_once_on_the_terminal,
-        ),
-    ];
-    let tb = match util::testbed() {
-        Ok(tb) => Some(&*Box::leak(Box::new(tb))),
-        Err(why) => {
-            if !args.list {
-                eprintln!(
-                    "\n*** mitogen-cli hosts tests: {} tests SKIPPED: {why}\n*** run \
-                     ./scripts/test.sh as root (it builds the test bed)\n",
-                    tests.len()
-                );
-            }
-            None
-        }
-    };
-    let trials = tests
-        .into_iter()
-        .map(|(name, f)| match tb {
-            Some(tb) => Trial::test(name, move || {
-                f(tb);
-                Ok(())
-            }),
-            None => Trial::test(name, || Ok(())).with_ignored_flag(true),
-        })
-        .collect();
-    libtest_mimic::run(&args, trials).exit()
+    util::run_on_testbed(
+        "hosts",
+        vec![
+            (
+                "a_warm_master_saves_the_second_run_every_ssh",
+                a_warm_master_saves_the_second_run_every_ssh,
+            ),
+            (
+                "a_container_hop_here_and_behind_another_hop",
+                a_container_hop_here_and_behind_another_hop,
+            ),
+            (
+                "run_over_the_three_hosts_and_local_contexts_in_one_invocation",
+                run_over_the_three_hosts_and_local_contexts_in_one_invocation,
+            ),
+            (
+                "an_unreachable_host_is_reported_on_its_own_and_fails_the_run",
+                an_unreachable_host_is_reported_on_its_own_and_fails_the_run,
+            ),
+            (
+                "identical_outputs_of_hosts_are_gathered",
+                identical_outputs_of_hosts_are_gathered,
+            ),
+            (
+                "hosts_behind_one_bastion_share_its_connection",
+                hosts_behind_one_bastion_share_its_connection,
+            ),
+            (
+                "a_become_password_read_from_a_file_descriptor",
+                a_become_password_read_from_a_file_descriptor,
+            ),
+            (
+                "a_become_password_asked_once_on_the_terminal",
+                a_become_password_asked_once_on_the_terminal,
+            ),
+        ],
+    )
 }
 
 /// The three hosts, local contexts and (when the test bed has one) a

@@ -11,62 +11,36 @@
 
 mod util;
 
-use libtest_mimic::{Arguments, Trial};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use util::{mitogen, Testbed};
 
-/// One test on the test bed.
-type HostTest = fn(&Testbed);
-
 fn main() {
-    let args = Arguments::from_args();
-    let tests: [(&str, HostTest); 5] = [
-        (
-            "copy_to_the_three_hosts_then_identical_files_are_skipped",
-            copy_to_the_three_hosts_then_identical_files_are_skipped,
-        ),
-        (
-            "a_host_missing_the_directory_and_an_unreachable_one_fail_alone",
-            a_host_missing_the_directory_and_an_unreachable_one_fail_alone,
-        ),
-        (
-            "fetch_from_hosts_into_a_directory_per_host",
-            fetch_from_hosts_into_a_directory_per_host,
-        ),
-        (
-            "copy_through_a_bastion_is_pushed",
-            copy_through_a_bastion_is_pushed,
-        ),
-        (
-            "rsync_to_a_host_then_nothing_to_transfer",
-            rsync_to_a_host_then_nothing_to_transfer,
-        ),
-    ];
-    let tb = match util::testbed() {
-        Ok(tb) => Some(&*Box::leak(Box::new(tb))),
-        Err(why) => {
-            if !args.list {
-                eprintln!(
-                    "\n*** mitogen-cli hosts_transfer tests: {} tests SKIPPED: {why}\n*** run \
-                     ./scripts/test.sh as root (it builds the test bed)\n",
-                    tests.len()
-                );
-            }
-            None
-        }
-    };
-    let trials = tests
-        .into_iter()
-        .map(|(name, f)| match tb {
-            Some(tb) => Trial::test(name, move || {
-                f(tb);
-                Ok(())
-            }),
-            None => Trial::test(name, || Ok(())).with_ignored_flag(true),
-        })
-        .collect();
-    libtest_mimic::run(&args, trials).exit()
+    util::run_on_testbed(
+        "hosts_transfer",
+        vec![
+            (
+                "copy_to_the_three_hosts_then_identical_files_are_skipped",
+                copy_to_the_three_hosts_then_identical_files_are_skipped,
+            ),
+            (
+                "a_host_missing_the_directory_and_an_unreachable_one_fail_alone",
+                a_host_missing_the_directory_and_an_unreachable_one_fail_alone,
+            ),
+            (
+                "fetch_from_hosts_into_a_directory_per_host",
+                fetch_from_hosts_into_a_directory_per_host,
+            ),
+            (
+                "copy_through_a_bastion_is_pushed",
+                copy_through_a_bastion_is_pushed,
+            ),
+            (
+                "rsync_to_a_host_then_nothing_to_transfer",
+                rsync_to_a_host_then_nothing_to_transfer,
+            ),
+        ],
+    )
 }
 
 /// A directory of this test under `/tmp` (here, host1 and host2) and on

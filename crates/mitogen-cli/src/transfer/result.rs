@@ -1,7 +1,6 @@
 //! One target's transfer result: counted, printed as a line or a JSON
 //! object, and summed up for the summary.
 
-use crate::nodeset::fold_str;
 use crate::output::bytes;
 use mitogen::files::{FileError, Report};
 use std::time::Duration;
@@ -211,22 +210,10 @@ fn ms(d: Duration) -> f64 {
 pub fn summary(results: &[&XferResult], unfinished: &[String], took: Duration, way: Way) -> String {
     let ok = results.iter().filter(|r| r.ok()).count();
     let unreachable = results.iter().filter(|r| r.unreachable.is_some()).count();
-    let failed = results.len() - ok - unreachable;
-    let total = results.len() + unfinished.len();
     let files: u64 = results.iter().map(|r| r.report.files).sum();
     let skipped: u64 = results.iter().map(|r| r.report.skipped).sum();
     let moved: u64 = results.iter().map(|r| r.report.bytes).sum();
-    let mut s = format!(
-        "{total} target{}: {ok} ok, {failed} failed, {unreachable} unreachable",
-        if total == 1 { "" } else { "s" }
-    );
-    if !unfinished.is_empty() {
-        s.push_str(&format!(
-            ", {} not finished ({})",
-            unfinished.len(),
-            fold_str(unfinished)
-        ));
-    }
+    let mut s = crate::output::tally(results.len(), ok, unreachable, unfinished);
     s.push_str(&format!(
         "; {files} file{} {} ({}), {skipped} identical skipped in {:.2}s",
         if files == 1 { "" } else { "s" },

@@ -249,3 +249,37 @@ impl Pty {
         (status, self.text())
     }
 }
+
+/// One test on the test bed.
+pub type HostTest = fn(&Testbed);
+
+/// Runs `tests` (libtest-mimic) on the test bed, or reports each as
+/// ignored, saying once why, when the test bed is not up.
+pub fn run_on_testbed(suite: &str, tests: Vec<(&'static str, HostTest)>) -> ! {
+    use libtest_mimic::{Arguments, Trial};
+    let args = Arguments::from_args();
+    let tb = match testbed() {
+        Ok(tb) => Some(&*Box::leak(Box::new(tb))),
+        Err(why) => {
+            if !args.list {
+                eprintln!(
+                    "\n*** mitogen-cli {suite} tests: {} tests SKIPPED: {why}\n*** run \
+                     ./scripts/test.sh as root (it builds the test bed)\n",
+                    tests.len()
+                );
+            }
+            None
+        }
+    };
+    let trials = tests
+        .into_iter()
+        .map(|(name, f)| match tb {
+            Some(tb) => Trial::test(name, move || {
+                f(tb);
+                Ok(())
+            }),
+            None => Trial::test(name, || Ok(())).with_ignored_flag(true),
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit()
+}
