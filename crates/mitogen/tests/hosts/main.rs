@@ -22,6 +22,7 @@ mod fakessh;
 mod files;
 mod fleet;
 mod gib;
+mod leftovers;
 mod lxc_setns;
 mod secrets;
 mod shells;
@@ -32,6 +33,7 @@ mod tmpfiles;
 fn tests() -> Vec<libtest_mimic::Trial> {
     let mut all = Vec::new();
     all.extend(ssh::tests());
+    all.extend(leftovers::tests());
     all.extend(become_user::tests());
     all.extend(cache::tests());
     all.extend(chain::tests());
