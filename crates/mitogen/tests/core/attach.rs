@@ -28,6 +28,11 @@ pub fn tests() -> Vec<Trial> {
             live_refused_stale_replaced,
         ),
         trial(
+            "attach::counts_the_attached",
+            TEST_LIMIT,
+            counts_the_attached,
+        ),
+        trial(
             "attach::frozen_master_times_out",
             TEST_LIMIT,
             frozen_master_times_out,
@@ -87,6 +92,18 @@ pub fn helper(router: &mitogen::Router) -> Option<i32> {
             drop(listener);
         }
         "call" => call(&path),
+        "hold" => {
+            // Attached until the test closes stdin.
+            match mitogen::unix::connect(&path, Some(Duration::from_secs(10))) {
+                Ok(attached) => {
+                    println!("attached");
+                    let mut line = String::new();
+                    let _ = std::io::stdin().read_line(&mut line);
+                    drop(attached);
+                }
+                Err(e) => println!("connect-err {e}"),
+            }
+        }
         other => println!("unknown mode {other}"),
     }
     Some(0)
@@ -353,5 +370,44 @@ fn frozen_master_times_out() -> TestResult {
         mitogen::unix::connect(&p, Some(Duration::from_millis(500))).map(|_| ())
     })?;
     ensure!(matches!(r, Err(Error::Timeout(_))), "frozen master: {r:?}");
+    Ok(())
+}
+
+/// `Listener::attached`: none, one while a process is attached, none
+/// again once it has gone (what a master that expires when idle counts).
+fn counts_the_attached() -> TestResult {
+    let router = util::router()?;
+    let dir = private_dir("attach-count")?;
+    let path = dir.path().join("m.sock");
+    let listener = Listener::bind(&router, &path, Reach::Master)?;
+    ensure!(
+        listener.attached() == 0,
+        "{} attached at first",
+        listener.attached()
+    );
+    let mut child = helper_cmd("hold", &path)?
+        .spawn()
+        .map_err(|e| format!("spawning the holding helper: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(WAIT)
+        .map_err(|_| "the helper never attached")?;
+    ensure!(line.trim() == "attached", "helper: {line:?}");
+    let one = util::wait_for(WAIT, || listener.attached() == 1);
+    let seen = listener.attached();
+    drop(child.stdin.take());
+    let _ = util::bounded("the helper's exit", WAIT, move || child.wait())?;
+    ensure!(one, "{seen} attached while one process was");
+    ensure!(
+        util::wait_for(WAIT, || listener.attached() == 0),
+        "{} still attached after the process exited",
+        listener.attached()
+    );
     Ok(())
 }
