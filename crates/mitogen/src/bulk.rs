@@ -231,9 +231,15 @@ impl BulkSender {
         while let Ok(Some(m)) = self.credits.try_get() {
             self.apply(m)?;
         }
-        let mut m = Message::raw(data).to(self.to.context_id(), self.to.handle());
-        m.reply_to = self.credits.handle();
-        self.to.send_message(m)?;
+        crate::streamed::send_raw(
+            self.credits.core(),
+            (
+                self.to.context_id(),
+                self.to.handle(),
+                self.credits.handle(),
+            ),
+            data,
+        )?;
         self.in_flight += n;
         Ok(())
     }

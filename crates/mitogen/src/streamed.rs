@@ -106,6 +106,43 @@ fn send_encoded(
     sink.send(&last, true).inspect_err(|_| sink.abort())
 }
 
+/// Sends `body` as one raw message to `dst`'s `handle` (answering
+/// `reply_to`). From a user thread to a context behind a link, the frame
+/// is written from this thread, waiting for room as it goes, as a
+/// streamed call's fragments are: a large chunk is not handed to the
+/// broker to finish in pieces, one wake-up per socket buffer. Elsewhere,
+/// or when it is larger than a frame, it is an ordinary send.
+pub(crate) fn send_raw(
+    core: &Arc<Core>,
+    (dst, handle, reply_to): (u32, u32, u32),
+    body: Vec<u8>,
+) -> Result<()> {
+    let stream = (dst != core.id
+        && body.len() <= core.limits.max_message_size()
+        && !crate::broker::on_a_broker_thread()
+        && !crate::link::direct::routing_here())
+    .then(|| core.table.stream_for(dst))
+    .flatten();
+    let Some(stream) = stream else {
+        let mut m = Message::raw(body);
+        m.reply_to = reply_to;
+        return core.send(m.to(dst, handle));
+    };
+    let h = Header {
+        encoding: Encoding::Raw,
+        dst_id: dst,
+        src_id: core.id,
+        auth_id: core.id,
+        handle,
+        reply_to,
+        length: body.len() as u32,
+        ..Header::default()
+    };
+    stream
+        .send_borrowed(h.encode(), &body, core.limits.send_timeout())
+        .map_err(|e| link_error(&stream, e))
+}
+
 /// Where the encoder writes (see the module doc).
 struct Sink<'a> {
     core: &'a Arc<Core>,
