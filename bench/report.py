@@ -98,6 +98,11 @@ def main(path):
                 extra += "  %.0f MiB: %.0f MiB/s (rsync over ssh: %s MiB/s)" % (
                     rs["mib"], rs["mib_per_s"],
                     "%.0f" % ref["mib_per_s"] if ref and "mib_per_s" in ref else "-")
+            if sc.startswith("bulk"):
+                mem = rows.get((pl, "pipe_into_memory", "raw"))
+                if mem and mem["value"]:
+                    extra += "  rs/pipe into fresh memory %.2f (%.3g %s)" % (
+                        v / mem["value"], mem["value"], unit)
             if sc.startswith("ssh_start") and refv:
                 extra += "  rs - bare ssh true = %+.1f ms" % (v - refv)
             if sc.startswith("ctr_") and refv:

@@ -31,7 +31,8 @@ struct Config {
 fn main() {
     let cfg = parse_args();
     socketpair_rtt(&cfg).expect("socketpair_rtt");
-    pipe_throughput(&cfg).expect("pipe_throughput");
+    pipe_throughput(&cfg, false).expect("pipe_throughput");
+    pipe_throughput(&cfg, true).expect("pipe_into_memory");
 }
 
 fn parse_args() -> Config {
@@ -106,13 +107,30 @@ fn socketpair_rtt(cfg: &Config) -> io::Result<()> {
 
 /// Parent writes `bulk_bytes` into a pipe in 256 KiB writes; the child reads it
 /// all and acknowledges on a second pipe. Timed from the first write to the ack.
-fn pipe_throughput(cfg: &Config) -> io::Result<()> {
+///
+/// With `keep`, the child reads everything into one fresh buffer of
+/// `bulk_bytes` (`pipe_into_memory`), as any receiver that must hold the
+/// value does (a call's argument or result): its page faults are part of
+/// the figure. Without, it reuses one 256 KiB buffer (`pipe_throughput`,
+/// the kernel's copy alone).
+fn pipe_throughput(cfg: &Config, keep: bool) -> io::Result<()> {
     let (data_r, data_w) = pipe()?;
     let (ack_r, ack_w) = pipe()?;
     let total = cfg.bulk_bytes;
     let child = fork_child(cfg.child_cpu, &[data_w.as_raw_fd(), ack_r.as_raw_fd()], move || {
         let (mut data, mut ack) = (data_r, ack_w);
         ack.write_all(b"r")?; // ready: affinity is set, start the clock
+        if keep {
+            // Sized up front, filled by reads straight into it.
+            let mut all = Vec::with_capacity(total);
+            let got = (&mut data).take(total as u64).read_to_end(&mut all)?;
+            if got < total {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            ack.write_all(b"k")?;
+            drop(all);
+            return Ok(());
+        }
         let mut buf = vec![0u8; CHUNK];
         let mut got = 0;
         while got < total {
@@ -141,7 +159,7 @@ fn pipe_throughput(cfg: &Config) -> io::Result<()> {
     wait_child(child)?;
 
     emit(
-        "pipe_throughput",
+        if keep { "pipe_into_memory" } else { "pipe_throughput" },
         (total as f64 / MIB as f64) / secs,
         "MiB/s",
         &format!(r#""bytes": {total}, "write_bytes": {CHUNK}{}"#, cpu_key(cfg)),
