@@ -311,9 +311,10 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
                 .then(|| self.core.table.stream_for(self.target))
                 .flatten()
             {
+                // A reply needs a round trip: poll before reading.
                 let l = &self.latch;
-                self.core
-                    .read_until(&s, &|| !l.nothing_queued() || l.is_closed(), deadline);
+                let done = || !l.nothing_queued() || l.is_closed();
+                self.core.read_until(&s, &done, deadline, true);
             }
         }
         let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));

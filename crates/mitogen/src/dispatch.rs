@@ -246,7 +246,7 @@ impl Dispatcher {
                     // link ourselves (see link/direct.rs); fall back to the queue.
                     let q = &self.queue;
                     let read = core.table.parent_stream().is_some_and(|s| {
-                        core.read_until(&s, &|| !q.nothing_queued() || q.is_closed(), None)
+                        core.read_until(&s, &|| !q.nothing_queued() || q.is_closed(), None, false)
                     });
                     if read {
                         continue;

@@ -40,7 +40,7 @@ pub(crate) fn try_read_pass(s: &Arc<Stream>, route: Route<'_>) -> Option<Outcome
         Err(TryLockError::Poisoned(p)) => p.into_inner(),
         Err(TryLockError::WouldBlock) => return None,
     };
-    Some(read_pass(s, &mut reader, route))
+    Some(read_pass(s, &mut reader, route, false))
 }
 
 thread_local! {
@@ -54,10 +54,16 @@ pub(crate) fn routing_here() -> bool {
     ROUTING.with(|r| r.get())
 }
 
-/// Reads and routes what `s` has now, its reader held by the caller.
-fn read_pass(s: &Arc<Stream>, reader: &mut FrameReader, route: Route<'_>) -> Outcome {
+/// Reads and routes what `s` has now, its reader held by the caller
+/// (`short_ends`: see `FrameReader::read_from`).
+fn read_pass(
+    s: &Arc<Stream>,
+    reader: &mut FrameReader,
+    route: Route<'_>,
+    short_ends: bool,
+) -> Outcome {
     let was = ROUTING.with(|r| r.replace(true));
-    let outcome = reader.read_from(s.rfd(), route, &|| s.is_paused());
+    let outcome = reader.read_from(s.rfd(), route, &|| s.is_paused(), short_ends);
     s.note_received(reader.take_bytes_read());
     ROUTING.with(|r| r.set(was));
     if !matches!(outcome, Ok(ReadState::Open)) {
@@ -80,11 +86,18 @@ pub(crate) struct Pass {
 
 /// Reads `s` on this thread until `done()` or `deadline`, handing each
 /// frame to `route`.
+///
+/// `expect_wait` says that what is awaited cannot be there yet (a caller
+/// that has just sent its request): the first read, which could only
+/// find the descriptor empty, is skipped for a poll. Only a short read
+/// ends a pass here (`FrameReader::read_from`): the loop polls, or the
+/// re-arm at the end reports what came since.
 pub(crate) fn read_until(
     s: &Arc<Stream>,
     route: Route<'_>,
     done: &dyn Fn() -> bool,
     deadline: Option<Instant>,
+    expect_wait: bool,
 ) -> Pass {
     let idle = Pass {
         ran: false,
@@ -103,12 +116,17 @@ pub(crate) fn read_until(
     };
     s.set_read_interest(false);
     let mut ran = false;
+    // Poll before the first read only if nothing read earlier is still
+    // buffered (a pass held for flow control leaves frames to route).
+    let mut skip_read = expect_wait && reader.holds_nothing();
     let ended = loop {
-        match read_pass(s, &mut reader, route) {
-            Ok(ReadState::Open) => {}
-            other => break Some(other),
+        if !std::mem::take(&mut skip_read) {
+            match read_pass(s, &mut reader, route, true) {
+                Ok(ReadState::Open) => {}
+                other => break Some(other),
+            }
+            ran = true;
         }
-        ran = true;
         if done() || s.is_paused() {
             // Paused: the broker reads again once the link may go on.
             break None;

@@ -363,6 +363,7 @@ mod tests {
                 fd.as_raw_fd(),
                 &mut |h, b| got = Some((h.handle, b)),
                 &|| false,
+                false,
             )
             .unwrap();
         }
@@ -378,9 +379,12 @@ mod tests {
         let mut got = Vec::new();
         let t0 = Instant::now();
         while got.len() < n && t0.elapsed() < Duration::from_secs(10) {
-            let _ = r.read_from(fd.as_raw_fd(), &mut |h, b| got.push((h.handle, b)), &|| {
-                false
-            });
+            let _ = r.read_from(
+                fd.as_raw_fd(),
+                &mut |h, b| got.push((h.handle, b)),
+                &|| false,
+                false,
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         got
@@ -435,7 +439,12 @@ mod tests {
             let mut got = Vec::new();
             let t0 = Instant::now();
             loop {
-                match r.read_from(peer.as_raw_fd(), &mut |_, b| got.push(b.len()), &|| false) {
+                match r.read_from(
+                    peer.as_raw_fd(),
+                    &mut |_, b| got.push(b.len()),
+                    &|| false,
+                    false,
+                ) {
                     Ok(ReadState::Eof) => return Some(got),
                     _ if t0.elapsed() > Duration::from_secs(10) => return None,
                     _ => std::thread::sleep(Duration::from_millis(1)),
@@ -506,7 +515,7 @@ mod tests {
         let mut r = FrameReader::new(1 << 30);
         let t0 = Instant::now();
         while !waiter.is_finished() && t0.elapsed() < Duration::from_secs(10) {
-            let _ = r.read_from(peer.as_raw_fd(), &mut |_, _| {}, &|| false);
+            let _ = r.read_from(peer.as_raw_fd(), &mut |_, _| {}, &|| false, false);
             s.flush().unwrap();
         }
         assert!(waiter.join().unwrap().is_ok());
@@ -523,7 +532,7 @@ mod tests {
         let mut r = FrameReader::new(1 << 30);
         let t0 = Instant::now();
         while src.is_paused() && t0.elapsed() < Duration::from_secs(10) {
-            let _ = r.read_from(peer.as_raw_fd(), &mut |_, _| {}, &|| false);
+            let _ = r.read_from(peer.as_raw_fd(), &mut |_, _| {}, &|| false, false);
             s.flush().unwrap();
         }
         assert!(!src.is_paused(), "draining resumes the source");

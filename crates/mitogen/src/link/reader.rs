@@ -105,30 +105,47 @@ impl FrameReader {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Bytes read since the last call (for the link's traffic count).
+    pub(crate) fn take_bytes_read(&mut self) -> u64 {
+        std::mem::take(&mut self.bytes_read)
+    }
+
+    /// `true` when no byte of an unfinished or unrouted frame is buffered:
+    /// everything read so far was handed on.
+    pub(crate) fn holds_nothing(&self) -> bool {
+        self.big.is_none() && self.start == self.buf.len()
+    }
+
     /// Reads until the descriptor would block, passing each complete frame
     /// to `sink`. A malformed frame stops reading with the error. `hold`
     /// is asked after each frame is handed on: `true` stops reading for now
     /// (the link is paused for flow control) with what was not yet read
     /// left in the descriptor.
-    /// Bytes read since the last call (for the link's traffic count).
-    pub(crate) fn take_bytes_read(&mut self) -> u64 {
-        std::mem::take(&mut self.bytes_read)
-    }
+    ///
+    /// With `short_ends`, a read that returns less than it asked for ends
+    /// the pass too: a socket or pipe hands over all it holds, so the
+    /// descriptor was empty then, and the read that would only say so is
+    /// saved. Only for a caller that then polls the descriptor or re-arms
+    /// its edge-triggered registration (which reports what came since,
+    /// end of file included): a short read may have left an end of file
+    /// behind whose edge was already consumed.
 
     pub(crate) fn read_from(
         &mut self,
         fd: RawFd,
         sink: &mut dyn FnMut(Header, Vec<u8>),
         hold: &dyn Fn() -> bool,
+        short_ends: bool,
     ) -> Result<ReadState, ReadError> {
         loop {
             self.drain(sink)?;
             if hold() {
                 return Ok(ReadState::Open);
             }
+            let mut want = READ_CHUNK;
             let n = match &mut self.big {
                 Some(big) => {
-                    let want = big.missing();
+                    want = big.missing();
                     read_into(fd, &mut big.buf, want)
                 }
                 None => {
@@ -147,7 +164,13 @@ impl FrameReader {
                     self.drain(sink)?;
                     return Ok(ReadState::Eof);
                 }
-                Ok(n) => self.bytes_read += n as u64,
+                Ok(n) => {
+                    self.bytes_read += n as u64;
+                    if short_ends && n < want {
+                        self.drain(sink)?;
+                        return Ok(ReadState::Open);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.drain(sink)?;
@@ -319,8 +342,13 @@ mod tests {
             let mut got = Vec::new();
             let t0 = std::time::Instant::now();
             while got.len() < 2 && t0.elapsed() < std::time::Duration::from_secs(10) {
-                r.read_from(b.as_raw_fd(), &mut |h, b| got.push((h, b)), &|| false)
-                    .unwrap();
+                r.read_from(
+                    b.as_raw_fd(),
+                    &mut |h, b| got.push((h, b)),
+                    &|| false,
+                    false,
+                )
+                .unwrap();
             }
             writer.join().unwrap().unwrap();
             assert_eq!(got[0].0.flags, 0, "a whole frame is not lent for");
@@ -353,14 +381,50 @@ mod tests {
         (&a).write_all(&frame(1, b"one")).unwrap();
         let held = || got.get() > 0;
         assert_eq!(
-            r.read_from(b.as_raw_fd(), &mut count, &held).unwrap(),
+            r.read_from(b.as_raw_fd(), &mut count, &held, false)
+                .unwrap(),
             ReadState::Open
         );
         assert_eq!(got.get(), 1);
         (&a).write_all(&frame(2, b"two")).unwrap();
-        r.read_from(b.as_raw_fd(), &mut count, &|| true).unwrap();
+        r.read_from(b.as_raw_fd(), &mut count, &|| true, false)
+            .unwrap();
         assert_eq!(got.get(), 1, "a held reader reads nothing more");
-        r.read_from(b.as_raw_fd(), &mut count, &|| false).unwrap();
+        r.read_from(b.as_raw_fd(), &mut count, &|| false, false)
+            .unwrap();
         assert_eq!(got.get(), 2);
+    }
+
+    #[test]
+    fn a_short_read_ends_the_pass_only_when_asked() {
+        let (a, b) = UnixStream::pair().unwrap();
+        crate::process::set_nonblocking(b.as_raw_fd()).unwrap();
+        let mut r = FrameReader::new(1 << 20);
+        let got = std::cell::Cell::new(0);
+        let mut count = |_: Header, _: Vec<u8>| got.set(got.get() + 1);
+        (&a).write_all(&frame(1, b"one")).unwrap();
+        (&a).write_all(&frame(2, b"two")).unwrap();
+        assert_eq!(
+            r.read_from(b.as_raw_fd(), &mut count, &|| false, true)
+                .unwrap(),
+            ReadState::Open
+        );
+        assert_eq!(got.get(), 2, "one short read got both frames");
+        // A frame then end of file: the short read that got the frame ends
+        // a `short_ends` pass before it sees the end (its caller polls or
+        // re-arms); a full pass reads on and reports it.
+        (&a).write_all(&frame(9, b"last")).unwrap();
+        drop(a);
+        assert_eq!(
+            r.read_from(b.as_raw_fd(), &mut count, &|| false, true)
+                .unwrap(),
+            ReadState::Open
+        );
+        assert_eq!(got.get(), 3);
+        assert_eq!(
+            r.read_from(b.as_raw_fd(), &mut count, &|| false, false)
+                .unwrap(),
+            ReadState::Eof
+        );
     }
 }

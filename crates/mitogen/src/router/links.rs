@@ -145,16 +145,18 @@ impl Core {
     }
 
     /// Reads `s` on this thread, routing what arrives, until `done()` or
-    /// `deadline` (see `link/direct.rs`). Returns `false` when it read
-    /// nothing: the caller blocks on its latch instead.
+    /// `deadline` (see `link/direct.rs`; `expect_wait`: nothing awaited
+    /// can be there yet). Returns `false` when it read nothing: the caller
+    /// blocks on its latch instead.
     pub(crate) fn read_until(
         self: &Arc<Self>,
         s: &Arc<Stream>,
         done: &dyn Fn() -> bool,
         deadline: Option<std::time::Instant>,
+        expect_wait: bool,
     ) -> bool {
         let route = &mut |h, body| self.route_in(s, Message::from_frame(h, body));
-        let pass = direct::read_until(s, route, done, deadline);
+        let pass = direct::read_until(s, route, done, deadline, expect_wait);
         if let Some(outcome) = pass.ended {
             // The broker owns disconnects: hand it the end it cannot see.
             let why = direct::end_reason(s, outcome);
