@@ -129,7 +129,6 @@ impl FrameReader {
     /// its edge-triggered registration (which reports what came since,
     /// end of file included): a short read may have left an end of file
     /// behind whose edge was already consumed.
-
     pub(crate) fn read_from(
         &mut self,
         fd: RawFd,
