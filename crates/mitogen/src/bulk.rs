@@ -217,10 +217,14 @@ impl BulkSender {
         })
     }
 
-    /// Sends `data`, waiting for credit while the window is full.
+    /// Sends `data`, waiting for credit while the window is full. From a
+    /// user thread the bytes are written to the link from `data` itself
+    /// (a sender may reuse one buffer); elsewhere they are copied.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         for piece in data.chunks(self.chunk) {
-            self.send_vec(piece.to_vec())?;
+            self.wait_room(piece.len())?;
+            crate::streamed::send_raw_slice(self.credits.core(), self.ids(), piece)?;
+            self.in_flight += piece.len() as u64;
         }
         Ok(())
     }
@@ -228,23 +232,32 @@ impl BulkSender {
     /// Sends `data` as one chunk without copying it (it should be at most
     /// the window).
     pub fn send_vec(&mut self, data: Vec<u8>) -> Result<()> {
-        let n = data.len() as u64;
+        let n = data.len();
+        self.wait_room(n)?;
+        crate::streamed::send_raw(self.credits.core(), self.ids(), data)?;
+        self.in_flight += n as u64;
+        Ok(())
+    }
+
+    /// The chunk's destination, handle and where credit comes back.
+    fn ids(&self) -> (u32, u32, u32) {
+        (
+            self.to.context_id(),
+            self.to.handle(),
+            self.credits.handle(),
+        )
+    }
+
+    /// Waits until `n` more bytes fit in the window, taking what credit
+    /// has come.
+    fn wait_room(&mut self, n: usize) -> Result<()> {
+        let n = n as u64;
         while self.in_flight > 0 && self.in_flight + n > self.window {
             self.take_credit(Some(CREDIT_TIMEOUT))?;
         }
         while let Ok(Some(m)) = self.credits.try_get() {
             self.apply(m)?;
         }
-        crate::streamed::send_raw(
-            self.credits.core(),
-            (
-                self.to.context_id(),
-                self.to.handle(),
-                self.credits.handle(),
-            ),
-            data,
-        )?;
-        self.in_flight += n;
         Ok(())
     }
 

@@ -230,18 +230,10 @@ impl FanOut {
 }
 
 impl Outlet for FanOut {
-    fn put(&mut self, chunk: Vec<u8>) -> crate::Result<()> {
-        // Every live child but the last gets a copy; the last, the chunk.
-        let last = self.feeds.iter().rposition(|f| f.tx.is_some());
-        let mut chunk = Some(chunk);
-        for (i, f) in self.feeds.iter_mut().enumerate() {
+    fn put(&mut self, chunk: &[u8]) -> crate::Result<()> {
+        for f in self.feeds.iter_mut() {
             if let Some(tx) = f.tx.as_mut() {
-                let piece = if Some(i) == last {
-                    chunk.take().unwrap_or_default()
-                } else {
-                    chunk.clone().unwrap_or_default()
-                };
-                if let Err(e) = tx.send_vec(piece) {
+                if let Err(e) = tx.write(chunk) {
                     f.error = Some(FileError::interrupted("push", &self.dest, e));
                     f.tx = None; // dropped: the child sees its stream break
                 }
@@ -295,7 +287,7 @@ pub(crate) fn relay(router: &Router, parent: &Context, args: RelayArgs) -> Resul
                 }
             }
             if fan.alive() {
-                let _ = fan.put(chunk);
+                let _ = fan.put(&chunk);
             }
         }),
         Err(e) => Err(e),

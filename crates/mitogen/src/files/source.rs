@@ -155,13 +155,15 @@ impl<'a> Ticker<'a> {
 
 /// Where stream chunks go: one bulk stream, or several (a push).
 pub(crate) trait Outlet {
-    /// Sends one chunk.
-    fn put(&mut self, chunk: Vec<u8>) -> crate::Result<()>;
+    /// Sends one chunk (the buffer is filled again afterwards: sent from
+    /// where it lies, it stays warm in the cache and no fresh memory is
+    /// touched per chunk).
+    fn put(&mut self, chunk: &[u8]) -> crate::Result<()>;
 }
 
 impl Outlet for BulkSender {
-    fn put(&mut self, chunk: Vec<u8>) -> crate::Result<()> {
-        self.send_vec(chunk)
+    fn put(&mut self, chunk: &[u8]) -> crate::Result<()> {
+        self.write(chunk)
     }
 }
 
@@ -182,8 +184,8 @@ impl Out<'_> {
 
     fn flush(&mut self) -> crate::Result<()> {
         if !self.buf.is_empty() {
-            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-            self.tx.put(full)?;
+            self.tx.put(&self.buf)?;
+            self.buf.clear();
         }
         Ok(())
     }
