@@ -71,7 +71,8 @@ def transfers(router, fs, d, env, quick):
 
 
 def main():
-    d = sys.argv[1]
+    # Absolute: the test hosts share this file system, not this cwd.
+    d = os.path.abspath(sys.argv[1])
     env = {}
     if len(sys.argv) > 2 and not sys.argv[2].startswith("--"):
         for line in open(sys.argv[2]):
