@@ -370,11 +370,16 @@ mod tests {
         assert!(text.len() < 200, "{text}");
     }
 
-    #[test]
-    fn holding_leaves_the_rest_unread() {
+    /// A socket pair whose second end a fresh reader reads.
+    fn reading_pair() -> (UnixStream, UnixStream, FrameReader) {
         let (a, b) = UnixStream::pair().unwrap();
         crate::process::set_nonblocking(b.as_raw_fd()).unwrap();
-        let mut r = FrameReader::new(1 << 20);
+        (a, b, FrameReader::new(1 << 20))
+    }
+
+    #[test]
+    fn holding_leaves_the_rest_unread() {
+        let (a, b, mut r) = reading_pair();
         let got = std::cell::Cell::new(0);
         let mut count = |_: Header, _: Vec<u8>| got.set(got.get() + 1);
         (&a).write_all(&frame(1, b"one")).unwrap();
@@ -396,9 +401,7 @@ mod tests {
 
     #[test]
     fn a_short_read_ends_the_pass_only_when_asked() {
-        let (a, b) = UnixStream::pair().unwrap();
-        crate::process::set_nonblocking(b.as_raw_fd()).unwrap();
-        let mut r = FrameReader::new(1 << 20);
+        let (a, b, mut r) = reading_pair();
         let got = std::cell::Cell::new(0);
         let mut count = |_: Header, _: Vec<u8>| got.set(got.get() + 1);
         (&a).write_all(&frame(1, b"one")).unwrap();
