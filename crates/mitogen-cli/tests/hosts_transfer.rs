@@ -11,9 +11,8 @@
 
 mod util;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use util::{mitogen, Testbed};
+use util::{make_sources, mitogen, Testbed};
 
 fn main() {
     util::run_on_testbed(
@@ -91,26 +90,6 @@ fn sh(tb: &Testbed, target: &str, script: &str) -> String {
     let r = mitogen(&["run", "-F", &tb.ssh_config, "--json", target, "--", script]);
     assert_eq!(r.code, Some(0), "{script} on {target}: {r:?}");
     r.target(target)["stdout"].as_str().unwrap().to_string()
-}
-
-/// A file `app.conf` (mode 0640) and a tree `site/` (nested directories,
-/// a symlink, a 600 KB file of mode 0600) under `root`.
-fn make_sources(root: &Path) {
-    std::fs::create_dir_all(root).unwrap();
-    std::fs::write(root.join("app.conf"), b"workers = 4\n").unwrap();
-    std::fs::set_permissions(
-        root.join("app.conf"),
-        std::fs::Permissions::from_mode(0o640),
-    )
-    .unwrap();
-    let site = root.join("site");
-    std::fs::create_dir_all(site.join("css/deep")).unwrap();
-    std::fs::write(site.join("index.html"), b"<h1>hi</h1>\n").unwrap();
-    std::fs::write(site.join("css/deep/a.css"), b"body {}\n").unwrap();
-    let big: Vec<u8> = (0..600_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    std::fs::write(site.join("big.bin"), big).unwrap();
-    std::fs::set_permissions(site.join("big.bin"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::os::unix::fs::symlink("index.html", site.join("home.html")).unwrap();
 }
 
 /// What a tree of `make_sources` under `dir` holds, as a shell sees it:

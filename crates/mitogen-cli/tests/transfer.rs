@@ -9,7 +9,7 @@ mod util;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use util::mitogen;
+use util::{make_sources, mitogen};
 
 /// A directory of this test, removed when dropped.
 struct Scratch(PathBuf);
@@ -31,25 +31,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// A file `app.conf` (mode 0640) and a tree `site/` (nested directories,
-/// a symlink, a 600 KB file) under `root`.
-fn make_sources(root: &Path) {
-    std::fs::write(root.join("app.conf"), b"workers = 4\n").unwrap();
-    std::fs::set_permissions(
-        root.join("app.conf"),
-        std::fs::Permissions::from_mode(0o640),
-    )
-    .unwrap();
-    let site = root.join("site");
-    std::fs::create_dir_all(site.join("css/deep")).unwrap();
-    std::fs::write(site.join("index.html"), b"<h1>hi</h1>\n").unwrap();
-    std::fs::write(site.join("css/deep/a.css"), b"body {}\n").unwrap();
-    let big: Vec<u8> = (0..600_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    std::fs::write(site.join("big.bin"), big).unwrap();
-    std::fs::set_permissions(site.join("big.bin"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::os::unix::fs::symlink("index.html", site.join("home.html")).unwrap();
 }
 
 /// The regular files of the tree `site`, relative.

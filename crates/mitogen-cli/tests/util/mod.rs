@@ -283,3 +283,24 @@ pub fn run_on_testbed(suite: &str, tests: Vec<(&'static str, HostTest)>) -> ! {
         .collect();
     libtest_mimic::run(&args, trials).exit()
 }
+
+/// A file `app.conf` (mode 0640) and a tree `site/` (nested directories,
+/// a symlink, a 600 KB file of mode 0600) under `root`.
+pub fn make_sources(root: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(root).unwrap();
+    std::fs::write(root.join("app.conf"), b"workers = 4\n").unwrap();
+    std::fs::set_permissions(
+        root.join("app.conf"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let site = root.join("site");
+    std::fs::create_dir_all(site.join("css/deep")).unwrap();
+    std::fs::write(site.join("index.html"), b"<h1>hi</h1>\n").unwrap();
+    std::fs::write(site.join("css/deep/a.css"), b"body {}\n").unwrap();
+    let big: Vec<u8> = (0..600_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(site.join("big.bin"), big).unwrap();
+    std::fs::set_permissions(site.join("big.bin"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("index.html", site.join("home.html")).unwrap();
+}
