@@ -212,13 +212,8 @@ pub struct RunArgs {
     pub common: Common,
     #[command(flatten)]
     shown: Shown,
-    /// Kill the command (its whole process group) after this long.
-    #[arg(short = 't', long, value_name = "SECS")]
-    pub timeout: Option<f64>,
-    /// Bytes of stdout, and of stderr, kept per target (the rest is
-    /// counted, and said so).
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
-    pub max_output: usize,
+    #[command(flatten)]
+    pub bounds: Bounds,
     /// The command, run with `/bin/sh -c` (words joined with spaces).
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -229,6 +224,19 @@ impl RunArgs {
     pub fn mode(&self) -> Mode {
         self.shown.mode(self.common.json)
     }
+}
+
+/// Bounds on what `run` and `rsync` start on each target.
+#[derive(Debug, Args)]
+pub struct Bounds {
+    /// Kill the command (its whole process group; for `rsync`, rsync and
+    /// what it runs on the target) after this long.
+    #[arg(short = 't', long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Bytes of the command's stdout, and of its stderr, kept per target
+    /// (the rest is counted, and said so).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub max_output: usize,
 }
 
 /// How commands that print outputs (`run`, `rsync`) show them.
@@ -334,12 +342,8 @@ pub struct RsyncArgs {
     pub common: Common,
     #[command(flatten)]
     shown: Shown,
-    /// Kill rsync (and what it runs on the target) after this long.
-    #[arg(short = 't', long, value_name = "SECS")]
-    pub timeout: Option<f64>,
-    /// Bytes of rsync's stdout, and of its stderr, kept per target.
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
-    pub max_output: usize,
+    #[command(flatten)]
+    pub bounds: Bounds,
     /// rsync's arguments; `:PATH` is PATH on the target (`HOST:PATH`
     /// works too: the host is ignored).
     #[arg(last = true, required = true, value_name = "RSYNC-ARGS")]

@@ -105,8 +105,12 @@ pub fn run(router: &mitogen::Router, args: &RunArgs) -> Result<ExitCode, String>
     let mode = args.mode();
     let spec = CommandSpec {
         script: args.command.join(" "),
-        timeout: args.timeout.map(|t| secs("--timeout", t)).transpose()?,
-        max_output: args.max_output,
+        timeout: args
+            .bounds
+            .timeout
+            .map(|t| secs("--timeout", t))
+            .transpose()?,
+        max_output: args.bounds.max_output,
     };
     // The call's own bound: the command's, plus room for the answer.
     let wait = spec.timeout.map(|t| t + s.opts.connect_timeout);

@@ -181,8 +181,12 @@ fn rsync_one(
 /// `mitogen rsync TARGETS -- RSYNC-ARGS…`
 pub fn rsync(router: &mitogen::Router, args: &RsyncArgs) -> Result<ExitCode, String> {
     let argv = rewrite(&args.args)?;
-    let timeout = args.timeout.map(|t| secs("--timeout", t)).transpose()?;
-    let max = args.max_output;
+    let timeout = args
+        .bounds
+        .timeout
+        .map(|t| secs("--timeout", t))
+        .transpose()?;
+    let max = args.bounds.max_output;
     let s = session(router, &args.common)?;
     let mode = args.mode();
     let each = move |ctx: &Context| match rsync_one(ctx, &argv, timeout, max) {
