@@ -163,6 +163,30 @@ fn helper_cmd(mode: &str, path: &Path) -> Result<Command, Failed> {
     Ok(cmd)
 }
 
+/// Starts the `mode` helper against `path` and waits (bounded) for the
+/// first line it prints to be `ready`; the running helper.
+fn spawn_helper(mode: &str, path: &Path, ready: &str) -> Result<std::process::Child, Failed> {
+    let mut child = helper_cmd(mode, path)?
+        .spawn()
+        .map_err(|e| format!("spawning the {mode} helper: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let said = rx.recv_timeout(WAIT);
+    match said {
+        Ok(line) if line.trim() == ready => Ok(child),
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("the {mode} helper did not say {ready:?}: {other:?}").into())
+        }
+    }
+}
+
 /// Runs the `call` helper against `path`; its output lines.
 fn run_call(path: &Path) -> Result<Vec<String>, Failed> {
     let mut cmd = helper_cmd("call", path)?;
@@ -197,22 +221,7 @@ struct Server(Child);
 
 impl Server {
     fn start(path: &Path) -> Result<Server, Failed> {
-        let mut child = helper_cmd("serve", path)?
-            .spawn()
-            .map_err(|e| format!("spawning the serving helper: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let server = Server(child);
-        let line = rx
-            .recv_timeout(WAIT)
-            .map_err(|_| "the serving helper never said it listens")?;
-        ensure!(line.trim() == "listening", "serving helper: {line:?}");
-        Ok(server)
+        Ok(Server(spawn_helper("serve", path, "listening")?))
     }
 
     fn signal(&self, sig: nix::sys::signal::Signal) -> TestResult {
@@ -385,20 +394,7 @@ fn counts_the_attached() -> TestResult {
         "{} attached at first",
         listener.attached()
     );
-    let mut child = helper_cmd("hold", &path)?
-        .spawn()
-        .map_err(|e| format!("spawning the holding helper: {e}"))?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(WAIT)
-        .map_err(|_| "the helper never attached")?;
-    ensure!(line.trim() == "attached", "helper: {line:?}");
+    let mut child = spawn_helper("hold", &path, "attached")?;
     let one = util::wait_for(WAIT, || listener.attached() == 1);
     let seen = listener.attached();
     drop(child.stdin.take());
