@@ -223,7 +223,7 @@ impl BulkSender {
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         for piece in data.chunks(self.chunk) {
             self.wait_room(piece.len())?;
-            crate::streamed::send_raw_slice(self.credits.core(), self.ids(), piece)?;
+            crate::streamed::send_raw(self.credits.core(), self.ids(), piece.into())?;
             self.in_flight += piece.len() as u64;
         }
         Ok(())
@@ -234,7 +234,7 @@ impl BulkSender {
     pub fn send_vec(&mut self, data: Vec<u8>) -> Result<()> {
         let n = data.len();
         self.wait_room(n)?;
-        crate::streamed::send_raw(self.credits.core(), self.ids(), data)?;
+        crate::streamed::send_raw(self.credits.core(), self.ids(), data.into())?;
         self.in_flight += n as u64;
         Ok(())
     }

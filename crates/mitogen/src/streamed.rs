@@ -27,6 +27,7 @@ use crate::message::Message;
 use crate::reassembly::FRAGMENT_SIZE;
 use crate::router::Core;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::sync::Arc;
 
@@ -112,52 +113,25 @@ fn send_encoded(
 /// streamed call's fragments are: a large chunk is not handed to the
 /// broker to finish in pieces, one wake-up per socket buffer. Elsewhere,
 /// or when it is larger than a frame, it is an ordinary send.
-pub(crate) fn send_raw(core: &Arc<Core>, ids: (u32, u32, u32), body: Vec<u8>) -> Result<()> {
-    send_raw_from(core, ids, RawBody::Owned(body))
-}
-
-/// [`send_raw`] of borrowed bytes: copied only when the frame cannot be
-/// written from this thread, so a sender may reuse one buffer.
-pub(crate) fn send_raw_slice(core: &Arc<Core>, ids: (u32, u32, u32), body: &[u8]) -> Result<()> {
-    send_raw_from(core, ids, RawBody::Borrowed(body))
-}
-
-/// What [`send_raw_from`] sends.
-enum RawBody<'a> {
-    Owned(Vec<u8>),
-    Borrowed(&'a [u8]),
-}
-
-impl RawBody<'_> {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            RawBody::Owned(v) => v,
-            RawBody::Borrowed(b) => b,
-        }
-    }
-}
-
-fn send_raw_from(
+///
+/// Borrowed bytes are copied only when the frame cannot be written from
+/// this thread, so a sender may reuse one buffer.
+pub(crate) fn send_raw(
     core: &Arc<Core>,
     (dst, handle, reply_to): (u32, u32, u32),
-    body: RawBody<'_>,
+    body: Cow<'_, [u8]>,
 ) -> Result<()> {
     let stream = (dst != core.id
-        && body.bytes().len() <= core.limits.max_message_size()
+        && body.len() <= core.limits.max_message_size()
         && !crate::broker::on_a_broker_thread()
         && !crate::link::direct::routing_here())
     .then(|| core.table.stream_for(dst))
     .flatten();
     let Some(stream) = stream else {
-        let body = match body {
-            RawBody::Owned(v) => v,
-            RawBody::Borrowed(b) => b.to_vec(),
-        };
-        let mut m = Message::raw(body);
+        let mut m = Message::raw(body.into_owned());
         m.reply_to = reply_to;
         return core.send(m.to(dst, handle));
     };
-    let body = body.bytes();
     let h = Header {
         encoding: Encoding::Raw,
         dst_id: dst,
@@ -169,7 +143,7 @@ fn send_raw_from(
         ..Header::default()
     };
     stream
-        .send_borrowed(h.encode(), body, core.limits.send_timeout())
+        .send_borrowed(h.encode(), &body, core.limits.send_timeout())
         .map_err(|e| link_error(&stream, e))
 }
 
