@@ -211,19 +211,12 @@ pub struct RunArgs {
     #[command(flatten)]
     pub common: Common,
     #[command(flatten)]
-    shown: Shown,
+    pub shown: Shown,
     #[command(flatten)]
     pub bounds: Bounds,
     /// The command, run with `/bin/sh -c` (words joined with spaces).
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
-}
-
-impl RunArgs {
-    /// How to print.
-    pub fn mode(&self) -> Mode {
-        self.shown.mode(self.common.json)
-    }
 }
 
 /// Bounds on what `run` and `rsync` start on each target.
@@ -255,7 +248,7 @@ pub struct Shown {
 impl Shown {
     /// JSON when asked, else inline or gathered as asked, else gathered
     /// on a terminal and inline otherwise.
-    fn mode(&self, json: bool) -> Mode {
+    pub fn mode(&self, json: bool) -> Mode {
         if json {
             Mode::Json
         } else if self.inline {
@@ -341,20 +334,13 @@ pub struct RsyncArgs {
     #[command(flatten)]
     pub common: Common,
     #[command(flatten)]
-    shown: Shown,
+    pub shown: Shown,
     #[command(flatten)]
     pub bounds: Bounds,
     /// rsync's arguments; `:PATH` is PATH on the target (`HOST:PATH`
     /// works too: the host is ignored).
     #[arg(last = true, required = true, value_name = "RSYNC-ARGS")]
     pub args: Vec<String>,
-}
-
-impl RsyncArgs {
-    /// How to print.
-    pub fn mode(&self) -> Mode {
-        self.shown.mode(self.common.json)
-    }
 }
 
 impl Select {

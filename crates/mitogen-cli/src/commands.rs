@@ -102,7 +102,7 @@ pub(crate) fn status(all_ok: bool, interrupted: bool) -> ExitCode {
 /// `mitogen run TARGETS -- COMMAND…`
 pub fn run(router: &mitogen::Router, args: &RunArgs) -> Result<ExitCode, String> {
     let s = session(router, &args.common)?;
-    let mode = args.mode();
+    let mode = args.shown.mode(args.common.json());
     let spec = CommandSpec {
         script: args.command.join(" "),
         timeout: args

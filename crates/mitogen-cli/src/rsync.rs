@@ -188,7 +188,7 @@ pub fn rsync(router: &mitogen::Router, args: &RsyncArgs) -> Result<ExitCode, Str
         .transpose()?;
     let max = args.bounds.max_output;
     let s = session(router, &args.common)?;
-    let mode = args.mode();
+    let mode = args.shown.mode(args.common.json());
     let each = move |ctx: &Context| match rsync_one(ctx, &argv, timeout, max) {
         Ok(o) => Outcome::Ran(o),
         Err(e) => Outcome::Failed(e),
