@@ -4,10 +4,51 @@
 //! it, say) must not turn every later use of that lock into a second
 //! panic: the data the runtime keeps under its locks stays consistent at
 //! every await point, so a poisoned lock is simply taken over.
+//!
+//! A value a process computes once (its own hash, its loader) must also
+//! survive `fork`: a child inherits a `OnceLock` being initialised, or a
+//! lock held, by a thread it does not have, and would wait for it forever
+//! ([`once_across_fork`]).
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Locks `m`, taking over a lock poisoned by a panic.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The value in `cell`, computed by `init` once: a thread finding another
+/// computing it (holding `busy`) waits for that one rather than compute
+/// twice. Only `try_lock` is used, for at most ten seconds: a forked child
+/// may have inherited `busy` held by a thread that does not exist in it,
+/// and then computes by itself. The value is set outside the `OnceLock`
+/// for the same reason.
+pub(crate) fn once_across_fork<T: Clone, E>(
+    cell: &OnceLock<T>,
+    busy: &Mutex<()>,
+    init: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    if let Some(v) = cell.get() {
+        return Ok(v.clone());
+    }
+    let start = Instant::now();
+    let _guard = loop {
+        match busy.try_lock() {
+            Ok(g) => break Some(g),
+            Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                if let Some(v) = cell.get() {
+                    return Ok(v.clone());
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => break None,
+        }
+    };
+    if let Some(v) = cell.get() {
+        return Ok(v.clone());
+    }
+    let v = init()?;
+    let _ = cell.set(v.clone());
+    Ok(cell.get().cloned().unwrap_or(v))
 }

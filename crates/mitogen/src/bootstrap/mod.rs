@@ -118,36 +118,13 @@ impl AgentBinary {
     /// This process's own executable. Its hash is computed once (or taken
     /// from the config, in an agent: it was started under that name).
     pub(crate) fn current() -> Result<Arc<AgentBinary>> {
-        if let Some(b) = SELF_BINARY.get() {
-            return Ok(b.clone());
-        }
-        // Another thread (the start-up prewarm) may be hashing: wait for it
-        // rather than hash twice. Only try_lock is used, with a bound: a
-        // forked child may have inherited the lock held by a thread that
-        // does not exist in it, and then hashes by itself.
-        let start = std::time::Instant::now();
-        let _guard = loop {
-            match HASHING.try_lock() {
-                Ok(g) => break Some(g),
-                Err(_) if start.elapsed() < Duration::from_secs(10) => {
-                    if let Some(b) = SELF_BINARY.get() {
-                        return Ok(b.clone());
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(_) => break None,
-            }
-        };
-        if let Some(b) = SELF_BINARY.get() {
-            return Ok(b.clone());
-        }
-        // Hash outside the OnceLock: a fork() during a long initialisation
-        // would leave the child's copy waiting forever.
-        // Normally /proc/self/exe; the agent file itself when this process
-        // runs under a loader brought along (see `runtime`).
-        let b = Arc::new(AgentBinary::from_path(&runtime::own_file().0)?);
-        let _ = SELF_BINARY.set(b.clone());
-        Ok(SELF_BINARY.get().cloned().unwrap_or(b))
+        // Another thread (the start-up prewarm) may be hashing: it is
+        // waited for rather than hashed twice.
+        crate::sync::once_across_fork(&SELF_BINARY, &HASHING, || {
+            // Normally /proc/self/exe; the agent file itself when this
+            // process runs under a loader brought along (see `runtime`).
+            Ok(Arc::new(AgentBinary::from_path(&runtime::own_file().0)?))
+        })
     }
 
     /// Records the agent's own hash, known from its config.

@@ -29,7 +29,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
 /// One file of the runtime: where it is here, its name in `rt-<id>/`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,47 +91,29 @@ pub(crate) fn prefetch() {
         .spawn(|| drop(own_runtime()));
 }
 
-/// This process's own loader and libraries, if it is dynamically linked.
-/// Like `AgentBinary::current`: a thread finding another one discovering
-/// waits for it (bounded, with try_lock only: a forked child may have
-/// inherited the lock from a thread it does not have, and then discovers
-/// by itself), and the result is set outside the `OnceLock`, so a fork
-/// during discovery never leaves the child's copy waiting forever.
+/// This process's own loader and libraries, if it is dynamically linked,
+/// found once (as `AgentBinary::current` hashes: `sync::once_across_fork`).
 fn own_runtime() -> Option<Arc<Runtime>> {
-    if let Some(rt) = RT.get() {
-        return rt.clone();
-    }
-    let start = Instant::now();
-    let _guard = loop {
-        match DISCOVERING.try_lock() {
-            Ok(g) => break Some(g),
-            Err(_) if start.elapsed() < Duration::from_secs(10) => {
-                if let Some(rt) = RT.get() {
-                    return rt.clone();
-                }
-                std::thread::sleep(Duration::from_millis(1));
+    let found = crate::sync::once_across_fork(&RT, &DISCOVERING, || {
+        // The path recorded with this executable's hash when there is
+        // one: an agent renames its process (the title overwrites
+        // `argv`), after which `own_file` no longer finds the agent
+        // behind a loader.
+        let exe = crate::bootstrap::known_current()
+            .map(|b| b.path.clone())
+            .unwrap_or_else(|| own_file().0);
+        Ok::<_, std::convert::Infallible>(match discover(&exe) {
+            Ok(rt) => rt.map(Arc::new),
+            Err(e) => {
+                tracing::debug!("mitogen: no loader to bring along: {e}");
+                None
             }
-            Err(_) => break None,
-        }
-    };
-    if let Some(rt) = RT.get() {
-        return rt.clone();
+        })
+    });
+    match found {
+        Ok(rt) => rt,
+        Err(never) => match never {},
     }
-    // The path recorded with this executable's hash when there is one:
-    // an agent renames its process (the title overwrites `argv`), after
-    // which `own_file` no longer finds the agent behind a loader.
-    let exe = crate::bootstrap::known_current()
-        .map(|b| b.path.clone())
-        .unwrap_or_else(|| own_file().0);
-    let rt = match discover(&exe) {
-        Ok(rt) => rt.map(Arc::new),
-        Err(e) => {
-            tracing::debug!("mitogen: no loader to bring along: {e}");
-            None
-        }
-    };
-    let _ = RT.set(rt.clone());
-    RT.get().cloned().unwrap_or(rt)
 }
 
 fn discover(exe: &Path) -> std::io::Result<Option<Runtime>> {
