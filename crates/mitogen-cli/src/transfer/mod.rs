@@ -20,7 +20,7 @@ mod result;
 use crate::cli::{secs, CopyArgs, FetchArgs, TransferOpts};
 use crate::commands::{session, status, unfinished};
 use crate::plan::Plan;
-use crate::session::{Finished, Session};
+use crate::session::Session;
 use mitogen::files::{self, FileErrorKind, Options};
 use mitogen::Context;
 use paths::Pair;
@@ -67,11 +67,22 @@ fn print(json: bool, r: &XferResult, way: Way) {
     }
 }
 
-/// Prints the summary (the time since `start`) and gives the exit
-/// status.
-fn finish(s: &Session<'_>, fin: &Finished<XferResult>, start: Instant, way: Way) -> ExitCode {
+/// Runs `work` for every target, printing each result as it ends, then
+/// the summary (the time since `start`); gives the exit status.
+fn run_all<W>(s: &Session<'_>, work: W, json: bool, start: Instant, way: Way) -> ExitCode
+where
+    W: Fn(usize, Result<Context, String>, Duration) -> XferResult + Send + Sync + 'static,
+{
+    let fin = s.run(
+        work,
+        |p, _, r: &XferResult| {
+            p.suspend(|| print(json, r, way));
+            r.ok()
+        },
+        |_| {},
+    );
     let done: Vec<&XferResult> = fin.results.iter().flatten().collect();
-    let left = unfinished(&s.plan, fin);
+    let left = unfinished(&s.plan, &fin);
     eprintln!(
         "mitogen: {}",
         result::summary(&done, &left, start.elapsed(), way)
@@ -315,15 +326,7 @@ pub fn copy(router: &mitogen::Router, args: &CopyArgs) -> Result<ExitCode, Strin
         r.took = Some(start.elapsed());
         r
     };
-    let fin = s.run(
-        work,
-        |p, _, r: &XferResult| {
-            p.suspend(|| print(json, r, Way::Sent));
-            r.ok()
-        },
-        |_| {},
-    );
-    Ok(finish(&s, &fin, start, Way::Sent))
+    Ok(run_all(&s, work, json, start, Way::Sent))
 }
 
 /// Gets every pair from `ctx` into `dir` (made first).
@@ -374,15 +377,7 @@ pub fn fetch(router: &mitogen::Router, args: &FetchArgs) -> Result<ExitCode, Str
         r.took = Some(start.elapsed());
         r
     };
-    let fin = s.run(
-        work,
-        |p, _, r: &XferResult| {
-            p.suspend(|| print(json, r, Way::Received));
-            r.ok()
-        },
-        |_| {},
-    );
-    Ok(finish(&s, &fin, start, Way::Received))
+    Ok(run_all(&s, work, json, start, Way::Received))
 }
 
 #[cfg(test)]
