@@ -278,6 +278,21 @@ pub struct TransferOpts {
     /// Fail a transfer that makes no progress for this long.
     #[arg(long, value_name = "SECS", default_value_t = 120.0)]
     pub stall_timeout: f64,
+    /// The checksum that verifies every file and decides which are
+    /// identical.
+    #[arg(long, value_enum, default_value_t = ChecksumArg::Xxh3)]
+    pub checksum: ChecksumArg,
+}
+
+/// `--checksum`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChecksumArg {
+    /// XXH3-128, at memory speed: finds corruption and a source changed
+    /// while it was read.
+    Xxh3,
+    /// BLAKE3, cryptographic: when someone untrusted may write the
+    /// destination and identical files are skipped.
+    Blake3,
 }
 
 /// `copy`'s arguments: `mitogen copy TARGETS SRC... DEST`.

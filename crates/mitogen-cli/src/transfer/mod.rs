@@ -1,5 +1,5 @@
 //! `copy` and `fetch`: files and directory trees to and from every
-//! target, with `mitogen::files` (BLAKE3-verified, atomic per file,
+//! target, with `mitogen::files` (checksum-verified, atomic per file,
 //! resumable, identical files skipped).
 //!
 //! `fetch` and `copy` to targets that share no hop run one transfer per
@@ -17,11 +17,11 @@
 mod paths;
 mod result;
 
-use crate::cli::{secs, CopyArgs, FetchArgs, TransferOpts};
+use crate::cli::{secs, ChecksumArg, CopyArgs, FetchArgs, TransferOpts};
 use crate::commands::{session, status, unfinished};
 use crate::plan::Plan;
 use crate::session::Session;
-use mitogen::files::{self, FileErrorKind, Options};
+use mitogen::files::{self, Checksum, FileErrorKind, Options};
 use mitogen::Context;
 use paths::Pair;
 use result::{Way, XferResult};
@@ -39,6 +39,10 @@ fn options(o: &TransferOpts) -> Result<Options, String> {
         .owner(!o.no_owner)
         .skip_identical(!o.no_skip)
         .fsync(!o.no_fsync)
+        .checksum(match o.checksum {
+            ChecksumArg::Xxh3 => Checksum::Xxh3,
+            ChecksumArg::Blake3 => Checksum::Blake3,
+        })
         .timeout(secs("--stall-timeout", o.stall_timeout)?))
 }
 

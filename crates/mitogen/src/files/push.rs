@@ -341,7 +341,14 @@ pub(crate) fn push(
         .collect();
     let mut ticker = Ticker::new(opts.progress.as_deref(), &entries);
     let sent = if fan.alive() {
-        super::source::send(local, &entries, &plans, &mut fan, &mut ticker)
+        super::source::send(
+            local,
+            &entries,
+            &plans,
+            wire.checksum,
+            &mut fan,
+            &mut ticker,
+        )
     } else {
         Ok(Default::default())
     };

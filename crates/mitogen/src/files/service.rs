@@ -7,6 +7,7 @@
 //! not run. All are parents-only: a context reads and writes files for
 //! the contexts above it, never for a sibling or a child.
 
+use super::digest::Checksum;
 use super::error::{FileError, FileErrorKind};
 use super::sink::Sink;
 use super::source::{self, Sent, Ticker};
@@ -71,6 +72,7 @@ pub(crate) struct SendArgs {
     pub entries: Vec<Entry>,
     pub plans: Vec<FilePlan>,
     pub target: BulkTarget,
+    pub checksum: Checksum,
 }
 
 #[crate::service(pub(crate))]
@@ -104,7 +106,14 @@ impl FileService {
         let mut tx = BulkSender::connect(router, args.target)
             .map_err(|e| FileError::interrupted("send", &root, e))?;
         let mut ticker = Ticker::new(None, &[]);
-        let sent = source::send(&root, &args.entries, &args.plans, &mut tx, &mut ticker)?;
+        let sent = source::send(
+            &root,
+            &args.entries,
+            &args.plans,
+            args.checksum,
+            &mut tx,
+            &mut ticker,
+        )?;
         tx.finish()
             .map_err(|e| FileError::interrupted("send", &root, e))?;
         Ok(sent)

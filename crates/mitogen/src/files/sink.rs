@@ -14,12 +14,13 @@
 //! mtime last (writing into them changes their mtime; a read-only mode
 //! would refuse the writes).
 
+use super::digest::{Checksum, Hasher, MAX_LEN};
 use super::error::{FileError, FileErrorKind};
 pub(crate) use super::meta::part_path;
 use super::meta::{make_dir, make_link, set_meta_path, set_owner, time_of};
 use super::source::{Ticker, CHUNK};
 use super::wire::{
-    Answer, Entry, EntryKind, FilePlan, Hash, Report, WireOptions, DATA, FAIL, HEADER, SAME,
+    Answer, Entry, EntryKind, FilePlan, Report, WireOptions, DATA, FAIL, HEADER, SAME,
 };
 use nix::fcntl::{Flock, FlockArg};
 use serde_bytes::ByteBuf;
@@ -47,15 +48,15 @@ enum State {
         idx: usize,
         left: u64,
         part: Option<Part>,
-        h: blake3::Hasher,
+        h: Hasher,
     },
-    /// The 32-byte hash after a file's bytes (`part` `None` for `SAME`).
+    /// The digest after a file's bytes (`part` `None` for `SAME`).
     Trailer {
         idx: usize,
-        buf: Hash,
+        buf: [u8; MAX_LEN],
         have: usize,
         part: Option<Part>,
-        h: Option<blake3::Hasher>,
+        h: Option<Hasher>,
     },
     /// A source's error about entry `idx`.
     Fail {
@@ -76,7 +77,7 @@ pub(crate) struct Sink<'a> {
     next: usize,
     state: State,
     /// Part files kept for resuming, opened and hashed while planning.
-    resumed: HashMap<usize, (Flock<File>, blake3::Hasher)>,
+    resumed: HashMap<usize, (Flock<File>, Hasher)>,
     report: Report,
     errors: Vec<FileError>,
     renamed_in: BTreeSet<PathBuf>,
@@ -220,7 +221,7 @@ impl<'a> Sink<'a> {
                     } else {
                         State::Trailer {
                             idx,
-                            buf: [0; 32],
+                            buf: [0; MAX_LEN],
                             have: 0,
                             part,
                             h: Some(h),
@@ -234,11 +235,12 @@ impl<'a> Sink<'a> {
                     part,
                     h,
                 } => {
-                    let k = (32 - have).min(data.len());
+                    let len = self.opts.checksum.len();
+                    let k = (len - have).min(data.len());
                     buf[have..have + k].copy_from_slice(&data[..k]);
                     have += k;
                     data = &data[k..];
-                    if have < 32 {
+                    if have < len {
                         State::Trailer {
                             idx,
                             buf,
@@ -247,7 +249,7 @@ impl<'a> Sink<'a> {
                             h,
                         }
                     } else {
-                        self.end_file(idx, buf, part, h);
+                        self.end_file(idx, &buf[..len], part, h);
                         self.ticker.tick(false);
                         State::Header {
                             buf: [0; HEADER],
@@ -306,7 +308,7 @@ impl<'a> Sink<'a> {
                     Ok((p, h)) => (Some(p), h),
                     Err(err) => {
                         self.errors.extend(err);
-                        (None, blake3::Hasher::new())
+                        (None, Hasher::new(self.opts.checksum))
                     }
                 };
                 if n > 0 {
@@ -316,7 +318,7 @@ impl<'a> Sink<'a> {
                 if left == 0 {
                     return Ok(State::Trailer {
                         idx,
-                        buf: [0; 32],
+                        buf: [0; MAX_LEN],
                         have: 0,
                         part,
                         h: Some(h),
@@ -326,7 +328,7 @@ impl<'a> Sink<'a> {
             }
             SAME => Ok(State::Trailer {
                 idx,
-                buf: [0; 32],
+                buf: [0; MAX_LEN],
                 have: 0,
                 part: None,
                 h: None,
@@ -351,16 +353,16 @@ impl<'a> Sink<'a> {
 
     /// Opens (or takes from planning) the part file of entry `idx`, set
     /// to continue at `start`.
-    fn open_part(&mut self, idx: usize, dest: &Path, start: u64) -> Answer<(Part, blake3::Hasher)> {
+    fn open_part(&mut self, idx: usize, dest: &Path, start: u64) -> Answer<(Part, Hasher)> {
         let part = part_path(dest);
         let kept = self.resumed.remove(&idx);
         let (mut file, h) = match kept {
             Some((f, h)) if start > 0 => (f, h),
-            Some((f, _)) => (f, blake3::Hasher::new()),
+            Some((f, _)) => (f, Hasher::new(self.opts.checksum)),
             None if start > 0 => {
                 return Err(self.protocol("a resumed file that was not planned so"));
             }
-            None => (lock_part(&part, dest)?, blake3::Hasher::new()),
+            None => (lock_part(&part, dest)?, Hasher::new(self.opts.checksum)),
         };
         file.set_len(start)
             .and_then(|_| file.seek(SeekFrom::Start(start)).map(drop))
@@ -385,13 +387,7 @@ impl<'a> Sink<'a> {
     }
 
     /// The hash after a file: check, then put it in place.
-    fn end_file(
-        &mut self,
-        idx: usize,
-        theirs: Hash,
-        part: Option<Part>,
-        h: Option<blake3::Hasher>,
-    ) {
+    fn end_file(&mut self, idx: usize, theirs: &[u8], part: Option<Part>, h: Option<Hasher>) {
         let e = &self.entries[idx];
         let dest = e.under(&self.root);
         let Some(h) = h else {
@@ -410,7 +406,7 @@ impl<'a> Sink<'a> {
         };
         self.ticker.p.files += 1;
         let Some(p) = part else { return };
-        if h.finalize().as_bytes() != &theirs {
+        if h.digest().as_bytes() != theirs {
             return self.fail_part(Some(p), mismatch(&dest));
         }
         match finish_part(&p, e, &self.opts) {
@@ -500,7 +496,7 @@ fn mismatch(dest: &Path) -> FileError {
         FileErrorKind::ChecksumMismatch,
         "verify",
         dest,
-        "the bytes received do not hash to what the sender read (BLAKE3); nothing was replaced",
+        "the bytes received do not hash to what the sender read; nothing was replaced",
     )
 }
 
@@ -513,7 +509,7 @@ fn plan_file(
     opts: &WireOptions,
     fresh: bool,
     space: &mut HashMap<PathBuf, Option<u64>>,
-) -> Answer<(FilePlan, Option<(Flock<File>, blake3::Hasher)>)> {
+) -> Answer<(FilePlan, Option<(Flock<File>, Hasher)>)> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     let dir = if dir.as_os_str().is_empty() {
         Path::new(".")
@@ -532,8 +528,8 @@ fn plan_file(
         }
         Ok(m) if !fresh && opts.skip_identical && m.is_file() && m.len() == e.size => {
             let mut f = File::open(dest).map_err(|err| FileError::io("open", dest, &err))?;
-            let h = hash_all(&mut f, dest, None)?;
-            let hash = ByteBuf::from(h.finalize().as_bytes().to_vec());
+            let h = hash_all(&mut f, dest, None, opts.checksum)?;
+            let hash = ByteBuf::from(h.digest().as_bytes().to_vec());
             return Ok((FilePlan::Existing { hash }, None));
         }
         _ => {}
@@ -545,8 +541,8 @@ fn plan_file(
         if let Ok(m) = std::fs::symlink_metadata(&part) {
             if m.is_file() && m.len() > 0 && m.len() <= e.size {
                 let mut f = lock_part(&part, dest)?;
-                let h = hash_all(&mut f, &part, Some(m.len()))?;
-                let prefix = ByteBuf::from(h.finalize().as_bytes().to_vec());
+                let h = hash_all(&mut f, &part, Some(m.len()), opts.checksum)?;
+                let prefix = ByteBuf::from(h.digest().as_bytes().to_vec());
                 need -= m.len();
                 plan = (
                     FilePlan::Resume {
@@ -579,8 +575,8 @@ fn plan_file(
 
 /// Hashes `f` from its start (its first `len` bytes when given), leaving
 /// it positioned there.
-fn hash_all(f: &mut File, path: &Path, len: Option<u64>) -> Answer<blake3::Hasher> {
-    let mut h = blake3::Hasher::new();
+fn hash_all(f: &mut File, path: &Path, len: Option<u64>, c: Checksum) -> Answer<Hasher> {
+    let mut h = Hasher::new(c);
     let mut buf = vec![0u8; CHUNK];
     let mut left = len.unwrap_or(u64::MAX);
     while left > 0 {
@@ -649,6 +645,10 @@ mod tests {
     use std::time::Duration;
 
     fn opts() -> WireOptions {
+        opts_with(Checksum::Xxh3)
+    }
+
+    fn opts_with(checksum: Checksum) -> WireOptions {
         WireOptions {
             window: 1 << 20,
             owner: false,
@@ -656,7 +656,14 @@ mod tests {
             resume: true,
             fsync: false,
             timeout: Duration::from_secs(5),
+            checksum,
         }
+    }
+
+    fn digest(c: Checksum, body: &[u8]) -> Vec<u8> {
+        let mut h = Hasher::new(c);
+        h.update(body);
+        h.digest().as_bytes().to_vec()
     }
 
     fn entry(size: u64) -> Entry {
@@ -688,31 +695,33 @@ mod tests {
 
     #[test]
     fn records_parse_across_any_chunking() {
-        let d = scratch("chunks");
-        let dest = d.join("f");
-        let body = b"hello, file".to_vec();
-        let s = stream(&body, blake3::hash(&body).as_bytes());
-        let mut sink = Sink::plan(
-            &dest,
-            vec![entry(body.len() as u64)],
-            opts(),
-            false,
-            Ticker::new(None, &[]),
-        )
-        .expect("plan");
-        for b in &s {
-            sink.feed(std::slice::from_ref(b)).expect("feed");
+        for c in [Checksum::Xxh3, Checksum::Blake3] {
+            let d = scratch("chunks");
+            let dest = d.join("f");
+            let body = b"hello, file".to_vec();
+            let s = stream(&body, &digest(c, &body));
+            let mut sink = Sink::plan(
+                &dest,
+                vec![entry(body.len() as u64)],
+                opts_with(c),
+                false,
+                Ticker::new(None, &[]),
+            )
+            .expect("plan");
+            for b in &s {
+                sink.feed(std::slice::from_ref(b)).expect("feed");
+            }
+            let r = sink.finish().expect("finish");
+            assert_eq!((r.files, r.bytes), (1, body.len() as u64), "{c:?}");
+            assert_eq!(std::fs::read(&dest).expect("written"), body);
+            let m = std::fs::metadata(&dest).expect("meta");
+            assert_eq!(
+                (m.mode() & 0o7777, m.mtime(), m.mtime_nsec()),
+                (0o640, 1_000_000_000, 5)
+            );
+            assert!(!part_path(&dest).exists());
+            let _ = std::fs::remove_dir_all(&d);
         }
-        let r = sink.finish().expect("finish");
-        assert_eq!((r.files, r.bytes), (1, body.len() as u64));
-        assert_eq!(std::fs::read(&dest).expect("written"), body);
-        let m = std::fs::metadata(&dest).expect("meta");
-        assert_eq!(
-            (m.mode() & 0o7777, m.mtime(), m.mtime_nsec()),
-            (0o640, 1_000_000_000, 5)
-        );
-        assert!(!part_path(&dest).exists());
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
@@ -721,7 +730,7 @@ mod tests {
         let dest = d.join("f");
         std::fs::write(&dest, b"old").expect("old file");
         let body = b"new bytes".to_vec();
-        let s = stream(&body, &[7u8; 32]);
+        let s = stream(&body, &[7u8; 16]);
         let mut sink = Sink::plan(
             &dest,
             vec![entry(body.len() as u64)],
@@ -744,7 +753,7 @@ mod tests {
         let d = scratch("broken");
         let dest = d.join("f");
         let body = vec![3u8; 1000];
-        let s = stream(&body, blake3::hash(&body).as_bytes());
+        let s = stream(&body, &digest(Checksum::Xxh3, &body));
         let mut sink = Sink::plan(
             &dest,
             vec![entry(1000)],

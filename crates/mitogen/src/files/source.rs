@@ -7,8 +7,9 @@
 //! bytes), and a resumed file's kept prefix is read and hashed to check
 //! it, then the hash goes on over the rest.
 
+use super::digest::{Checksum, Hasher};
 use super::error::{FileError, FileErrorKind};
-use super::wire::{header, Answer, Entry, EntryKind, FilePlan, Hash, Progress, DATA, FAIL, SAME};
+use super::wire::{header, Answer, Entry, EntryKind, FilePlan, Progress, DATA, FAIL, SAME};
 use crate::bulk::BulkSender;
 use serde_bytes::ByteBuf;
 use std::fs::File;
@@ -199,6 +200,7 @@ pub(crate) fn send(
     root: &Path,
     entries: &[Entry],
     plans: &[FilePlan],
+    checksum: Checksum,
     tx: &mut dyn Outlet,
     ticker: &mut Ticker<'_>,
 ) -> Answer<Sent> {
@@ -208,13 +210,17 @@ pub(crate) fn send(
         buf: Vec::with_capacity(CHUNK),
     };
     let broke = |e: crate::Error| FileError::interrupted("send", root, &e);
+    let mut h = Hasher::new(checksum);
     for (e, plan) in entries.iter().zip(plans) {
         if !plan.has_record() {
             continue;
         }
         let path = e.under(root);
         match open_checked(&path, e) {
-            Ok(f) => send_file(&mut out, f, &path, e, plan, &mut sent, ticker)?,
+            Ok(f) => {
+                h.reset();
+                send_file(&mut out, f, &path, e, plan, &mut h, &mut sent, ticker)?
+            }
             Err(err) => {
                 let body = rmp_serde::to_vec(&err).map_err(|c| {
                     FileError::new(FileErrorKind::Other, "encode", &path, c.to_string())
@@ -254,7 +260,7 @@ fn changed(path: &Path, was: u64, now: u64) -> FileError {
 }
 
 /// Hashes the first `n` bytes of `f` into `h`.
-fn hash_prefix(f: &mut File, path: &Path, n: u64, h: &mut blake3::Hasher) -> Answer<()> {
+fn hash_prefix(f: &mut File, path: &Path, n: u64, h: &mut Hasher) -> Answer<()> {
     let mut buf = vec![0u8; CHUNK];
     let mut left = n;
     while left > 0 {
@@ -267,33 +273,35 @@ fn hash_prefix(f: &mut File, path: &Path, n: u64, h: &mut blake3::Hasher) -> Ans
     Ok(())
 }
 
+/// Sends one file's record, hashing with `h` (fresh).
+#[allow(clippy::too_many_arguments)]
 fn send_file(
     out: &mut Out<'_>,
     mut f: File,
     path: &Path,
     e: &Entry,
     plan: &FilePlan,
+    h: &mut Hasher,
     sent: &mut Sent,
     ticker: &mut Ticker<'_>,
 ) -> Answer<()> {
     let broke = |err: crate::Error| FileError::interrupted("send", path, &err);
-    let mut h = blake3::Hasher::new();
     let mut start = 0u64;
     match plan {
         FilePlan::Existing { hash } => {
-            hash_prefix(&mut f, path, e.size, &mut h)?;
-            let mine: Hash = *h.finalize().as_bytes();
-            if hash.as_slice() == mine {
+            hash_prefix(&mut f, path, e.size, h)?;
+            let mine = h.digest();
+            if hash.as_slice() == mine.as_bytes() {
                 out.push(&header(SAME, 0)).map_err(broke)?;
-                return out.push(&mine).map_err(broke);
+                return out.push(mine.as_bytes()).map_err(broke);
             }
             h.reset();
             f.seek(SeekFrom::Start(0))
                 .map_err(|err| FileError::io("seek", path, &err))?;
         }
         FilePlan::Resume { offset, prefix } if *offset <= e.size => {
-            hash_prefix(&mut f, path, *offset, &mut h)?;
-            if h.finalize().as_bytes() == prefix.as_slice() {
+            hash_prefix(&mut f, path, *offset, h)?;
+            if h.digest().as_bytes() == prefix.as_slice() {
                 start = *offset;
             } else {
                 h.reset();
@@ -327,5 +335,5 @@ fn send_file(
             ticker.tick(false);
         }
     }
-    out.push(h.finalize().as_bytes()).map_err(broke)
+    out.push(h.digest().as_bytes()).map_err(broke)
 }

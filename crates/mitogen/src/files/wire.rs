@@ -7,8 +7,8 @@
 //! asks for bytes (in manifest order), one record:
 //!
 //! ```text
-//! DATA  [0][start: u64 LE] bytes start..size of the file, then its 32-byte BLAKE3
-//! SAME  [1][0: u64]        the 32-byte BLAKE3 of the source (it matched the plan's)
+//! DATA  [0][start: u64 LE] bytes start..size of the file, then its digest
+//! SAME  [1][0: u64]        the digest of the source (it matched the plan's)
 //! FAIL  [2][n: u64]        n bytes: a MessagePack FileError (the source could not read it)
 //! ```
 //!
@@ -16,16 +16,15 @@
 //! own, and chunk boundaries of the stream mean nothing: the receiver
 //! parses across them. The hash covers the whole file (a resumed file's
 //! kept prefix too), computed by the sender while reading and by the
-//! receiver while writing: what lands is what was read.
+//! receiver while writing: what lands is what was read. Digests are of
+//! the transfer's [`Checksum`] (16 bytes for XXH3-128, 32 for BLAKE3).
 
+use super::digest::Checksum;
 use super::error::FileError;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// A BLAKE3 digest.
-pub(crate) type Hash = [u8; 32];
 
 /// Record tags.
 pub(crate) const DATA: u8 = 0;
@@ -118,6 +117,7 @@ pub(crate) struct WireOptions {
     pub resume: bool,
     pub fsync: bool,
     pub timeout: Duration,
+    pub checksum: Checksum,
 }
 
 /// What a transfer did, as the receiving side counts it.

@@ -7,7 +7,7 @@
 
 use crate::util::{self, trial, TempDir, TestResult, TEST_LIMIT};
 use libtest_mimic::Trial;
-use mitogen::files::{self, FileErrorKind, Options};
+use mitogen::files::{self, Checksum, FileErrorKind, Options};
 use mitogen::Context;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -201,14 +201,22 @@ fn tree_round_trip() -> TestResult {
 }
 
 fn skip_identical() -> TestResult {
+    // Both checksums decide what is identical; each is checked as a whole.
+    for c in [Checksum::Xxh3, Checksum::Blake3] {
+        skip_identical_with(Options::new().checksum(c)).map_err(|e| format!("{c:?}: {e:?}"))?;
+    }
+    Ok(())
+}
+
+fn skip_identical_with(o: Options) -> TestResult {
     let dir = TempDir::new("files-skip")?;
     let src = dir.path().join("src");
     make_tree(&src)?;
     let dst = dir.path().join("dst");
     let r = util::router()?;
     let child = r.local().connect()?;
-    files::put(&child, &src, &dst, &Options::new())?;
-    let rep = files::put(&child, &src, &dst, &Options::new())?;
+    files::put(&child, &src, &dst, &o)?;
+    let rep = files::put(&child, &src, &dst, &o)?;
     ensure!(
         rep.skipped == 4 && rep.files == 0 && rep.bytes == 0,
         "second put: {rep:?}"
@@ -219,15 +227,20 @@ fn skip_identical() -> TestResult {
         src.join("etc/app.d/10-x.conf"),
         std::fs::Permissions::from_mode(0o600),
     )?;
-    let rep = files::put(&child, &src, &dst, &Options::new())?;
+    let rep = files::put(&child, &src, &dst, &o)?;
     ensure!(
         rep.files == 1 && rep.skipped == 3 && rep.bytes == 6,
         "third put: {rep:?}"
     );
     compare_trees(&src, &dst)?;
     // Skipping off: everything goes again.
-    let rep = files::put(&child, &src, &dst, &Options::new().skip_identical(false))?;
+    let rep = files::put(&child, &src, &dst, &o.clone().skip_identical(false))?;
     ensure!(rep.files == 4 && rep.skipped == 0, "no skip: {rep:?}");
+    // And back: what the receiver fetches hashes the same.
+    let back = dir.path().join("back");
+    let rep = files::get(&child, &dst, &back, &o)?;
+    ensure!(rep.files == 4, "get: {rep:?}");
+    compare_trees(&src, &back)?;
     Ok(())
 }
 
