@@ -153,6 +153,14 @@ impl BulkReceiver {
         Ok(Some(m.data))
     }
 
+    /// Gives a chunk's buffer back once its bytes are used: a later large
+    /// chunk is read into it instead of into fresh memory, which the
+    /// kernel would have to map and clear page by page. Optional; a few
+    /// MiB of such buffers are kept per process, the rest freed.
+    pub fn recycle(&self, chunk: Vec<u8>) {
+        crate::link::memory::give(chunk);
+    }
+
     /// Counts `n` bytes as taken; acknowledges in batches.
     fn credit(&mut self, n: u64) -> Result<()> {
         self.unacked += n;
@@ -172,7 +180,11 @@ impl std::io::Read for BulkReceiver {
         // as it arrived, never byte by byte.
         while self.pending_at == self.pending.len() {
             match self.read_chunk(None).map_err(std::io::Error::other)? {
-                Some(v) => (self.pending, self.pending_at) = (v, 0),
+                Some(v) => {
+                    let used = std::mem::replace(&mut self.pending, v);
+                    self.recycle(used);
+                    self.pending_at = 0;
+                }
                 None => return Ok(0),
             }
         }

@@ -281,13 +281,13 @@ pub(crate) fn relay(router: &Router, parent: &Context, args: RelayArgs) -> Resul
             // Own copy first: the chunk then moves on without a copy.
             if let Some(Ok(sink)) = own.as_mut() {
                 if own_failed.is_none() {
-                    if let Err(e) = sink.feed(&chunk) {
+                    if let Err(e) = sink.feed(chunk) {
                         own_failed = Some(e);
                     }
                 }
             }
             if fan.alive() {
-                let _ = fan.put(&chunk);
+                let _ = fan.put(chunk);
             }
         }),
         Err(e) => Err(e),

@@ -156,7 +156,7 @@ pub(crate) fn receive(
     let mut failed = None;
     let r = pump(&mut rx, opts.timeout, |chunk| {
         if failed.is_none() {
-            if let Err(e) = sink.feed(&chunk) {
+            if let Err(e) = sink.feed(chunk) {
                 failed = Some(e);
             }
         }
@@ -168,15 +168,16 @@ pub(crate) fn receive(
     }
 }
 
-/// Reads `rx` to its end, each chunk to `f`; a read waits at most
-/// `timeout`.
+/// Reads `rx` to its end, each chunk to `f` (then its buffer back to
+/// the link, for a later chunk); a read waits at most `timeout`.
 pub(crate) fn pump(
     rx: &mut BulkReceiver,
     timeout: Duration,
-    mut f: impl FnMut(Vec<u8>),
+    mut f: impl FnMut(&[u8]),
 ) -> crate::Result<()> {
     while let Some(chunk) = rx.read_chunk(Some(timeout))? {
-        f(chunk);
+        f(&chunk);
+        rx.recycle(chunk);
     }
     Ok(())
 }

@@ -364,7 +364,15 @@ impl<'a> Sink<'a> {
             }
             None => (lock_part(&part, dest)?, Hasher::new(self.opts.checksum)),
         };
-        file.set_len(start)
+        // Truncated only when it is longer: on ext4, truncating even an
+        // empty file to 0 marks it to have all its dirty pages written out
+        // when it is closed (its guard for files rewritten in place), which
+        // took half a second of a 1 GiB transfer's time with fsync off.
+        file.metadata()
+            .and_then(|m| match m.len() == start {
+                true => Ok(()),
+                false => file.set_len(start),
+            })
             .and_then(|_| file.seek(SeekFrom::Start(start)).map(drop))
             .map_err(|e| FileError::io("truncate", &part, &e))?;
         Ok((

@@ -16,9 +16,65 @@
 //! later `realloc` of a split mapping cannot `mremap` it and copies it
 //! instead (measured: a 256 MiB buffer grown by a byte took 220 ms and
 //! twice its memory, against 2 ms).
+//!
+//! A stream of large chunks (a bulk stream, a file transfer) would touch
+//! fresh memory for every chunk too: the allocator hands a freed
+//! megabyte back to the kernel and maps a new one for the next frame.
+//! A consumer done with a chunk may give its buffer back ([`give`]); the
+//! next large frame is read into it ([`spare`]), its pages already
+//! there. At most [`SPARE_BYTES`] are kept.
 
 /// Buffers at least this large are advised.
 pub(crate) const HUGE_FROM: usize = 8 << 20;
+
+/// Smallest buffer worth keeping: below it the allocator recycles well.
+const SPARE_FROM: usize = 256 << 10;
+
+/// Bytes of given-back buffers kept at most (the rest are freed).
+pub(crate) const SPARE_BYTES: usize = 16 << 20;
+
+/// Buffers given back, and their total capacity.
+static SPARES: std::sync::Mutex<(Vec<Vec<u8>>, usize)> = std::sync::Mutex::new((Vec::new(), 0));
+
+/// An empty buffer for a frame of `len` bytes: a given-back one that
+/// fits (holding at most twice `len`), else a new, unallocated one.
+pub(crate) fn spare(len: usize) -> Vec<u8> {
+    if len < SPARE_FROM {
+        return Vec::new();
+    }
+    let Ok(mut s) = SPARES.lock() else {
+        return Vec::new();
+    };
+    let (list, total) = &mut *s;
+    match list
+        .iter()
+        .position(|v| v.capacity() >= len && v.capacity() / 2 <= len)
+    {
+        Some(i) => {
+            let v = list.swap_remove(i);
+            *total -= v.capacity();
+            v
+        }
+        None => Vec::new(),
+    }
+}
+
+/// Keeps `v`'s memory for a later [`spare`] (when it is large, and the
+/// keep is not full).
+pub(crate) fn give(mut v: Vec<u8>) {
+    let cap = v.capacity();
+    if !(SPARE_FROM..=HUGE_FROM).contains(&cap) {
+        return;
+    }
+    v.clear();
+    if let Ok(mut s) = SPARES.lock() {
+        let (list, total) = &mut *s;
+        if *total + cap <= SPARE_BYTES {
+            *total += cap;
+            list.push(v);
+        }
+    }
+}
 
 /// Reserves room for `additional` more bytes in `v`, advising huge pages
 /// when that made (or moved) a large allocation.
@@ -82,5 +138,25 @@ mod tests {
         HugeWriter(&mut w).write_all(b"xy").unwrap();
         assert_eq!(w.len(), (5 << 20) + 2);
         assert_eq!(&w[w.len() - 3..], b"\x05xy");
+    }
+
+    #[test]
+    fn given_back_buffers_are_reused_when_they_fit_and_the_keep_is_bounded() {
+        let mut a = Vec::with_capacity(1 << 20);
+        a.extend_from_slice(b"old");
+        give(a);
+        // Too small a frame for it, then one it fits.
+        assert_eq!(spare(100 << 10).capacity(), 0);
+        assert_eq!(spare(300 << 10).capacity(), 0, "more than twice the frame");
+        let b = spare(1 << 20);
+        assert!(b.is_empty(), "given back cleared");
+        // Other tests may give buffers too: ours or another that fits.
+        assert!(b.capacity() >= 1 << 20);
+        // The keep never holds more than its bound.
+        for _ in 0..64 {
+            give(Vec::with_capacity(1 << 20));
+        }
+        let s = SPARES.lock().unwrap();
+        assert!(s.1 <= SPARE_BYTES && s.0.iter().map(Vec::capacity).sum::<usize>() == s.1);
     }
 }

@@ -95,7 +95,7 @@ impl FrameReader {
                 let base = v.len();
                 (v, base)
             }
-            None => (Vec::new(), 0),
+            None => (super::memory::spare(h.length as usize), 0),
         }
     }
 

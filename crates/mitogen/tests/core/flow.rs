@@ -59,6 +59,11 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
             bulk_stream_read_as_io_read,
         ),
         trial(
+            "flow::bulk_chunks_recycled_arrive_whole",
+            TEST_LIMIT,
+            bulk_chunks_recycled_arrive_whole,
+        ),
+        trial(
             "flow::a_full_link_waits_then_times_out",
             TEST_LIMIT,
             a_full_link_waits_then_times_out,
@@ -507,5 +512,37 @@ fn bulk_stream_read_as_io_read() -> TestResult {
         .enumerate()
         .position(|(i, &b)| b != (i % 251) as u8);
     ensure!(bad.is_none(), "byte {bad:?} is wrong");
+    Ok(())
+}
+
+/// Chunks whose buffers are given back ([`BulkReceiver::recycle`]) and
+/// read into again arrive whole and in order: a reused buffer carries
+/// nothing of its last chunk.
+fn bulk_chunks_recycled_arrive_whole() -> TestResult {
+    let router = util::router()?;
+    let ctx = router.local().remote_name("bulk-recycle").connect()?;
+    let mut rx = BulkReceiver::open(&router, 4 << 20, Some(&ctx));
+    // 1 MiB chunks (a quarter window), shorter ones between them.
+    let sizes: Vec<u32> = (0..40)
+        .map(|i| if i % 7 == 3 { 300_000 + i } else { 1 << 20 })
+        .collect();
+    let total: u64 = sizes.iter().map(|&n| u64::from(n)).sum();
+    let sending = ctx.call_async::<produce_counting>((rx.target(), sizes))?;
+    let mut at = 0u64;
+    while let Some(chunk) = rx.read_chunk(Some(WAIT))? {
+        let bad = chunk
+            .iter()
+            .enumerate()
+            .position(|(i, &b)| b != ((at + i as u64) % 251) as u8);
+        ensure!(
+            bad.is_none(),
+            "byte {:?} of the stream is wrong",
+            bad.map(|i| at + i as u64)
+        );
+        at += chunk.len() as u64;
+        rx.recycle(chunk);
+    }
+    sending.get(Some(WAIT))?;
+    ensure!(at == total, "{at} of {total} bytes");
     Ok(())
 }
