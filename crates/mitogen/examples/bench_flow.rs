@@ -166,6 +166,7 @@ fn bulk_stream(router: &Router, hops: usize, bytes: u64) -> mitogen::Result<()> 
     let mut got = 0u64;
     while let Some(chunk) = rx.read_chunk(WAIT)? {
         got += chunk.len() as u64;
+        rx.recycle(chunk);
     }
     sending.get(WAIT)?;
     let secs = t.elapsed().as_secs_f64();

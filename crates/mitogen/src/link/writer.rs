@@ -64,6 +64,15 @@ impl Body {
             Body::Shared(b, s, e) => &b[*s..*e],
         }
     }
+
+    /// Written out: a large owned buffer is kept for a later frame to be
+    /// read into (an intermediate relaying a stream reads each chunk into
+    /// the one it just sent on).
+    fn retire(self) {
+        if let Body::Owned(v) = self {
+            super::memory::give(v);
+        }
+    }
 }
 
 struct Pending {
@@ -202,6 +211,7 @@ impl Stream {
                 }
             };
             if done == total {
+                body.retire();
                 return Ok(());
             }
         }
@@ -311,7 +321,9 @@ impl Stream {
                         let left = front.total() - front.done;
                         if n >= left {
                             n -= left;
-                            out.queue.pop_front();
+                            if let Some(p) = out.queue.pop_front() {
+                                p.body.retire();
+                            }
                         } else {
                             front.done += n;
                             n = 0;
