@@ -46,6 +46,7 @@
 //!     let mut total = 0;
 //!     while let Some(chunk) = rx.read_chunk(Some(std::time::Duration::from_secs(30)))? {
 //!         total += chunk.len();
+//!         rx.recycle(chunk); // read the next chunks into this memory
 //!     }
 //!     done.get(None)?;
 //!     assert_eq!(total, 10 << 20);
