@@ -231,6 +231,7 @@ impl Context {
         PendingCall {
             latch,
             handle: h,
+            answered: Default::default(),
             target: self.id,
             core: self.core.clone(),
             _t: PhantomData,
@@ -282,6 +283,8 @@ impl Context {
 pub struct PendingCall<T> {
     latch: Latch<Message>,
     handle: u32,
+    /// The answer was taken: delivering it removed the handler already.
+    answered: std::sync::atomic::AtomicBool,
     /// The context that will answer.
     target: u32,
     core: Arc<Core>,
@@ -300,6 +303,7 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
     pub fn get(&self, timeout: Option<Duration>) -> Result<T> {
         if let Ok(Some(msg)) = self.latch.try_get() {
             // Already here: no clock, no wait.
+            self.took_answer();
             return msg.decode();
         }
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
@@ -324,7 +328,13 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
             }
             e => e,
         })?;
+        self.took_answer();
         msg.into_decoded()
+    }
+
+    fn took_answer(&self) {
+        self.answered
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// `true` once the result (or failure) has arrived.
@@ -341,7 +351,10 @@ impl<T> PendingCall<T> {
 
 impl<T> Drop for PendingCall<T> {
     fn drop(&mut self) {
-        self.core.del_handler(self.handle);
+        // A one-shot handler is removed as its message is delivered.
+        if !*self.answered.get_mut() {
+            self.core.del_handler(self.handle);
+        }
         // A select holding this call learns it is gone.
         self.latch.close();
     }
@@ -352,7 +365,10 @@ impl<T: serde::de::DeserializeOwned> Future for PendingCall<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Result<T>> {
         let mut fut = self.latch.get_async();
         match Pin::new(&mut fut).poll(cx) {
-            Poll::Ready(Ok(m)) => Poll::Ready(m.into_decoded()),
+            Poll::Ready(Ok(m)) => {
+                self.took_answer();
+                Poll::Ready(m.into_decoded())
+            }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
             Poll::Pending => Poll::Pending,
         }

@@ -70,6 +70,12 @@ impl Table {
         self.parent_stream()
     }
 
+    /// Whether a link leads towards `id` ([`Table::stream_for`] without
+    /// taking a reference to it: checked on every call).
+    pub(crate) fn reaches(&self, id: u32) -> bool {
+        read(&self.routes).contains_key(&id) || read(&self.parent).is_some()
+    }
+
     /// The link of a route to `id`, not falling back to the parent.
     pub(crate) fn route(&self, id: u32) -> Option<Arc<Stream>> {
         read(&self.routes).get(&id).cloned()
