@@ -14,6 +14,7 @@
 //! under [`Checksum::Blake3`] they cannot.
 
 use serde::{Deserialize, Serialize};
+use std::io::{self, Read};
 
 /// Which checksum verifies a transfer (and decides what is identical or
 /// resumable). Both ends use the one the caller chose
@@ -77,6 +78,25 @@ impl Hasher {
         }
     }
 
+    /// Hashes what `r` gives, at most `limit` bytes, up to its end: the
+    /// count hashed (short when `r` ended first).
+    pub(crate) fn update_from(&mut self, r: &mut impl Read, limit: u64) -> io::Result<u64> {
+        let mut buf = vec![0u8; (1 << 20).min(limit) as usize];
+        let mut done = 0;
+        while done < limit {
+            let k = (limit - done).min(buf.len() as u64) as usize;
+            let n = match r.read(&mut buf[..k]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.update(&buf[..n]);
+            done += n as u64;
+        }
+        Ok(done)
+    }
+
     /// The digest of what was hashed so far (hashing may go on).
     pub(crate) fn digest(&self) -> Digest {
         let mut d = Digest {
@@ -132,6 +152,12 @@ mod tests {
             };
             assert_eq!(h.digest().as_bytes(), &want[..], "{c:?}");
             assert_eq!(h.digest().as_bytes().len(), c.len());
+            // From a reader: a limit short of its end, then past it.
+            let mut from = Hasher::new(c);
+            let mut r = &data[..];
+            assert_eq!(from.update_from(&mut r, 100_000).unwrap(), 100_000);
+            assert_eq!(from.update_from(&mut r, u64::MAX).unwrap(), 200_000);
+            assert_eq!(from.digest().as_bytes(), &want[..], "{c:?} from a reader");
         }
     }
 }

@@ -18,7 +18,7 @@ use super::digest::{Checksum, Hasher, MAX_LEN};
 use super::error::{FileError, FileErrorKind};
 pub(crate) use super::meta::part_path;
 use super::meta::{make_dir, make_link, set_meta_path, set_owner, time_of};
-use super::source::{Ticker, CHUNK};
+use super::source::Ticker;
 use super::wire::{
     Answer, Entry, EntryKind, FilePlan, Report, WireOptions, DATA, FAIL, HEADER, SAME,
 };
@@ -26,7 +26,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde_bytes::ByteBuf;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -368,13 +368,13 @@ impl<'a> Sink<'a> {
         // empty file to 0 marks it to have all its dirty pages written out
         // when it is closed (its guard for files rewritten in place), which
         // took half a second of a 1 GiB transfer's time with fsync off.
-        file.metadata()
-            .and_then(|m| match m.len() == start {
-                true => Ok(()),
-                false => file.set_len(start),
-            })
-            .and_then(|_| file.seek(SeekFrom::Start(start)).map(drop))
-            .map_err(|e| FileError::io("truncate", &part, &e))?;
+        let truncate = |file: &mut Flock<File>| -> std::io::Result<()> {
+            if file.metadata()?.len() != start {
+                file.set_len(start)?;
+            }
+            file.seek(SeekFrom::Start(start)).map(drop)
+        };
+        truncate(&mut file).map_err(|e| FileError::io("truncate", &part, &e))?;
         Ok((
             Part {
                 file,
@@ -585,19 +585,8 @@ fn plan_file(
 /// it positioned there.
 fn hash_all(f: &mut File, path: &Path, len: Option<u64>, c: Checksum) -> Answer<Hasher> {
     let mut h = Hasher::new(c);
-    let mut buf = vec![0u8; CHUNK];
-    let mut left = len.unwrap_or(u64::MAX);
-    while left > 0 {
-        let k = (left.min(CHUNK as u64)) as usize;
-        let n = match f.read(&mut buf[..k]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(FileError::io("read", path, &e)),
-        };
-        h.update(&buf[..n]);
-        left -= n as u64;
-    }
+    h.update_from(f, len.unwrap_or(u64::MAX))
+        .map_err(|e| FileError::io("read", path, &e))?;
     Ok(h)
 }
 

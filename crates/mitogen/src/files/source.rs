@@ -172,6 +172,8 @@ impl Outlet for BulkSender {
 struct Out<'s> {
     tx: &'s mut dyn Outlet,
     buf: Vec<u8>,
+    /// What the records' digests are.
+    checksum: Checksum,
 }
 
 impl Out<'_> {
@@ -208,19 +210,16 @@ pub(crate) fn send(
     let mut out = Out {
         tx,
         buf: Vec::with_capacity(CHUNK),
+        checksum,
     };
     let broke = |e: crate::Error| FileError::interrupted("send", root, &e);
-    let mut h = Hasher::new(checksum);
     for (e, plan) in entries.iter().zip(plans) {
         if !plan.has_record() {
             continue;
         }
         let path = e.under(root);
         match open_checked(&path, e) {
-            Ok(f) => {
-                h.reset();
-                send_file(&mut out, f, &path, e, plan, &mut h, &mut sent, ticker)?
-            }
+            Ok(f) => send_file(&mut out, f, &path, e, plan, &mut sent, ticker)?,
             Err(err) => {
                 let body = rmp_serde::to_vec(&err).map_err(|c| {
                     FileError::new(FileErrorKind::Other, "encode", &path, c.to_string())
@@ -261,35 +260,29 @@ fn changed(path: &Path, was: u64, now: u64) -> FileError {
 
 /// Hashes the first `n` bytes of `f` into `h`.
 fn hash_prefix(f: &mut File, path: &Path, n: u64, h: &mut Hasher) -> Answer<()> {
-    let mut buf = vec![0u8; CHUNK];
-    let mut left = n;
-    while left > 0 {
-        let k = (left as usize).min(CHUNK);
-        f.read_exact(&mut buf[..k])
-            .map_err(|e| FileError::io("read", path, &e))?;
-        h.update(&buf[..k]);
-        left -= k as u64;
+    match h.update_from(f, n) {
+        Ok(got) if got == n => Ok(()),
+        Ok(got) => Err(changed(path, n, got)),
+        Err(err) => Err(FileError::io("read", path, &err)),
     }
-    Ok(())
 }
 
-/// Sends one file's record, hashing with `h` (fresh).
-#[allow(clippy::too_many_arguments)]
+/// Sends one file's record.
 fn send_file(
     out: &mut Out<'_>,
     mut f: File,
     path: &Path,
     e: &Entry,
     plan: &FilePlan,
-    h: &mut Hasher,
     sent: &mut Sent,
     ticker: &mut Ticker<'_>,
 ) -> Answer<()> {
     let broke = |err: crate::Error| FileError::interrupted("send", path, &err);
+    let mut h = Hasher::new(out.checksum);
     let mut start = 0u64;
     match plan {
         FilePlan::Existing { hash } => {
-            hash_prefix(&mut f, path, e.size, h)?;
+            hash_prefix(&mut f, path, e.size, &mut h)?;
             let mine = h.digest();
             if hash.as_slice() == mine.as_bytes() {
                 out.push(&header(SAME, 0)).map_err(broke)?;
@@ -300,7 +293,7 @@ fn send_file(
                 .map_err(|err| FileError::io("seek", path, &err))?;
         }
         FilePlan::Resume { offset, prefix } if *offset <= e.size => {
-            hash_prefix(&mut f, path, *offset, h)?;
+            hash_prefix(&mut f, path, *offset, &mut h)?;
             if h.digest().as_bytes() == prefix.as_slice() {
                 start = *offset;
             } else {
