@@ -61,6 +61,7 @@ use crate::receiver::Receiver;
 use crate::router::Router;
 use crate::sender::{Sender, CLOSED};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// Default window of a bulk stream: 16 MiB.
@@ -235,9 +236,7 @@ impl BulkSender {
     /// (a sender may reuse one buffer); elsewhere they are copied.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         for piece in data.chunks(self.chunk) {
-            self.wait_room(piece.len())?;
-            crate::streamed::send_raw(self.credits.core(), self.ids(), piece.into())?;
-            self.in_flight += piece.len() as u64;
+            self.send_chunk(piece.into())?;
         }
         Ok(())
     }
@@ -245,32 +244,26 @@ impl BulkSender {
     /// Sends `data` as one chunk without copying it (it should be at most
     /// the window).
     pub fn send_vec(&mut self, data: Vec<u8>) -> Result<()> {
-        let n = data.len();
-        self.wait_room(n)?;
-        crate::streamed::send_raw(self.credits.core(), self.ids(), data.into())?;
-        self.in_flight += n as u64;
-        Ok(())
+        self.send_chunk(data.into())
     }
 
-    /// The chunk's destination, handle and where credit comes back.
-    fn ids(&self) -> (u32, u32, u32) {
-        (
-            self.to.context_id(),
-            self.to.handle(),
-            self.credits.handle(),
-        )
-    }
-
-    /// Waits until `n` more bytes fit in the window, taking what credit
+    /// Sends one chunk once it fits in the window, taking what credit
     /// has come.
-    fn wait_room(&mut self, n: usize) -> Result<()> {
-        let n = n as u64;
+    fn send_chunk(&mut self, data: Cow<'_, [u8]>) -> Result<()> {
+        let n = data.len() as u64;
         while self.in_flight > 0 && self.in_flight + n > self.window {
             self.take_credit(Some(CREDIT_TIMEOUT))?;
         }
         while let Ok(Some(m)) = self.credits.try_get() {
             self.apply(m)?;
         }
+        let ids = (
+            self.to.context_id(),
+            self.to.handle(),
+            self.credits.handle(),
+        );
+        crate::streamed::send_raw(self.credits.core(), ids, data)?;
+        self.in_flight += n;
         Ok(())
     }
 
