@@ -132,7 +132,7 @@ impl Core {
     /// A respondent that is already gone gets its dead message at once.
     pub(super) fn check_respondent(self: &Arc<Self>, respondent: Option<u32>) {
         if let Some(r) = respondent {
-            if r != self.id && !self.table.reaches(r) {
+            if !self.is_connected(r) {
                 self.fire_dead(
                     &[r],
                     &format!("{} is not connected", self.table.context_name(r)),

@@ -27,7 +27,7 @@ pub(super) fn err_is_closed(e: &Error) -> bool {
 impl Core {
     /// `true` while `id` is reachable.
     pub(crate) fn is_connected(&self, id: u32) -> bool {
-        id == self.id || self.table.stream_for(id).is_some()
+        id == self.id || self.table.reaches(id)
     }
 
     /// Sends a message originating here. From a user thread, waits for
