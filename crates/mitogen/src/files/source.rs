@@ -258,11 +258,12 @@ fn changed(path: &Path, was: u64, now: u64) -> FileError {
     )
 }
 
-/// Hashes the first `n` bytes of `f` into `h`.
-fn hash_prefix(f: &mut File, path: &Path, n: u64, h: &mut Hasher) -> Answer<()> {
+/// Hashes the first `n` bytes of `f` (listed at `size`) into `h`.
+fn hash_prefix(f: &mut File, path: &Path, n: u64, size: u64, h: &mut Hasher) -> Answer<()> {
     match h.update_from(f, n) {
         Ok(got) if got == n => Ok(()),
-        Ok(got) => Err(changed(path, n, got)),
+        // Shorter than the prefix: the file has `got` bytes now.
+        Ok(got) => Err(changed(path, size, got)),
         Err(err) => Err(FileError::io("read", path, &err)),
     }
 }
@@ -282,7 +283,7 @@ fn send_file(
     let mut start = 0u64;
     match plan {
         FilePlan::Existing { hash } => {
-            hash_prefix(&mut f, path, e.size, &mut h)?;
+            hash_prefix(&mut f, path, e.size, e.size, &mut h)?;
             let mine = h.digest();
             if hash.as_slice() == mine.as_bytes() {
                 out.push(&header(SAME, 0)).map_err(broke)?;
@@ -293,7 +294,7 @@ fn send_file(
                 .map_err(|err| FileError::io("seek", path, &err))?;
         }
         FilePlan::Resume { offset, prefix } if *offset <= e.size => {
-            hash_prefix(&mut f, path, *offset, &mut h)?;
+            hash_prefix(&mut f, path, *offset, e.size, &mut h)?;
             if h.digest().as_bytes() == prefix.as_slice() {
                 start = *offset;
             } else {
