@@ -58,6 +58,10 @@ struct Shared {
     registry: mio::Registry,
     waker: Waker,
     deferred: Mutex<Vec<Task>>,
+    /// The broker thread is running (between two polls): it runs what is
+    /// deferred before it next sleeps, so [`Broker::defer_while_busy`]
+    /// need not wake it.
+    busy: AtomicBool,
     participants: Mutex<Vec<Arc<dyn Participant>>>,
     shutdown: AtomicBool,
     shutdown_timeout_ms: AtomicU64,
@@ -283,6 +287,7 @@ impl Broker {
             registry,
             waker,
             deferred: Mutex::new(Vec::new()),
+            busy: AtomicBool::new(false),
             participants: Mutex::new(Vec::new()),
             shutdown: AtomicBool::new(false),
             shutdown_timeout_ms: AtomicU64::new(DEFAULT_SHUTDOWN_TIMEOUT.as_millis() as u64),
@@ -345,6 +350,29 @@ impl Broker {
         if let Err(e) = self.shared.waker.wake() {
             tracing::error!("mitogen: cannot wake the broker: {e}");
         }
+    }
+
+    /// Queues `task` for the broker's next turn if its thread is running
+    /// now, without waking it (it runs deferred work before it next
+    /// sleeps); gives `task` back if it sleeps or has stopped. Costs no
+    /// system call, so work handed over this way while the broker is up
+    /// (a link's flush) is batched with the rest of its turn.
+    pub(crate) fn defer_while_busy(&self, task: Task) -> std::result::Result<(), Task> {
+        // While it shuts down, the broker's last turns close links: a
+        // sender writes itself rather than race them.
+        if !self.shared.busy.load(Ordering::SeqCst) || self.is_shutting_down() {
+            return Err(task);
+        }
+        lock(&self.shared.deferred).push(task);
+        // Pairs with the broker's fence between clearing `busy` and
+        // looking for deferred work: one of the two sees the other.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !self.shared.busy.load(Ordering::SeqCst) {
+            if let Err(e) = self.shared.waker.wake() {
+                tracing::error!("mitogen: cannot wake the broker: {e}");
+            }
+        }
+        Ok(())
     }
 
     /// Arranges for `f` to run on the broker thread. Safe from any thread.
@@ -556,6 +584,7 @@ pub(crate) fn refuse_wait_on_broker(what: &str) -> Result<()> {
 
 fn broker_main(mut poll: Poll, mut lp: Loop) {
     ON_BROKER.with(|b| b.set(true));
+    lp.shared.busy.store(true, Ordering::SeqCst);
     let mut events = Events::with_capacity(256);
     let mut deadline: Option<Instant> = None;
     loop {
@@ -585,7 +614,16 @@ fn broker_main(mut poll: Poll, mut lp: Loop) {
             let tick = Duration::from_millis(10);
             timeout = Some(timeout.map_or(tick, |t| t.min(tick)));
         }
-        if let Err(e) = poll.poll(&mut events, timeout) {
+        // About to sleep: from now on work handed over must wake us. Work
+        // queued just before that is run first (see `defer_while_busy`).
+        lp.shared.busy.store(false, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !lock(&lp.shared.deferred).is_empty() {
+            timeout = Some(Duration::ZERO);
+        }
+        let polled = poll.poll(&mut events, timeout);
+        lp.shared.busy.store(true, Ordering::SeqCst);
+        if let Err(e) = polled {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 tracing::error!("mitogen broker: poll failed: {e}");
                 break;
@@ -598,6 +636,10 @@ fn broker_main(mut poll: Poll, mut lp: Loop) {
             }
         }
     }
+    // Nothing handed over from now on would run after the last turn; what
+    // was runs before the links are let go.
+    lp.shared.busy.store(false, Ordering::SeqCst);
+    lp.run_deferred();
     lp.shared.events.shutdown.fire(&());
     let parts = std::mem::take(&mut *lock(&lp.shared.participants));
     for p in &parts {

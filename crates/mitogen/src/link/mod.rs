@@ -553,4 +553,58 @@ mod tests {
         assert!(!src.is_paused());
         assert_eq!(s.queued(), 0);
     }
+
+    #[test]
+    fn frames_sent_while_the_broker_is_busy_leave_with_its_next_flush() {
+        let (s, peer) = link(DEFAULT_MAX_QUEUED);
+        s.set_flow(DEFAULT_MAX_QUEUED, None);
+        let broker = crate::broker::Broker::new().unwrap();
+        let _ = s.broker.set(broker.clone());
+        // Asleep: the sender writes at once.
+        send(&s, 10, Mode::Wait(None)).unwrap();
+        assert_eq!(s.queued(), 0);
+        assert_eq!(read_frames(&peer, 1).len(), 1);
+        // Busy (in a task held until the frames are sent): they queue for
+        // it, in order, and no byte reaches the peer before it flushes.
+        let (busy, release) = (crate::Latch::new(), crate::Latch::<()>::new());
+        let (b, r) = (busy.clone(), release.clone());
+        broker
+            .defer(move || {
+                let _ = b.put(());
+                let _ = r.get(Some(Duration::from_secs(10)));
+            })
+            .unwrap();
+        busy.get(Some(Duration::from_secs(10))).unwrap();
+        for i in 0..10 {
+            s.send_frame(
+                hdr(100 + i, 3),
+                Body::Owned(vec![i as u8; 3]),
+                Mode::Wait(None),
+            )
+            .unwrap();
+        }
+        assert_eq!(s.queued(), 10 * (crate::frame::HEADER_LEN + 3));
+        let mut probe = [0u8; 1];
+        let peeked = nix::sys::socket::recv(
+            peer.as_raw_fd(),
+            &mut probe,
+            nix::sys::socket::MsgFlags::MSG_PEEK,
+        );
+        assert_eq!(
+            peeked,
+            Err(nix::errno::Errno::EAGAIN),
+            "nothing written while busy"
+        );
+        release.put(()).unwrap();
+        let got = read_frames(&peer, 10);
+        let handles: Vec<u32> = got.iter().map(|(h, _)| *h).collect();
+        assert_eq!(handles, (100..110).collect::<Vec<_>>());
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, (_, b))| b == &vec![i as u8; 3]));
+        assert_eq!(s.queued(), 0);
+        broker.shutdown();
+        broker.join();
+    }
 }

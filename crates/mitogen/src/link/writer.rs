@@ -114,6 +114,9 @@ pub(crate) struct Out {
     full_since: Option<Instant>,
     /// Full for longer than `stall_after`: relays are refused.
     stalled: bool,
+    /// The broker was asked to flush this queue on its current turn
+    /// ([`Stream::hand_flush`]): frames sent meanwhile join the queue.
+    flush_handed: bool,
 }
 
 /// How a sender meets a full queue.
@@ -199,7 +202,8 @@ impl Stream {
         let slice = body.as_slice();
         let total = HEADER_LEN + slice.len();
         let mut done = 0;
-        if out.queue.is_empty() && !out.borrowed {
+        let idle = out.queue.is_empty() && !out.borrowed;
+        if idle && !out.flush_handed && !self.hand_flush(&mut out) {
             done = match write_nb(self.wfd(), &[&hdr, slice]) {
                 Ok(n) => {
                     self.note_sent(n);
@@ -229,8 +233,42 @@ impl Stream {
                 self.watch_for_stall(self.stall_after());
             }
         }
-        self.arm_write(&mut out, true);
+        if !out.flush_handed {
+            self.arm_write(&mut out, true);
+        }
         Ok(())
+    }
+
+    /// While the broker thread is up (reading or relaying), a frame sent to
+    /// an idle link is left to it: it writes everything queued by then
+    /// with one `writev` before it sleeps, where each frame written
+    /// straight away would cost a `writev` and maybe a wake-up of the
+    /// peer. When the broker sleeps, the sender writes itself (`false`),
+    /// so a lone call's round trip is unchanged.
+    fn hand_flush(&self, out: &mut Out) -> bool {
+        let (Some(broker), Some(me)) = (self.broker.get(), self.me.get()) else {
+            return false;
+        };
+        let me = me.clone();
+        let task: crate::broker::Task = Box::new(move |_| {
+            if let Some(s) = me.upgrade() {
+                s.flush_handed();
+            }
+        });
+        out.flush_handed = broker.defer_while_busy(task).is_ok();
+        out.flush_handed
+    }
+
+    /// The broker's turn to flush what [`Stream::hand_flush`] left it:
+    /// what the descriptor does not take waits for writability.
+    fn flush_handed(&self) {
+        // A failed write is seen by the read side too.
+        let _ = self.flush();
+        let mut out = lock(&self.out);
+        out.flush_handed = false;
+        if !out.queue.is_empty() && !out.closed {
+            self.arm_write(&mut out, true);
+        }
     }
 
     /// Has the broker look at this queue again after `after`: still full
