@@ -219,15 +219,7 @@ impl Context {
     /// respondent is this context.
     fn pending<T>(&self) -> PendingCall<T> {
         let latch = Latch::new();
-        let l = latch.clone();
-        let h = self.core.add_handler(
-            Box::new(move |m| {
-                let _ = l.put(m);
-            }),
-            false,
-            Some(self.id),
-            None,
-        );
+        let h = self.core.add_latch_handler(latch.clone(), Some(self.id));
         PendingCall {
             latch,
             handle: h,
@@ -246,15 +238,7 @@ impl Context {
             crate::broker::refuse_wait_on_broker("a context's shutdown")?;
         }
         let gone = Latch::new();
-        let g = gone.clone();
-        let h = self.core.add_handler(
-            Box::new(move |m| {
-                let _ = g.put(m);
-            }),
-            false,
-            Some(self.id),
-            None,
-        );
+        let h = self.core.add_latch_handler(gone.clone(), Some(self.id));
         let sent = self
             .core
             .send(Message::encode(&())?.to(self.id, handle::SHUTDOWN));

@@ -98,15 +98,7 @@ impl ExternalContext {
         };
         crate::broker::refuse_wait_on_broker("detaching")?;
         let answer = Latch::new();
-        let a = answer.clone();
-        let h = core.add_handler(
-            Box::new(move |m| {
-                let _ = a.put(m);
-            }),
-            false,
-            Some(parent),
-            None,
-        );
+        let h = core.add_latch_handler(answer.clone(), Some(parent));
         let mut m = Message::encode(&())?.to(parent, handle::DETACHING);
         m.reply_to = h;
         let sent = core.send(m);

@@ -305,15 +305,7 @@ pub(crate) fn announce_lost_down(core: &Arc<Core>, lost: &[u32], reason: &str, s
 pub(crate) fn request_ids(core: &Arc<Core>) -> Result<std::ops::Range<u32>> {
     crate::broker::refuse_wait_on_broker("a new context id")?;
     let latch = Latch::new();
-    let l = latch.clone();
-    let h = core.add_handler(
-        Box::new(move |m| {
-            let _ = l.put(m);
-        }),
-        false,
-        Some(crate::identity::MASTER_ID),
-        None,
-    );
+    let h = core.add_latch_handler(latch.clone(), Some(crate::identity::MASTER_ID));
     let mut m = Message::encode(&())?.to(crate::identity::MASTER_ID, handle::ALLOCATE_ID);
     m.reply_to = h;
     core.send(m)?;

@@ -5,9 +5,11 @@
 use crate::callbacks::{Callbacks, UserSink};
 use crate::error::reasons;
 use crate::frame::handle;
+use crate::latch::Latch;
 use crate::message::Message;
 use crate::reassembly::{Assembled, Reassembly};
 use crate::sync::lock;
+use crate::sync::IdHash;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -17,7 +19,7 @@ use super::*;
 
 /// Runs a sink, containing a panic: a bug behind one handle must not
 /// unwind through the thread reading a link.
-pub(super) fn run_sink(handle: u32, sink: &Sink, msg: Message) {
+pub(super) fn run_sink(handle: u32, sink: &(dyn Fn(Message) + Send + Sync), msg: Message) {
     let run = std::panic::AssertUnwindSafe(|| sink(msg));
     if let Err(p) = std::panic::catch_unwind(run) {
         let e = crate::error::CallError::from_panic(&format!("handler {handle}"), &*p);
@@ -25,18 +27,61 @@ pub(super) fn run_sink(handle: u32, sink: &Sink, msg: Message) {
     }
 }
 
+/// Where a handler's messages go.
+enum Target {
+    /// A one-shot callback, taken out of the registry to run.
+    Once(Sink),
+    /// A persistent callback, shared to run outside the registry's lock.
+    Shared(Arc<dyn Fn(Message) + Send + Sync>),
+    /// The answer a caller waits for: put on its latch. The commonest
+    /// handler (one per call) costs no callback allocation.
+    Latch(Latch<Message>),
+}
+
 struct Handler {
-    sink: Sink,
+    target: Target,
     persist: bool,
     respondent: Option<u32>,
     policy: Option<Policy>,
 }
 
+impl Handler {
+    /// A copy to run outside the registry's lock (persistent handlers,
+    /// whose target is shared).
+    fn share(&self) -> Option<Handler> {
+        let target = match &self.target {
+            Target::Once(_) => return None,
+            Target::Shared(f) => Target::Shared(f.clone()),
+            Target::Latch(l) => Target::Latch(l.clone()),
+        };
+        Some(Handler {
+            target,
+            persist: self.persist,
+            respondent: self.respondent,
+            policy: self.policy.clone(),
+        })
+    }
+
+    fn run(&self, handle: u32, msg: Message) {
+        match &self.target {
+            Target::Once(f) => run_sink(handle, &**f, msg),
+            Target::Shared(f) => run_sink(handle, &**f, msg),
+            Target::Latch(l) => {
+                let _ = l.put(msg);
+            }
+        }
+    }
+}
+
+/// The registry, keyed by handle: handles are handed out in sequence,
+/// so [`IdHash`] keeps neighbours together.
+type Handlers = HashMap<u32, Handler, IdHash>;
+
 /// What is addressed to this context: the handler registry, the messages
 /// being put together from fragments, and the thread user callbacks run
 /// on.
 pub(super) struct Inbox {
-    handlers: Mutex<HashMap<u32, Arc<Handler>>>,
+    handlers: Mutex<Handlers>,
     next_handle: AtomicU32,
     /// Shared with each link's reader, which reads fragments addressed
     /// here straight onto their partial message (`reassembly::Lender`).
@@ -77,11 +122,15 @@ impl Core {
     /// with or without a respondent — and stops the handler thread: no one
     /// hangs on a dead broker.
     pub(super) fn close_inbox(self: &Arc<Self>, reason: &str) {
-        let waiting: Vec<(u32, Arc<Handler>)> = lock(&self.inbox.handlers)
-            .iter()
-            .filter(|(k, _)| **k >= handle::FIRST_DYNAMIC)
-            .map(|(k, h)| (*k, h.clone()))
-            .collect();
+        let waiting: Vec<(u32, Handler)> = {
+            let mut map = lock(&self.inbox.handlers);
+            let keys: Vec<u32> = map
+                .keys()
+                .copied()
+                .filter(|k| *k >= handle::FIRST_DYNAMIC)
+                .collect();
+            keys.into_iter().filter_map(|k| take(&mut map, k)).collect()
+        };
         for (k, h) in waiting {
             self.deliver_dead(k, &h, reason);
         }
@@ -115,15 +164,7 @@ impl Core {
             if map.contains_key(&h) {
                 return false;
             }
-            map.insert(
-                h,
-                Arc::new(Handler {
-                    sink,
-                    persist,
-                    respondent,
-                    policy,
-                }),
-            );
+            map.insert(h, Handler::new(sink, persist, respondent, policy));
         }
         self.check_respondent(respondent);
         true
@@ -149,13 +190,27 @@ impl Core {
         respondent: Option<u32>,
         policy: Option<Policy>,
     ) {
-        let handler = Arc::new(Handler {
-            sink,
-            persist,
-            respondent,
-            policy,
-        });
+        let handler = Handler::new(sink, persist, respondent, policy);
         lock(&self.inbox.handlers).insert(h, handler);
+    }
+
+    /// Registers a one-shot handler at a new handle that puts its message
+    /// on `latch` (a call's answer, from `respondent`).
+    pub(crate) fn add_latch_handler(
+        self: &Arc<Self>,
+        latch: Latch<Message>,
+        respondent: Option<u32>,
+    ) -> u32 {
+        let h = self.inbox.next_handle.fetch_add(1, Ordering::Relaxed);
+        let handler = Handler {
+            target: Target::Latch(latch),
+            persist: false,
+            respondent,
+            policy: None,
+        };
+        lock(&self.inbox.handlers).insert(h, handler);
+        self.check_respondent(respondent);
+        h
     }
 
     pub(crate) fn del_handler(&self, h: u32) {
@@ -181,11 +236,7 @@ impl Core {
     pub(super) fn deliver(self: &Arc<Self>, mut msg: Message) {
         let handler = {
             let mut map = lock(&self.inbox.handlers);
-            match map.get(&msg.handle) {
-                Some(h) if h.persist => Some(h.clone()),
-                Some(_) => map.remove(&msg.handle),
-                None => None,
-            }
+            take(&mut map, msg.handle).map(|(_, h)| h)
         };
         let Some(h) = handler else {
             self.bounce(
@@ -198,15 +249,14 @@ impl Core {
             if !msg.is_dead() && !policy(&msg) {
                 tracing::warn!("mitogen: policy refused {msg:?}");
                 if !h.persist {
-                    lock(&self.inbox.handlers).insert(msg.handle, h.clone());
+                    lock(&self.inbox.handlers).insert(msg.handle, h);
                 }
                 self.bounce(&msg, reasons::REFUSED);
                 return;
             }
         }
         msg.origin = Some(self.clone());
-        let handle = msg.handle;
-        run_sink(handle, &h.sink, msg);
+        h.run(msg.handle, msg);
     }
 
     /// Delivers a dead message to every handler whose respondent is in
@@ -216,22 +266,14 @@ impl Core {
             return;
         }
         lock(&self.inbox.reassembly).forget(lost);
-        let hit: Vec<(u32, Arc<Handler>)> = {
+        let hit: Vec<(u32, Handler)> = {
             let mut map = lock(&self.inbox.handlers);
             let keys: Vec<u32> = map
                 .iter()
                 .filter(|(_, h)| h.respondent.is_some_and(|r| lost.contains(&r)))
                 .map(|(k, _)| *k)
                 .collect();
-            keys.into_iter()
-                .filter_map(|k| {
-                    let h = map.get(&k)?.clone();
-                    if !h.persist {
-                        map.remove(&k);
-                    }
-                    Some((k, h))
-                })
-                .collect()
+            keys.into_iter().filter_map(|k| take(&mut map, k)).collect()
         };
         for (k, h) in hit {
             self.deliver_dead(k, &h, reason);
@@ -244,6 +286,34 @@ impl Core {
         let mut m = Message::dead(reason).to(self.id, k);
         m.src_id = h.respondent.unwrap_or(self.id);
         m.origin = Some(self.clone());
-        run_sink(k, &h.sink, m);
+        h.run(k, m);
     }
+}
+
+impl Handler {
+    fn new(sink: Sink, persist: bool, respondent: Option<u32>, policy: Option<Policy>) -> Self {
+        let target = if persist {
+            Target::Shared(Arc::from(sink))
+        } else {
+            Target::Once(sink)
+        };
+        Handler {
+            target,
+            persist,
+            respondent,
+            policy,
+        }
+    }
+}
+
+/// The handler at `k` to run: a persistent one shared (it stays), a
+/// one-shot one taken out.
+fn take(map: &mut Handlers, k: u32) -> Option<(u32, Handler)> {
+    let h = map.get(&k)?;
+    let h = if h.persist {
+        h.share()?
+    } else {
+        map.remove(&k)?
+    };
+    Some((k, h))
 }

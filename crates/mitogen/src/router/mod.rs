@@ -355,15 +355,7 @@ impl Router {
         }
         crate::broker::refuse_wait_on_broker("a disconnect")?;
         let answer = crate::Latch::new();
-        let a = answer.clone();
-        let h = core.add_handler(
-            Box::new(move |m| {
-                let _ = a.put(m);
-            }),
-            false,
-            Some(id),
-            None,
-        );
+        let h = core.add_latch_handler(answer.clone(), Some(id));
         let mut m =
             Message::encode("disconnected by its parent's router")?.to(id, handle::DISCONNECT);
         m.reply_to = h;

@@ -4,7 +4,7 @@
 //! a change means (waiters failed, the news passed on) is `links.rs`.
 
 use crate::link::Stream;
-use crate::sync::lock;
+use crate::sync::{lock, IdHash};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 /// Where messages go from this context.
 pub(crate) struct Table {
     /// Context id → the link towards it (children and their descendants).
-    routes: RwLock<HashMap<u32, Arc<Stream>>>,
+    routes: RwLock<HashMap<u32, Arc<Stream>, IdHash>>,
     /// The link towards the parent, in a child: the default route.
     parent: RwLock<Option<Arc<Stream>>>,
     /// Every attached link, by link id.
