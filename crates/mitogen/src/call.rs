@@ -212,8 +212,8 @@ pub(crate) fn encode_call_into<W: std::io::Write, A: Serialize + ?Sized>(
 
 /// A decoded call: chain, function name, and the undecoded argument bytes.
 pub(crate) struct CallParts<'a> {
-    pub(crate) chain: Option<String>,
-    pub(crate) name: String,
+    pub(crate) chain: Option<&'a str>,
+    pub(crate) name: &'a str,
     pub(crate) args: &'a [u8],
 }
 
@@ -221,14 +221,14 @@ fn bad(what: &str) -> CallError {
     CallError::new("mitogen::DecodeError", format!("malformed call: {what}"))
 }
 
-fn read_str(rd: &mut &[u8]) -> Result<String, CallError> {
+fn read_str<'a>(rd: &mut &'a [u8]) -> Result<&'a str, CallError> {
     let n = rmp::decode::read_str_len(rd).map_err(|_| bad("expected a string"))? as usize;
     if rd.len() < n {
         return Err(bad("truncated string"));
     }
     let s = std::str::from_utf8(&rd[..n]).map_err(|_| bad("string is not UTF-8"))?;
     *rd = &rd[n..];
-    Ok(s.to_string())
+    Ok(s)
 }
 
 /// Splits a call payload without decoding the arguments.
@@ -260,7 +260,7 @@ mod tests {
     fn call_payload_round_trip() {
         let p = encode_call(Some("c1"), "a::b", &(1u8, "x")).unwrap();
         let c = decode_call(&p).unwrap();
-        assert_eq!(c.chain.as_deref(), Some("c1"));
+        assert_eq!(c.chain, Some("c1"));
         assert_eq!(c.name, "a::b");
         let args: (u8, String) = decode_args("a::b", c.args).unwrap();
         assert_eq!(args, (1, "x".into()));

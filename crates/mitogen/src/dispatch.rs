@@ -32,6 +32,7 @@ use crate::latch::Latch;
 use crate::message::Message;
 use crate::pool::{Job, Pool, PoolSize, DEFAULT_IDLE_TIMEOUT};
 use crate::router::{Policy, Router};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -176,7 +177,7 @@ impl Dispatcher {
             handle::CALL_FUNCTION,
             Box::new(move |m| match tp.get() {
                 Some((shared, pool)) if m.auth_id == me => {
-                    submit(shared, pool, m, Instant::now());
+                    submit(shared, pool, m, shared.clock());
                 }
                 _ => {
                     let _ = q.put(m);
@@ -257,12 +258,12 @@ impl Dispatcher {
 
     /// Runs an ordinary call here; hands a concurrent one to the pool.
     fn handle(&self, mut msg: Message) {
-        let started = Instant::now();
-        let (chain, name, args_at) = match decode_call(&msg.data) {
-            Ok(p) => (p.chain, p.name, msg.data.len() - p.args.len()),
+        let started = self.shared.clock();
+        let (chain, target, args_at) = match parse(&msg.data) {
+            Ok(p) => p,
             Err(e) => return self.shared.finish(&msg, "?", None, Err(e), started),
         };
-        if lookup(&name).is_some_and(|e| e.concurrent) {
+        if target.entry.is_some_and(|e| e.concurrent) {
             return submit(&self.shared, &self.pool, msg, started);
         }
         // The arguments are decoded from the payload they own (a large
@@ -271,32 +272,53 @@ impl Dispatcher {
         let payload = std::mem::take(&mut msg.data);
         let r = self
             .shared
-            .run_one(chain.as_deref(), &name, payload, args_at);
-        self.shared.finish(&msg, &name, chain, r, started)
+            .run_one(chain.as_deref(), &target, payload, args_at);
+        self.shared.finish(&msg, &target.name, chain, r, started)
     }
+}
+
+/// The function a call names: its registry entry (`None`: unknown, or
+/// the runtime's own `FORGET_CHAIN`) and its name, borrowed from the
+/// registry when known, so a call costs no copy of it.
+struct Target {
+    entry: Option<&'static crate::call::Entry>,
+    name: Cow<'static, str>,
+}
+
+/// Splits a call payload: its chain, its target, where its arguments
+/// start.
+fn parse(data: &[u8]) -> Result<(Option<String>, Target, usize), CallError> {
+    let p = decode_call(data)?;
+    let entry = lookup(p.name);
+    let name = match entry {
+        Some(e) => Cow::Borrowed(e.name),
+        None => Cow::Owned(p.name.to_owned()),
+    };
+    let args_at = data.len() - p.args.len();
+    Ok((p.chain.map(str::to_owned), Target { entry, name }, args_at))
 }
 
 /// Hands a call to the worker pool (a concurrent function, or a call to
 /// oneself); a refusal (full, stopped) is answered to the caller.
-fn submit(shared: &Arc<Shared>, pool: &Pool, mut msg: Message, started: Instant) {
-    let (chain, name, args_at) = match decode_call(&msg.data) {
-        Ok(p) => (p.chain, p.name, msg.data.len() - p.args.len()),
+fn submit(shared: &Arc<Shared>, pool: &Pool, mut msg: Message, started: Option<Instant>) {
+    let (chain, target, args_at) = match parse(&msg.data) {
+        Ok(p) => p,
         Err(e) => return shared.finish(&msg, "?", None, Err(e), started),
     };
     // A chain that has already failed stays failed without queueing.
     if let Some(e) = shared.chain_failure(chain.as_deref()) {
-        return shared.finish(&msg, &name, chain, Err(e), started);
+        return shared.finish(&msg, &target.name, chain, Err(e), started);
     }
     let payload = std::mem::take(&mut msg.data);
-    let name = Arc::<str>::from(name);
+    let target = Arc::new(target);
     let msg = Arc::new(msg);
-    let (s, m, n, c) = (shared.clone(), msg.clone(), name.clone(), chain.clone());
+    let (s, m, t, c) = (shared.clone(), msg.clone(), target.clone(), chain.clone());
     let run = move || {
-        let r = s.run_one(c.as_deref(), &n, payload, args_at);
-        s.finish(&m, &n, c, r, started);
+        let r = s.run_one(c.as_deref(), &t, payload, args_at);
+        s.finish(&m, &t.name, c, r, started);
     };
     let s = shared.clone();
-    let fail = move |e| s.finish(&msg, &name, chain, Err(e), started);
+    let fail = move |e| s.finish(&msg, &target.name, chain, Err(e), started);
     // Refused (full, stopped): `fail` has answered the caller.
     let _ = pool.submit(Job::new(run, fail));
 }
@@ -315,7 +337,7 @@ impl Shared {
         name: &str,
         chain: Option<String>,
         result: Result<Box<dyn Output>, CallError>,
-        started: Instant,
+        started: Option<Instant>,
     ) {
         // A failed call in a chain is not logged: the chain reports it to
         // the caller's next waiting call.
@@ -323,7 +345,7 @@ impl Shared {
         if let (Err(e), Some(chain)) = (&result, &chain) {
             self.fail_chain(chain, e);
         }
-        if let Some(p) = &self.profile {
+        if let (Some(p), Some(started)) = (&self.profile, started) {
             let mut p = crate::sync::lock(p);
             let e = p.entry(name.to_string()).or_default();
             e.0 += 1;
@@ -367,13 +389,19 @@ impl Shared {
             .or_insert_with(|| e.clone());
     }
 
+    /// When a call started, read only when calls are profiled.
+    fn clock(&self) -> Option<Instant> {
+        self.profile.as_ref().map(|_| Instant::now())
+    }
+
     fn run_one(
         &self,
         chain: Option<&str>,
-        name: &str,
+        target: &Target,
         payload: Vec<u8>,
         args_at: usize,
     ) -> Result<Box<dyn Output>, CallError> {
+        let name = &*target.name;
         if let Some(e) = self.chain_failure(chain) {
             return Err(e);
         }
@@ -382,7 +410,7 @@ impl Shared {
             crate::sync::lock(&self.failed_chains).remove(&id);
             return Ok(Box::new(OutputOf(())));
         }
-        let Some(entry) = lookup(name) else {
+        let Some(entry) = target.entry else {
             return Err(CallError::new(
                 "mitogen::UnknownFunction",
                 format!("no remote function named {name}: only functions marked #[mitogen::remote] can be called"),
