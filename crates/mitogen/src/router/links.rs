@@ -220,7 +220,7 @@ impl Core {
     /// Security checks on a message from a stream, then routing.
     pub(crate) fn route_in(self: &Arc<Self>, s: &Arc<Stream>, mut msg: Message) {
         if !s.is_parent {
-            let back = self.table.route(msg.src_id).map(|r| r.id);
+            let back = self.table.route_link(msg.src_id);
             if back != Some(s.id) {
                 tracing::warn!(
                     "mitogen: dropped {msg:?} from {}: src_id does not route back through it",

@@ -81,6 +81,12 @@ impl Table {
         read(&self.routes).get(&id).cloned()
     }
 
+    /// The id of the link a route to `id` takes ([`Table::route`] without
+    /// taking a reference to it: checked on every message from a child).
+    pub(crate) fn route_link(&self, id: u32) -> Option<u64> {
+        read(&self.routes).get(&id).map(|s| s.id)
+    }
+
     pub(crate) fn add_route(&self, id: u32, stream: &Arc<Stream>) {
         write(&self.routes).insert(id, stream.clone());
     }
