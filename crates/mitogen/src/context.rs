@@ -288,7 +288,7 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
         if let Ok(Some(msg)) = self.latch.try_get() {
             // Already here: no clock, no wait.
             self.took_answer();
-            return msg.decode();
+            return self.decode(msg);
         }
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         if self.latch.nothing_queued() {
@@ -313,7 +313,13 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
             e => e,
         })?;
         self.took_answer();
-        msg.into_decoded()
+        self.decode(msg)
+    }
+
+    /// The answer as a `T`: handles in it (a `Context`, a `Sender`) bind
+    /// to this router (the answer comes without a reference to it).
+    fn decode(&self, msg: Message) -> Result<T> {
+        crate::router::decoding_for(&self.core, || msg.into_decoded())
     }
 
     fn took_answer(&self) {
@@ -328,6 +334,11 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
 }
 
 impl<T> PendingCall<T> {
+    /// The router this call's answer is decoded by.
+    pub(crate) fn origin(&self) -> Arc<dyn crate::message::Origin> {
+        self.core.clone()
+    }
+
     pub(crate) fn latch(&self) -> &Latch<Message> {
         &self.latch
     }
@@ -351,7 +362,7 @@ impl<T: serde::de::DeserializeOwned> Future for PendingCall<T> {
         match Pin::new(&mut fut).poll(cx) {
             Poll::Ready(Ok(m)) => {
                 self.took_answer();
-                Poll::Ready(m.into_decoded())
+                Poll::Ready(self.decode(m))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
             Poll::Pending => Poll::Pending,

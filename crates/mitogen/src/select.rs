@@ -77,7 +77,9 @@ pub struct Source(Kind);
 
 #[derive(Clone)]
 enum Kind {
-    Messages(Latch<Message>),
+    /// A latch of messages, and the router an answer to a call (which
+    /// arrives without one) is to be decoded by.
+    Messages(Latch<Message>, Option<Arc<dyn crate::message::Origin>>),
     Nested(Arc<Inner>),
 }
 
@@ -90,14 +92,14 @@ impl std::fmt::Debug for Source {
 impl Source {
     fn key(&self) -> usize {
         match &self.0 {
-            Kind::Messages(l) => l.key(),
+            Kind::Messages(l, _) => l.key(),
             Kind::Nested(i) => i.ready.key(),
         }
     }
 
     fn set_notify(&self, n: Option<crate::latch::Notify>) -> std::result::Result<(), ()> {
         match &self.0 {
-            Kind::Messages(l) => l.set_notify(n),
+            Kind::Messages(l, _) => l.set_notify(n),
             Kind::Nested(i) => i.ready.set_notify(n),
         }
     }
@@ -105,7 +107,7 @@ impl Source {
     /// Items waiting (for a nested select: keys, an upper bound).
     fn pending(&self) -> usize {
         match &self.0 {
-            Kind::Messages(l) => l.size() + usize::from(l.is_closed()),
+            Kind::Messages(l, _) => l.size() + usize::from(l.is_closed()),
             Kind::Nested(i) => i.ready.size(),
         }
     }
@@ -113,19 +115,19 @@ impl Source {
 
 impl Selectable for Receiver {
     fn source(&self) -> Source {
-        Source(Kind::Messages(self.latch().clone()))
+        Source(Kind::Messages(self.latch().clone(), None))
     }
 }
 
 impl<T> Selectable for PendingCall<T> {
     fn source(&self) -> Source {
-        Source(Kind::Messages(self.latch().clone()))
+        Source(Kind::Messages(self.latch().clone(), Some(self.origin())))
     }
 }
 
 impl Selectable for Latch<Message> {
     fn source(&self) -> Source {
-        Source(Kind::Messages(self.clone()))
+        Source(Kind::Messages(self.clone(), None))
     }
 }
 
@@ -287,7 +289,7 @@ impl Select {
     /// `true` when no source has a message waiting (`get` would block).
     pub fn empty(&self) -> bool {
         self.members().iter().all(|s| match &s.0 {
-            Kind::Messages(l) => l.nothing_queued() && !l.is_closed(),
+            Kind::Messages(l, _) => l.nothing_queued() && !l.is_closed(),
             Kind::Nested(i) => Select { inner: i.clone() }.empty(),
         })
     }
@@ -352,8 +354,11 @@ impl Select {
         let src = self.members().iter().find(|s| s.key() == key).cloned();
         let Some(src) = src else { return Ok(None) };
         match &src.0 {
-            Kind::Messages(l) => match l.try_get_queued() {
-                Ok(Some(m)) => {
+            Kind::Messages(l, origin) => match l.try_get_queued() {
+                Ok(Some(mut m)) => {
+                    if m.origin.is_none() {
+                        m.origin = origin.clone();
+                    }
                     if self.inner.oneshot {
                         self.take_member(key);
                     }
@@ -408,7 +413,7 @@ fn contains(inner: &Arc<Inner>, key: usize) -> bool {
     let members = crate::sync::lock(&inner.members).clone();
     members.iter().any(|m| match &m.0 {
         Kind::Nested(i) => contains(i, key),
-        Kind::Messages(_) => false,
+        Kind::Messages(..) => false,
     })
 }
 

@@ -10,29 +10,44 @@
 use super::Core;
 use crate::error::Result;
 use crate::message::{Message, Origin};
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::sync::Arc;
 
 thread_local! {
-    static DECODING_FOR: RefCell<Option<Arc<Core>>> = const { RefCell::new(None) };
+    /// The router of the innermost [`decoding_for`] on this thread: a
+    /// pointer to the caller's `Arc`, valid while its `f` runs (a decode
+    /// costs no reference count; only a handle decoded takes one).
+    static DECODING_FOR: Cell<*const Arc<Core>> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Puts the previous router back, also when the decode panics.
+struct Restore(*const Arc<Core>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        DECODING_FOR.with(|d| d.set(self.0));
+    }
 }
 
 /// Runs `f` with handles decoded on this thread bound to `core`.
 pub(crate) fn decoding_for<R>(core: &Arc<Core>, f: impl FnOnce() -> R) -> R {
-    let prev = DECODING_FOR.with(|d| d.borrow_mut().replace(core.clone()));
-    let r = f();
-    DECODING_FOR.with(|d| *d.borrow_mut() = prev);
-    r
+    let _restore = Restore(DECODING_FOR.with(|d| d.replace(core)));
+    f()
 }
 
 /// The router a handle being decoded binds to; `what` names the handle in
 /// the error when no router is decoding.
 pub(crate) fn decoding_core<E: serde::de::Error>(what: &str) -> std::result::Result<Arc<Core>, E> {
-    DECODING_FOR.with(|d| d.borrow().clone()).ok_or_else(|| {
-        E::custom(format!(
+    let core = DECODING_FOR.with(|d| d.get());
+    // SAFETY: a non-null pointer was set by a `decoding_for` still running
+    // on this thread (its guard resets it before it returns or unwinds),
+    // so the `Arc` it points to is borrowed for at least that long.
+    match unsafe { core.as_ref() } {
+        Some(core) => Ok(core.clone()),
+        None => Err(E::custom(format!(
             "a {what} can only be decoded by a context's router"
-        ))
-    })
+        ))),
+    }
 }
 
 impl Origin for Core {

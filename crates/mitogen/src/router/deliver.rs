@@ -29,12 +29,12 @@ pub(super) fn run_sink(handle: u32, sink: &(dyn Fn(Message) + Send + Sync), msg:
 
 /// Where a handler's messages go.
 enum Target {
-    /// A one-shot callback, taken out of the registry to run.
-    Once(Sink),
-    /// A persistent callback, shared to run outside the registry's lock.
-    Shared(Arc<dyn Fn(Message) + Send + Sync>),
+    /// A callback.
+    Fn(Sink),
     /// The answer a caller waits for: put on its latch. The commonest
-    /// handler (one per call) costs no callback allocation.
+    /// handler (one per call) costs no callback allocation, and its
+    /// message no reference to the router: the caller decodes with its
+    /// own.
     Latch(Latch<Message>),
 }
 
@@ -46,26 +46,12 @@ struct Handler {
 }
 
 impl Handler {
-    /// A copy to run outside the registry's lock (persistent handlers,
-    /// whose target is shared).
-    fn share(&self) -> Option<Handler> {
-        let target = match &self.target {
-            Target::Once(_) => return None,
-            Target::Shared(f) => Target::Shared(f.clone()),
-            Target::Latch(l) => Target::Latch(l.clone()),
-        };
-        Some(Handler {
-            target,
-            persist: self.persist,
-            respondent: self.respondent,
-            policy: self.policy.clone(),
-        })
-    }
-
-    fn run(&self, handle: u32, msg: Message) {
+    fn run(&self, core: &Arc<Core>, handle: u32, mut msg: Message) {
         match &self.target {
-            Target::Once(f) => run_sink(handle, &**f, msg),
-            Target::Shared(f) => run_sink(handle, &**f, msg),
+            Target::Fn(f) => {
+                msg.origin = Some(core.clone());
+                run_sink(handle, &**f, msg)
+            }
             Target::Latch(l) => {
                 let _ = l.put(msg);
             }
@@ -73,9 +59,26 @@ impl Handler {
     }
 }
 
+/// A registered handler: a one-shot one is taken out of the registry to
+/// run, a persistent one shared (run outside the registry's lock).
+enum Slot {
+    One(Handler),
+    Many(Arc<Handler>),
+}
+
+impl std::ops::Deref for Slot {
+    type Target = Handler;
+    fn deref(&self) -> &Handler {
+        match self {
+            Slot::One(h) => h,
+            Slot::Many(h) => h,
+        }
+    }
+}
+
 /// The registry, keyed by handle: handles are handed out in sequence,
 /// so [`IdHash`] keeps neighbours together.
-type Handlers = HashMap<u32, Handler, IdHash>;
+type Handlers = HashMap<u32, Slot, IdHash>;
 
 /// What is addressed to this context: the handler registry, the messages
 /// being put together from fragments, and the thread user callbacks run
@@ -122,7 +125,7 @@ impl Core {
     /// with or without a respondent — and stops the handler thread: no one
     /// hangs on a dead broker.
     pub(super) fn close_inbox(self: &Arc<Self>, reason: &str) {
-        let waiting: Vec<(u32, Handler)> = {
+        let waiting: Vec<(u32, Slot)> = {
             let mut map = lock(&self.inbox.handlers);
             let keys: Vec<u32> = map
                 .keys()
@@ -164,7 +167,7 @@ impl Core {
             if map.contains_key(&h) {
                 return false;
             }
-            map.insert(h, Handler::new(sink, persist, respondent, policy));
+            map.insert(h, Slot::new(sink, persist, respondent, policy));
         }
         self.check_respondent(respondent);
         true
@@ -190,7 +193,7 @@ impl Core {
         respondent: Option<u32>,
         policy: Option<Policy>,
     ) {
-        let handler = Handler::new(sink, persist, respondent, policy);
+        let handler = Slot::new(sink, persist, respondent, policy);
         lock(&self.inbox.handlers).insert(h, handler);
     }
 
@@ -202,12 +205,12 @@ impl Core {
         respondent: Option<u32>,
     ) -> u32 {
         let h = self.inbox.next_handle.fetch_add(1, Ordering::Relaxed);
-        let handler = Handler {
+        let handler = Slot::One(Handler {
             target: Target::Latch(latch),
             persist: false,
             respondent,
             policy: None,
-        };
+        });
         lock(&self.inbox.handlers).insert(h, handler);
         self.check_respondent(respondent);
         h
@@ -233,7 +236,7 @@ impl Core {
         }
     }
 
-    pub(super) fn deliver(self: &Arc<Self>, mut msg: Message) {
+    pub(super) fn deliver(self: &Arc<Self>, msg: Message) {
         let handler = {
             let mut map = lock(&self.inbox.handlers);
             take(&mut map, msg.handle).map(|(_, h)| h)
@@ -255,8 +258,7 @@ impl Core {
                 return;
             }
         }
-        msg.origin = Some(self.clone());
-        h.run(msg.handle, msg);
+        h.run(self, msg.handle, msg);
     }
 
     /// Delivers a dead message to every handler whose respondent is in
@@ -266,7 +268,7 @@ impl Core {
             return;
         }
         lock(&self.inbox.reassembly).forget(lost);
-        let hit: Vec<(u32, Handler)> = {
+        let hit: Vec<(u32, Slot)> = {
             let mut map = lock(&self.inbox.handlers);
             let keys: Vec<u32> = map
                 .iter()
@@ -285,35 +287,32 @@ impl Core {
     fn deliver_dead(self: &Arc<Self>, k: u32, h: &Handler, reason: &str) {
         let mut m = Message::dead(reason).to(self.id, k);
         m.src_id = h.respondent.unwrap_or(self.id);
-        m.origin = Some(self.clone());
-        h.run(k, m);
+        h.run(self, k, m);
     }
 }
 
-impl Handler {
-    fn new(sink: Sink, persist: bool, respondent: Option<u32>, policy: Option<Policy>) -> Self {
-        let target = if persist {
-            Target::Shared(Arc::from(sink))
-        } else {
-            Target::Once(sink)
-        };
-        Handler {
-            target,
+impl Slot {
+    fn new(sink: Sink, persist: bool, respondent: Option<u32>, policy: Option<Policy>) -> Slot {
+        let h = Handler {
+            target: Target::Fn(sink),
             persist,
             respondent,
             policy,
+        };
+        if persist {
+            Slot::Many(Arc::new(h))
+        } else {
+            Slot::One(h)
         }
     }
 }
 
 /// The handler at `k` to run: a persistent one shared (it stays), a
 /// one-shot one taken out.
-fn take(map: &mut Handlers, k: u32) -> Option<(u32, Handler)> {
-    let h = map.get(&k)?;
-    let h = if h.persist {
-        h.share()?
-    } else {
-        map.remove(&k)?
+fn take(map: &mut Handlers, k: u32) -> Option<(u32, Slot)> {
+    let slot = match map.get(&k)? {
+        Slot::Many(h) => Slot::Many(h.clone()),
+        Slot::One(_) => map.remove(&k)?,
     };
-    Some((k, h))
+    Some((k, slot))
 }

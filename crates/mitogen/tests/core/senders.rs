@@ -4,7 +4,7 @@
 
 use crate::util::{self, trial, TestResult, TEST_LIMIT, WAIT};
 use libtest_mimic::Trial;
-use mitogen::{Error, Receiver, Router, Sender};
+use mitogen::{Error, Receiver, Router, Select, Sender};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -17,6 +17,11 @@ pub fn tests() -> Vec<Trial> {
             "senders::leaf_to_sibling_branch_unidirectional",
             TEST_LIMIT,
             || sender_across_branches(true),
+        ),
+        trial(
+            "senders::a_sender_returned_through_a_select_works",
+            TEST_LIMIT,
+            sender_through_select,
         ),
         trial(
             "senders::sender_close_ends_iteration",
@@ -113,5 +118,27 @@ fn sender_close() -> TestResult {
     tx.close()?;
     let got = util::bounded("drain", WAIT, move || leaf.call::<drain_inbox>(()))??;
     ensure!(got == ["a", "b", "c"], "got {got:?}");
+    Ok(())
+}
+
+/// A call's answer taken from a `Select` (not from the call's own `get`)
+/// still decodes a handle in it bound to this router: the `Sender` sends.
+fn sender_through_select() -> TestResult {
+    let router = util::router()?;
+    let leaf = router.local().remote_name("leaf").connect()?;
+    let call = leaf.call_async::<open_inbox>(())?;
+    let select = Select::with(std::slice::from_ref(&call), true)?;
+    let event = select.get_event(Some(WAIT))?;
+    ensure!(event.is_from(&call), "the event names another source");
+    let tx: Sender = event.data.decode()?;
+    ensure!(
+        tx.context_id() == leaf.context_id(),
+        "the Sender names context {} instead of the leaf {}",
+        tx.context_id(),
+        leaf.context_id()
+    );
+    tx.send(&"through a select")?;
+    let got = leaf.call::<inbox_next>((5000,))?;
+    ensure!(got == "through a select", "the inbox got {got:?}");
     Ok(())
 }
