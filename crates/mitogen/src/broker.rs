@@ -376,6 +376,9 @@ impl Broker {
     }
 
     /// Arranges for `f` to run on the broker thread. Safe from any thread.
+    /// Keep `f` short: while it runs, the broker reads, relays and flushes
+    /// nothing (a caller waiting for its own answer still writes and reads
+    /// its link itself).
     ///
     /// Fails with a [`StreamError`] once shutdown has begun: the work
     /// might never run, and silently dropping it would hide that. A panic

@@ -259,6 +259,20 @@ impl Stream {
         out.flush_handed
     }
 
+    /// Writes now what was handed to the broker and not yet flushed: a
+    /// thread about to wait for an answer to it does not depend on the
+    /// broker's turn ending (it may be running a long task).
+    pub(crate) fn flush_own_handover(&self) {
+        let handed = {
+            let out = lock(&self.out);
+            out.flush_handed && !out.queue.is_empty()
+        };
+        if handed {
+            // A failed write is seen by the read side too.
+            let _ = self.flush();
+        }
+    }
+
     /// The broker's turn to flush what [`Stream::hand_flush`] left it:
     /// what the descriptor does not take waits for writability.
     fn flush_handed(&self) {

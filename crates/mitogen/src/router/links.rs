@@ -155,6 +155,9 @@ impl Core {
         deadline: Option<std::time::Instant>,
         expect_wait: bool,
     ) -> bool {
+        // What this thread handed the broker to write (its request, its
+        // last answer) must not wait for the broker's turn to end.
+        s.flush_own_handover();
         let route = &mut |h, body| self.route_in(s, Message::from_frame(h, body));
         let pass = direct::read_until(s, route, done, deadline, expect_wait);
         if let Some(outcome) = pass.ended {

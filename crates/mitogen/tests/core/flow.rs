@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 pub fn tests() -> Vec<libtest_mimic::Trial> {
     vec![
         trial(
+            "flow::a_call_does_not_wait_for_a_busy_broker",
+            TEST_LIMIT,
+            a_call_does_not_wait_for_a_busy_broker,
+        ),
+        trial(
             "flow::a_stopped_peer_does_not_stall_the_broker",
             TEST_LIMIT,
             a_stopped_peer_does_not_stall_the_broker,
@@ -545,4 +550,55 @@ fn bulk_chunks_recycled_arrive_whole() -> TestResult {
     sending.get(Some(WAIT))?;
     ensure!(at == total, "{at} of {total} bytes");
     Ok(())
+}
+
+/// A call sent while the broker runs a long task (here 3 s of user code
+/// deferred to it) is handed to the broker for its flush, as any send
+/// while it is up; the caller, about to wait for the answer, writes it
+/// itself and reads the answer itself: it does not wait for the task.
+fn a_call_does_not_wait_for_a_busy_broker() -> TestResult {
+    let router = util::router()?;
+    let child = router.local().connect()?;
+    child.call::<add>((1, 1))?;
+    let (busy, release) = (mitogen::Latch::new(), mitogen::Latch::<()>::new());
+    let (b, r) = (busy.clone(), release.clone());
+    router.broker().defer(move || {
+        let _ = b.put(());
+        let _ = r.get(Some(Duration::from_secs(3)));
+    })?;
+    busy.get(Some(WAIT))?;
+    let t = Instant::now();
+    let sum = child.call::<add>((2, 3));
+    let took = t.elapsed();
+    release.put(())?;
+    ensure!(matches!(sum, Ok(5)), "the call gave {sum:?}");
+    ensure!(
+        took < Duration::from_millis(1500),
+        "the call waited {took:?} for the broker's task"
+    );
+    // The same in the child: its answers do not wait for its broker.
+    child.call::<busy_broker>((2500,))?;
+    let t = Instant::now();
+    for i in 0..3 {
+        let sum = child.call::<add>((i, 1))?;
+        ensure!(sum == i + 1, "the call gave {sum}");
+    }
+    let took = t.elapsed();
+    ensure!(
+        took < Duration::from_millis(1500),
+        "three calls waited {took:?} for the child's broker"
+    );
+    Ok(())
+}
+
+/// Keeps this context's broker busy for `ms` with a deferred task.
+#[mitogen::remote]
+fn busy_broker(router: &mitogen::Router, ms: u64) -> Result<(), Error> {
+    let started = mitogen::Latch::new();
+    let s = started.clone();
+    router.broker().defer(move || {
+        let _ = s.put(());
+        std::thread::sleep(Duration::from_millis(ms));
+    })?;
+    started.get(Some(WAIT))
 }
