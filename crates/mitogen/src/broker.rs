@@ -62,6 +62,10 @@ struct Shared {
     /// deferred before it next sleeps, so [`Broker::defer_while_busy`]
     /// need not wake it.
     busy: AtomicBool,
+    /// When the current turn began (µs since `epoch`): a turn that has run
+    /// long (a slow task) is not handed more work.
+    turn_began: AtomicU64,
+    epoch: Instant,
     participants: Mutex<Vec<Arc<dyn Participant>>>,
     shutdown: AtomicBool,
     shutdown_timeout_ms: AtomicU64,
@@ -80,6 +84,10 @@ impl Drop for Shared {
         crate::process::untrack_fd(std::os::fd::AsRawFd::as_raw_fd(&self.registry));
     }
 }
+
+/// A turn of the broker older than this is not handed a link's flush
+/// ([`Broker::defer_while_busy`]): the sender writes itself.
+const LONG_TURN: Duration = Duration::from_millis(1);
 
 /// Handle to a broker thread. Cloning gives another handle to the same
 /// thread.
@@ -288,6 +296,8 @@ impl Broker {
             waker,
             deferred: Mutex::new(Vec::new()),
             busy: AtomicBool::new(false),
+            turn_began: AtomicU64::new(0),
+            epoch: Instant::now(),
             participants: Mutex::new(Vec::new()),
             shutdown: AtomicBool::new(false),
             shutdown_timeout_ms: AtomicU64::new(DEFAULT_SHUTDOWN_TIMEOUT.as_millis() as u64),
@@ -359,8 +369,10 @@ impl Broker {
     /// (a link's flush) is batched with the rest of its turn.
     pub(crate) fn defer_while_busy(&self, task: Task) -> std::result::Result<(), Task> {
         // While it shuts down, the broker's last turns close links: a
-        // sender writes itself rather than race them.
-        if !self.shared.busy.load(Ordering::SeqCst) || self.is_shutting_down() {
+        // sender writes itself rather than race them. A turn that has
+        // lasted long is likely busy with a slow task: not worth waiting
+        // for either.
+        if !self.is_busy() || self.is_shutting_down() || self.turn_age() > LONG_TURN {
             return Err(task);
         }
         lock(&self.shared.deferred).push(task);
@@ -373,6 +385,26 @@ impl Broker {
             }
         }
         Ok(())
+    }
+
+    /// `true` while the broker thread is running (not asleep in its poll).
+    pub(crate) fn is_busy(&self) -> bool {
+        self.shared.busy.load(Ordering::SeqCst)
+    }
+
+    /// Makes the current turn count as just begun (tests that hold the
+    /// broker in a task and then hand it work).
+    #[cfg(test)]
+    pub(crate) fn renew_turn(&self) {
+        let now = self.shared.epoch.elapsed().as_micros() as u64;
+        self.shared.turn_began.store(now, Ordering::Relaxed);
+    }
+
+    /// How long the broker's current turn has lasted.
+    fn turn_age(&self) -> Duration {
+        let now = self.shared.epoch.elapsed().as_micros() as u64;
+        let began = self.shared.turn_began.load(Ordering::Relaxed);
+        Duration::from_micros(now.saturating_sub(began))
     }
 
     /// Arranges for `f` to run on the broker thread. Safe from any thread.
@@ -625,6 +657,8 @@ fn broker_main(mut poll: Poll, mut lp: Loop) {
             timeout = Some(Duration::ZERO);
         }
         let polled = poll.poll(&mut events, timeout);
+        let now = lp.shared.epoch.elapsed().as_micros() as u64;
+        lp.shared.turn_began.store(now, Ordering::Relaxed);
         lp.shared.busy.store(true, Ordering::SeqCst);
         if let Err(e) = polled {
             if e.kind() != std::io::ErrorKind::Interrupted {

@@ -575,6 +575,8 @@ mod tests {
             })
             .unwrap();
         busy.get(Some(Duration::from_secs(10))).unwrap();
+        // A turn this long would be refused work (it may be a slow task).
+        broker.renew_turn();
         for i in 0..10 {
             s.send_frame(
                 hdr(100 + i, 3),
@@ -604,6 +606,21 @@ mod tests {
             .enumerate()
             .all(|(i, (_, b))| b == &vec![i as u8; 3]));
         assert_eq!(s.queued(), 0);
+        // Busy for long (a slow task): the sender writes itself.
+        let (busy, release) = (crate::Latch::new(), crate::Latch::<()>::new());
+        let (b, r) = (busy.clone(), release.clone());
+        broker
+            .defer(move || {
+                let _ = b.put(());
+                let _ = r.get(Some(Duration::from_secs(10)));
+            })
+            .unwrap();
+        busy.get(Some(Duration::from_secs(10))).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        send(&s, 10, Mode::Wait(None)).unwrap();
+        assert_eq!(s.queued(), 0, "written at once, not left to a slow turn");
+        release.put(()).unwrap();
+        assert_eq!(read_frames(&peer, 1).len(), 1);
         broker.shutdown();
         broker.join();
     }

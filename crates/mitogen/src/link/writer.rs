@@ -249,6 +249,10 @@ impl Stream {
         let (Some(broker), Some(me)) = (self.broker.get(), self.me.get()) else {
             return false;
         };
+        if !broker.is_busy() {
+            // Asleep (a lone call): nothing to build a task for.
+            return false;
+        }
         let me = me.clone();
         let task: crate::broker::Task = Box::new(move |_| {
             if let Some(s) = me.upgrade() {
@@ -263,13 +267,9 @@ impl Stream {
     /// thread about to wait for an answer to it does not depend on the
     /// broker's turn ending (it may be running a long task).
     pub(crate) fn flush_own_handover(&self) {
-        let handed = {
-            let out = lock(&self.out);
-            out.flush_handed && !out.queue.is_empty()
-        };
-        if handed {
-            // A failed write is seen by the read side too.
-            let _ = self.flush();
+        if lock(&self.out).flush_handed {
+            // The broker's task, when it runs, finds nothing left.
+            self.flush_handed();
         }
     }
 
