@@ -554,6 +554,20 @@ mod tests {
         assert_eq!(s.queued(), 0);
     }
 
+    /// Holds `broker` in a task (busy) until the latch returned is put.
+    fn hold(broker: &crate::broker::Broker) -> crate::Latch<()> {
+        let (busy, release) = (crate::Latch::new(), crate::Latch::<()>::new());
+        let (b, r) = (busy.clone(), release.clone());
+        broker
+            .defer(move || {
+                let _ = b.put(());
+                let _ = r.get(Some(Duration::from_secs(10)));
+            })
+            .unwrap();
+        busy.get(Some(Duration::from_secs(10))).unwrap();
+        release
+    }
+
     #[test]
     fn frames_sent_while_the_broker_is_busy_leave_with_its_next_flush() {
         let (s, peer) = link(DEFAULT_MAX_QUEUED);
@@ -566,15 +580,7 @@ mod tests {
         assert_eq!(read_frames(&peer, 1).len(), 1);
         // Busy (in a task held until the frames are sent): they queue for
         // it, in order, and no byte reaches the peer before it flushes.
-        let (busy, release) = (crate::Latch::new(), crate::Latch::<()>::new());
-        let (b, r) = (busy.clone(), release.clone());
-        broker
-            .defer(move || {
-                let _ = b.put(());
-                let _ = r.get(Some(Duration::from_secs(10)));
-            })
-            .unwrap();
-        busy.get(Some(Duration::from_secs(10))).unwrap();
+        let release = hold(&broker);
         // A turn this long would be refused work (it may be a slow task).
         broker.renew_turn();
         for i in 0..10 {
@@ -607,15 +613,7 @@ mod tests {
             .all(|(i, (_, b))| b == &vec![i as u8; 3]));
         assert_eq!(s.queued(), 0);
         // Busy for long (a slow task): the sender writes itself.
-        let (busy, release) = (crate::Latch::new(), crate::Latch::<()>::new());
-        let (b, r) = (busy.clone(), release.clone());
-        broker
-            .defer(move || {
-                let _ = b.put(());
-                let _ = r.get(Some(Duration::from_secs(10)));
-            })
-            .unwrap();
-        busy.get(Some(Duration::from_secs(10))).unwrap();
+        let release = hold(&broker);
         std::thread::sleep(Duration::from_millis(20));
         send(&s, 10, Mode::Wait(None)).unwrap();
         assert_eq!(s.queued(), 0, "written at once, not left to a slow turn");

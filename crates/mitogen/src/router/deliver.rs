@@ -8,8 +8,7 @@ use crate::frame::handle;
 use crate::latch::Latch;
 use crate::message::Message;
 use crate::reassembly::{Assembled, Reassembly};
-use crate::sync::lock;
-use crate::sync::IdHash;
+use crate::sync::{lock, IdHash};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
