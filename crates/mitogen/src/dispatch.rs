@@ -264,7 +264,8 @@ impl Dispatcher {
             Err(e) => return self.shared.finish(&msg, "?", None, Err(e), started),
         };
         if target.entry.is_some_and(|e| e.concurrent) {
-            return submit(&self.shared, &self.pool, msg, started);
+            let call = (chain, target, args_at);
+            return submit_parsed(&self.shared, &self.pool, msg, call, started);
         }
         // The arguments are decoded from the payload they own (a large
         // byte string in them is not copied); the message keeps what the
@@ -285,9 +286,12 @@ struct Target {
     name: Cow<'static, str>,
 }
 
-/// Splits a call payload: its chain, its target, where its arguments
+/// A call split by [`parse`]: its chain, its target, where its arguments
 /// start.
-fn parse(data: &[u8]) -> Result<(Option<String>, Target, usize), CallError> {
+type Parsed = (Option<String>, Target, usize);
+
+/// Splits a call payload.
+fn parse(data: &[u8]) -> Result<Parsed, CallError> {
     let p = decode_call(data)?;
     let entry = lookup(p.name);
     let name = match entry {
@@ -300,11 +304,21 @@ fn parse(data: &[u8]) -> Result<(Option<String>, Target, usize), CallError> {
 
 /// Hands a call to the worker pool (a concurrent function, or a call to
 /// oneself); a refusal (full, stopped) is answered to the caller.
-fn submit(shared: &Arc<Shared>, pool: &Pool, mut msg: Message, started: Option<Instant>) {
-    let (chain, target, args_at) = match parse(&msg.data) {
-        Ok(p) => p,
-        Err(e) => return shared.finish(&msg, "?", None, Err(e), started),
-    };
+fn submit(shared: &Arc<Shared>, pool: &Pool, msg: Message, started: Option<Instant>) {
+    match parse(&msg.data) {
+        Ok(call) => submit_parsed(shared, pool, msg, call, started),
+        Err(e) => shared.finish(&msg, "?", None, Err(e), started),
+    }
+}
+
+/// [`submit`] for a call already split by [`parse`].
+fn submit_parsed(
+    shared: &Arc<Shared>,
+    pool: &Pool,
+    mut msg: Message,
+    (chain, target, args_at): Parsed,
+    started: Option<Instant>,
+) {
     // A chain that has already failed stays failed without queueing.
     if let Some(e) = shared.chain_failure(chain.as_deref()) {
         return shared.finish(&msg, &target.name, chain, Err(e), started);

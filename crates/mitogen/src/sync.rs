@@ -80,8 +80,4 @@ impl Hasher for IdHasher {
     fn write_u32(&mut self, n: u32) {
         self.0 = u64::from(n);
     }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }

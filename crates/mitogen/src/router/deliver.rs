@@ -39,7 +39,6 @@ enum Target {
 
 struct Handler {
     target: Target,
-    persist: bool,
     respondent: Option<u32>,
     policy: Option<Policy>,
 }
@@ -115,9 +114,7 @@ impl Core {
         let h = self.inbox.next_handle.fetch_add(1, Ordering::Relaxed);
         let callbacks = self.inbox.callbacks.clone();
         let sink: Sink = Box::new(move |m| callbacks.run(h, user.clone(), m));
-        self.add_handler_at(h, sink, persist, respondent, policy);
-        self.check_respondent(respondent);
-        h
+        self.register(h, Slot::new(sink, persist, respondent, policy), respondent)
     }
 
     /// Fails everything still waiting here — pending calls, and receivers
@@ -131,7 +128,9 @@ impl Core {
                 .copied()
                 .filter(|k| *k >= handle::FIRST_DYNAMIC)
                 .collect();
-            keys.into_iter().filter_map(|k| take(&mut map, k)).collect()
+            keys.into_iter()
+                .filter_map(|k| Some((k, take(&mut map, k)?)))
+                .collect()
         };
         for (k, h) in waiting {
             self.deliver_dead(k, &h, reason);
@@ -147,7 +146,12 @@ impl Core {
         policy: Option<Policy>,
     ) -> u32 {
         let h = self.inbox.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.add_handler_at(h, sink, persist, respondent, policy);
+        self.register(h, Slot::new(sink, persist, respondent, policy), respondent)
+    }
+
+    /// Puts `slot` at handle `h` and checks its respondent; returns `h`.
+    fn register(self: &Arc<Self>, h: u32, slot: Slot, respondent: Option<u32>) -> u32 {
+        lock(&self.inbox.handlers).insert(h, slot);
         self.check_respondent(respondent);
         h
     }
@@ -204,15 +208,12 @@ impl Core {
         respondent: Option<u32>,
     ) -> u32 {
         let h = self.inbox.next_handle.fetch_add(1, Ordering::Relaxed);
-        let handler = Slot::One(Handler {
+        let handler = Handler {
             target: Target::Latch(latch),
-            persist: false,
             respondent,
             policy: None,
-        });
-        lock(&self.inbox.handlers).insert(h, handler);
-        self.check_respondent(respondent);
-        h
+        };
+        self.register(h, Slot::One(handler), respondent)
     }
 
     pub(crate) fn del_handler(&self, h: u32) {
@@ -236,10 +237,7 @@ impl Core {
     }
 
     pub(super) fn deliver(self: &Arc<Self>, msg: Message) {
-        let handler = {
-            let mut map = lock(&self.inbox.handlers);
-            take(&mut map, msg.handle).map(|(_, h)| h)
-        };
+        let handler = take(&mut lock(&self.inbox.handlers), msg.handle);
         let Some(h) = handler else {
             self.bounce(
                 &msg,
@@ -250,7 +248,7 @@ impl Core {
         if let Some(policy) = &h.policy {
             if !msg.is_dead() && !policy(&msg) {
                 tracing::warn!("mitogen: policy refused {msg:?}");
-                if !h.persist {
+                if let Slot::One(_) = h {
                     lock(&self.inbox.handlers).insert(msg.handle, h);
                 }
                 self.bounce(&msg, reasons::REFUSED);
@@ -274,7 +272,9 @@ impl Core {
                 .filter(|(_, h)| h.respondent.is_some_and(|r| lost.contains(&r)))
                 .map(|(k, _)| *k)
                 .collect();
-            keys.into_iter().filter_map(|k| take(&mut map, k)).collect()
+            keys.into_iter()
+                .filter_map(|k| Some((k, take(&mut map, k)?)))
+                .collect()
         };
         for (k, h) in hit {
             self.deliver_dead(k, &h, reason);
@@ -294,7 +294,6 @@ impl Slot {
     fn new(sink: Sink, persist: bool, respondent: Option<u32>, policy: Option<Policy>) -> Slot {
         let h = Handler {
             target: Target::Fn(sink),
-            persist,
             respondent,
             policy,
         };
@@ -308,10 +307,9 @@ impl Slot {
 
 /// The handler at `k` to run: a persistent one shared (it stays), a
 /// one-shot one taken out.
-fn take(map: &mut Handlers, k: u32) -> Option<(u32, Slot)> {
-    let slot = match map.get(&k)? {
-        Slot::Many(h) => Slot::Many(h.clone()),
-        Slot::One(_) => map.remove(&k)?,
-    };
-    Some((k, slot))
+fn take(map: &mut Handlers, k: u32) -> Option<Slot> {
+    match map.get(&k)? {
+        Slot::Many(h) => Some(Slot::Many(h.clone())),
+        Slot::One(_) => map.remove(&k),
+    }
 }
