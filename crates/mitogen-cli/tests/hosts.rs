@@ -68,13 +68,10 @@ fn run_over_the_three_hosts_and_local_contexts_in_one_invocation(tb: &Testbed) {
     assert_eq!(r.code, Some(0), "{r:?}");
     assert_eq!(r.json().len(), 5 + usize::from(tb.podman_ctr.is_some()));
     for (i, h) in tb.hosts.iter().enumerate() {
-        assert_eq!(r.target(h)["stdout"], format!("mtb-host{}\n", i + 1));
+        assert_eq!(r.ok_stdout(h), format!("mtb-host{}\n", i + 1));
     }
     if let Some(ctr) = &tb.podman_ctr {
-        assert_eq!(
-            r.target(&format!("podman:{ctr}"))["stdout"],
-            format!("{ctr}\n")
-        );
+        assert_eq!(r.ok_stdout(&format!("podman:{ctr}")), format!("{ctr}\n"));
     }
     let local = r.target("local1")["stdout"].as_str().unwrap().to_string();
     assert_eq!(r.target("local2")["stdout"], local);
@@ -182,10 +179,7 @@ fn a_become_password_read_from_a_file_descriptor(tb: &Testbed) {
     let r = util::run_cmd(cmd, Duration::from_secs(60));
     assert_eq!(r.code, Some(0), "{r:?}");
     for h in &tb.hosts[..2] {
-        assert_eq!(
-            r.target(&format!("alice@{h}/sudo:root"))["stdout"],
-            "root\n"
-        );
+        assert_eq!(r.ok_stdout(&format!("alice@{h}/sudo:root")), "root\n");
     }
     assert!(!r.stdout.contains(&tb.alice_pw) && !r.stderr.contains(&tb.alice_pw));
 
@@ -245,8 +239,8 @@ fn a_container_hop_here_and_behind_another_hop(tb: &Testbed) {
     let targets = format!("podman:{ctr},local/podman:{ctr},podman:no-such-ctr-x");
     let r = mitogen(&["run", "--json", &targets, "--", "id -un"]);
     assert_eq!(r.code, Some(1), "{r:?}");
-    assert_eq!(r.target(&format!("podman:{ctr}"))["stdout"], "root\n");
-    assert_eq!(r.target(&format!("local/podman:{ctr}"))["stdout"], "root\n");
+    assert_eq!(r.ok_stdout(&format!("podman:{ctr}")), "root\n");
+    assert_eq!(r.ok_stdout(&format!("local/podman:{ctr}")), "root\n");
     let e = r.target("podman:no-such-ctr-x")["error"].to_string();
     assert!(e.contains("no-such-ctr-x"), "{e}");
 }

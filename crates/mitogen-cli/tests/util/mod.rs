@@ -40,6 +40,16 @@ impl Run {
             .find(|v| v["target"] == target)
             .unwrap_or_else(|| panic!("no result for {target} in {}", self.stdout))
     }
+
+    /// The stdout of `target`, which must have succeeded: otherwise this
+    /// panics with its whole record, whose `error` says why.
+    pub fn ok_stdout(&self, target: &str) -> String {
+        let rec = self.target(target);
+        match (&rec["ok"], rec["stdout"].as_str()) {
+            (serde_json::Value::Bool(true), Some(out)) => out.to_string(),
+            _ => panic!("{target} failed: {rec}\nstderr: {}", self.stderr),
+        }
+    }
 }
 
 /// Runs `cmd` to its end, at most `limit`, reading both outputs.
