@@ -6,6 +6,7 @@ use crate::call::RemoteFn;
 use crate::error::{Result, TimeoutError};
 use crate::frame::handle;
 use crate::latch::Latch;
+use crate::link::direct::Hold;
 use crate::message::Message;
 use crate::router::Core;
 use std::future::Future;
@@ -129,7 +130,7 @@ impl Context {
     /// }
     /// ```
     pub fn call<F: RemoteFn>(&self, args: F::Args) -> Result<F::Output> {
-        self.call_async::<F>(args)?.get(None)
+        self.call_and_wait(None, F::NAME, &args)
     }
 
     /// Starts a call and returns at once; the result is collected with
@@ -151,7 +152,7 @@ impl Context {
         name: &str,
         args: &(impl serde::Serialize + ?Sized),
     ) -> Result<R> {
-        self.start_call::<R, _>(None, name, args)?.get(None)
+        self.call_and_wait(None, name, args)
     }
 
     /// Starts a call whose result (and error) nobody waits for.
@@ -167,7 +168,7 @@ impl Context {
         reply_to: u32,
     ) -> Result<()> {
         self.check_serves_calls(handle::CALL_FUNCTION)?;
-        crate::streamed::send_call(&self.core, self.id, reply_to, chain, name, args)
+        crate::streamed::send_call(&self.core, (self.id, reply_to), chain, name, args, None)
     }
 
     pub(crate) fn start_call<T, A: serde::Serialize + ?Sized>(
@@ -182,8 +183,27 @@ impl Context {
         // over the size limit) is reported here, at once; dropping
         // `pending` removes the handler. Sent as it is encoded: a large
         // argument goes to the link from the caller's value (`streamed.rs`).
-        crate::streamed::send_call(&self.core, self.id, pending.handle, chain, name, args)?;
+        let ids = (self.id, pending.handle);
+        crate::streamed::send_call(&self.core, ids, chain, name, args, None)?;
         Ok(pending)
+    }
+
+    /// [`Context::start_call`] and [`PendingCall::get`] in one: the link
+    /// the answer will come back on is held before the request leaves
+    /// (`link::direct::Hold`), so this thread, not the broker, reads it.
+    pub(crate) fn call_and_wait<T, A>(&self, chain: Option<&str>, name: &str, args: &A) -> Result<T>
+    where
+        T: serde::de::DeserializeOwned,
+        A: serde::Serialize + ?Sized,
+    {
+        self.check_serves_calls(handle::CALL_FUNCTION)?;
+        let pending = self.pending::<T>();
+        let link = pending.link();
+        let mut held = None;
+        let hold = link.as_ref().map(|l| (l, &mut held));
+        let ids = (self.id, pending.handle);
+        crate::streamed::send_call(&self.core, ids, chain, name, args, hold)?;
+        pending.wait(None, held)
     }
 
     /// A child serves calls (its own too); the master does not (it does
@@ -285,6 +305,20 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
     /// Waits up to `timeout` (`None`: until the context answers or
     /// disconnects) and returns the result.
     pub fn get(&self, timeout: Option<Duration>) -> Result<T> {
+        self.wait(timeout, None)
+    }
+
+    /// The link the answer comes back on (`None`: a call to oneself).
+    fn link(&self) -> Option<Arc<crate::link::Stream>> {
+        let remote = self.target != self.core.id;
+        remote
+            .then(|| self.core.table.stream_for(self.target))
+            .flatten()
+    }
+
+    /// [`PendingCall::get`], reading the answer on `held` when the
+    /// request was sent holding its link.
+    fn wait(&self, timeout: Option<Duration>, held: Option<Hold<'_>>) -> Result<T> {
         if let Ok(Some(msg)) = self.latch.try_get() {
             // Already here: no clock, no wait.
             self.took_answer();
@@ -294,15 +328,18 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
         if self.latch.nothing_queued() {
             crate::broker::refuse_wait_on_broker("a call's result")?;
             // Read the reply ourselves rather than be woken by the broker.
-            let remote = self.target != self.core.id;
-            if let Some(s) = remote
-                .then(|| self.core.table.stream_for(self.target))
-                .flatten()
-            {
-                // A reply needs a round trip: poll before reading.
-                let l = &self.latch;
-                let done = || !l.nothing_queued() || l.is_closed();
-                self.core.read_until(&s, &done, deadline, true);
+            // A reply needs a round trip: poll before reading.
+            let l = &self.latch;
+            let done = || !l.nothing_queued() || l.is_closed();
+            match held {
+                Some(h) => {
+                    self.core.read_held(h, &done, deadline, true);
+                }
+                None => {
+                    if let Some(s) = self.link() {
+                        self.core.read_until(&s, &done, deadline, true);
+                    }
+                }
             }
         }
         let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
@@ -437,7 +474,8 @@ impl CallChain {
     /// Calls `F` and waits: returns the chain's first failure if an
     /// earlier call failed.
     pub fn call<F: RemoteFn>(&self, args: F::Args) -> Result<F::Output> {
-        self.call_async::<F>(args)?.get(None)
+        self.context
+            .call_and_wait(self.chain().as_deref(), F::NAME, &args)
     }
 
     /// Forgets the chain's recorded failure (in the context) and starts a

@@ -32,6 +32,7 @@ use crate::latch::Latch;
 use crate::message::Message;
 use crate::pool::{Job, Pool, PoolSize, DEFAULT_IDLE_TIMEOUT};
 use crate::router::{Policy, Router};
+use crate::streamed::HoldSlot;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -230,17 +231,30 @@ impl Dispatcher {
     /// Runs calls until the queue closes.
     pub(crate) fn run(self) {
         let core = self.shared.econtext.router.core().clone();
+        let parent = core.table.parent_stream();
+        // The parent link, held since the last answer was sent on it.
+        let mut held = None;
         loop {
             let msg = match self.queue.try_get() {
                 Err(_) => break,
-                Ok(Some(m)) => m,
+                Ok(Some(m)) => {
+                    held = None;
+                    m
+                }
                 Ok(None) => {
                     // Idle: wait for the next call by reading the parent
                     // link ourselves (see link/direct.rs); fall back to the queue.
+                    // Poll first: a caller waiting for the answer just sent
+                    // has sent nothing more, so a first read would come back
+                    // empty; when calls are pipelined, the poll returns at
+                    // once and costs what that read would.
                     let q = &self.queue;
-                    let read = core.table.parent_stream().is_some_and(|s| {
-                        core.read_until(&s, &|| !q.nothing_queued() || q.is_closed(), None, false)
-                    });
+                    let done = || !q.nothing_queued() || q.is_closed();
+                    let read = match (held.take(), &parent) {
+                        (Some(h), _) => core.read_held(h, &done, None, true),
+                        (None, Some(s)) => core.read_until(s, &done, None, true),
+                        (None, None) => false,
+                    };
                     if read {
                         continue;
                     }
@@ -250,14 +264,21 @@ impl Dispatcher {
                     }
                 }
             };
-            self.handle(msg);
+            // With nothing else queued, this thread reads the parent link
+            // next: it holds it before its answer leaves (`Hold`).
+            let hold = parent
+                .as_ref()
+                .filter(|_| self.queue.nothing_queued())
+                .map(|s| (s, &mut held));
+            self.handle(msg, hold);
         }
+        drop(held);
         self.pool.stop();
         self.shared.write_profile();
     }
 
     /// Runs an ordinary call here; hands a concurrent one to the pool.
-    fn handle(&self, mut msg: Message) {
+    fn handle(&self, mut msg: Message, hold: HoldSlot<'_, '_>) {
         let started = self.shared.clock();
         let (chain, target, args_at) = match parse(&msg.data) {
             Ok(p) => p,
@@ -274,7 +295,8 @@ impl Dispatcher {
         let r = self
             .shared
             .run_one(chain.as_deref(), &target, payload, args_at);
-        self.shared.finish(&msg, &target.name, chain, r, started)
+        self.shared
+            .finish_holding(&msg, &target.name, chain, r, started, hold)
     }
 }
 
@@ -353,6 +375,20 @@ impl Shared {
         result: Result<Box<dyn Output>, CallError>,
         started: Option<Instant>,
     ) {
+        self.finish_holding(msg, name, chain, result, started, None)
+    }
+
+    /// [`Shared::finish`], holding `hold`'s link before a result sent as
+    /// one frame leaves (`streamed::HoldSlot`).
+    fn finish_holding(
+        &self,
+        msg: &Message,
+        name: &str,
+        chain: Option<String>,
+        result: Result<Box<dyn Output>, CallError>,
+        started: Option<Instant>,
+        hold: HoldSlot<'_, '_>,
+    ) {
         // A failed call in a chain is not logged: the chain reports it to
         // the caller's next waiting call.
         let in_chain = chain.is_some();
@@ -373,7 +409,7 @@ impl Shared {
         }
         // A result is encoded as it is sent (a large one from the value).
         let sent = match result {
-            Ok(out) => crate::streamed::send_reply(self.econtext.router.core(), msg, &*out),
+            Ok(out) => crate::streamed::send_reply(self.econtext.router.core(), msg, &*out, hold),
             Err(e) => msg.reply_message(Message::call_error(&e)),
         };
         let why = match sent {

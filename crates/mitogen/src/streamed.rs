@@ -21,6 +21,7 @@
 use crate::call::Output;
 use crate::error::{ChannelError, Error, Result, StreamError, TimeoutError};
 use crate::frame::{handle, Encoding, Header, FRAGMENT, LAST};
+use crate::link::direct::Hold;
 use crate::link::memory::HugeWriter;
 use crate::link::{Body, Mode, SendError, Stream};
 use crate::message::Message;
@@ -34,31 +35,38 @@ use std::sync::Arc;
 /// A single write at least this large is sent from where it lies.
 const BORROW_FROM: usize = 1 << 20;
 
+/// A link the sender will wait on next, to hold before a message that
+/// goes as one frame leaves (see [`Hold::before_send`]), and where the
+/// hold is kept for the wait. A message sent in fragments takes no hold:
+/// its fragments may wait for room.
+pub(crate) type HoldSlot<'s, 'a> = Option<(&'a Arc<Stream>, &'s mut Option<Hold<'a>>)>;
+
 /// Sends the call `[chain, name, args]` to `dst`, answering `reply_to`.
 pub(crate) fn send_call<A: Serialize + ?Sized>(
     core: &Arc<Core>,
-    dst: u32,
-    reply_to: u32,
+    (dst, reply_to): (u32, u32),
     chain: Option<&str>,
     name: &str,
     args: &A,
+    hold: HoldSlot<'_, '_>,
 ) -> Result<()> {
     let encode = |w: &mut Sink<'_>| crate::call::encode_call_into(w, chain, name, args);
-    send_encoded(
-        core,
-        (dst, handle::CALL_FUNCTION, reply_to),
-        32 + name.len(),
-        encode,
-    )
+    let ids = (dst, handle::CALL_FUNCTION, reply_to);
+    send_encoded(core, ids, 32 + name.len(), encode, hold)
 }
 
 /// Answers the call `msg` with the result `out`.
-pub(crate) fn send_reply(core: &Arc<Core>, msg: &Message, out: &dyn Output) -> Result<()> {
+pub(crate) fn send_reply(
+    core: &Arc<Core>,
+    msg: &Message,
+    out: &dyn Output,
+    hold: HoldSlot<'_, '_>,
+) -> Result<()> {
     if msg.reply_to == 0 {
         return Err(ChannelError::new("the message asked for no reply").into());
     }
     let encode = |w: &mut Sink<'_>| out.encode(w).map_err(Error::Call);
-    send_encoded(core, (msg.src_id, msg.reply_to, 0), 64, encode)
+    send_encoded(core, (msg.src_id, msg.reply_to, 0), 64, encode, hold)
 }
 
 /// Sends what `encode` writes to `dst`'s `handle` (answering `reply_to`).
@@ -67,6 +75,7 @@ fn send_encoded(
     (dst, handle, reply_to): (u32, u32, u32),
     hint: usize,
     encode: impl FnOnce(&mut Sink<'_>) -> Result<()>,
+    hold: HoldSlot<'_, '_>,
 ) -> Result<()> {
     let stream = (dst != core.id
         && !crate::broker::on_a_broker_thread()
@@ -101,7 +110,15 @@ fn send_encoded(
     if sink.hdr.frag_id == 0 {
         let mut m = Message::with_payload(sink.buf);
         m.reply_to = reply_to;
-        return core.send(m.to(dst, handle));
+        let m = m.to(dst, handle);
+        if let Some((link, slot)) = hold {
+            if let Some(h) = Hold::before_send(link) {
+                let sent = h.sending(|| core.send(m));
+                *slot = Some(h);
+                return sent;
+            }
+        }
+        return core.send(m);
     }
     let last = std::mem::take(&mut sink.buf);
     sink.send(&last, true).inspect_err(|_| sink.abort())

@@ -194,11 +194,10 @@ impl Stream {
         let mut w = lock(&self.watching);
         let next = (read.unwrap_or(w.0), write.unwrap_or(w.1));
         let interest = match next {
-            (true, true) => mio::Interest::READABLE | mio::Interest::WRITABLE,
-            (true, false) => mio::Interest::READABLE,
-            (false, true) => mio::Interest::WRITABLE,
-            // PRIORITY never fires for sockets: the registration is parked.
-            (false, false) => mio::Interest::PRIORITY,
+            (true, true) => Some(mio::Interest::READABLE | mio::Interest::WRITABLE),
+            (true, false) => Some(mio::Interest::READABLE),
+            (false, true) => Some(mio::Interest::WRITABLE),
+            (false, false) => None,
         };
         let ok = b
             .reregister(self.rfd(), mio::Token(token), interest)
@@ -260,13 +259,7 @@ impl Stream {
         if token == usize::MAX {
             return;
         }
-        // PRIORITY never fires for sockets and pipes: it parks the
-        // registration without removing it (mio needs a non-empty interest).
-        let interest = if reading {
-            mio::Interest::READABLE
-        } else {
-            mio::Interest::PRIORITY
-        };
+        let interest = reading.then_some(mio::Interest::READABLE);
         let _ = b.reregister(self.rfd(), mio::Token(token), interest);
     }
 

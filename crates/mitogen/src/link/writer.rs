@@ -576,11 +576,7 @@ impl Stream {
             return;
         }
         let Some(b) = self.broker.get() else { return };
-        let interest = if on {
-            mio::Interest::WRITABLE
-        } else {
-            mio::Interest::PRIORITY
-        };
+        let interest = on.then_some(mio::Interest::WRITABLE);
         if b.reregister(self.wfd(), mio::Token(token), interest)
             .is_ok()
         {

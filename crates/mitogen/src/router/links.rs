@@ -109,11 +109,10 @@ impl Core {
             return;
         }
         let s = stream.clone();
-        let wtoken = lp.register(
-            wfd,
-            Interest::PRIORITY,
-            Box::new(move |_, _| s.flush().is_ok()),
-        );
+        // Parked until a write cannot finish: when `wfd` is a second
+        // descriptor of the socket `rfd` is, any interest in it would be
+        // woken by each message that arrives.
+        let wtoken = lp.register_parked(wfd, Box::new(move |_, _| s.flush().is_ok()));
         stream
             .write_token
             .store(wtoken.0, std::sync::atomic::Ordering::Release);
@@ -145,21 +144,40 @@ impl Core {
     }
 
     /// Reads `s` on this thread, routing what arrives, until `done()` or
-    /// `deadline` (see `link/direct.rs`; `expect_wait`: nothing awaited
-    /// can be there yet). Returns `false` when it read nothing: the caller
+    /// `deadline` (see `link/direct.rs`; `poll_first`: what is awaited
+    /// is likely not there yet). Returns `false` when it read nothing: the caller
     /// blocks on its latch instead.
     pub(crate) fn read_until(
         self: &Arc<Self>,
         s: &Arc<Stream>,
         done: &dyn Fn() -> bool,
         deadline: Option<std::time::Instant>,
-        expect_wait: bool,
+        poll_first: bool,
     ) -> bool {
+        match direct::Hold::take(s) {
+            Some(held) => self.read_held(held, done, deadline, poll_first),
+            None => {
+                s.flush_own_handover();
+                false
+            }
+        }
+    }
+
+    /// [`Core::read_until`] on a link this thread already holds (taken
+    /// before it sent what it now waits the answer to).
+    pub(crate) fn read_held(
+        self: &Arc<Self>,
+        held: direct::Hold<'_>,
+        done: &dyn Fn() -> bool,
+        deadline: Option<std::time::Instant>,
+        poll_first: bool,
+    ) -> bool {
+        let s = held.stream();
         // What this thread handed the broker to write (its request, its
         // last answer) must not wait for the broker's turn to end.
         s.flush_own_handover();
         let route = &mut |h, body| self.route_in(s, Message::from_frame(h, body));
-        let pass = direct::read_until(s, route, done, deadline, expect_wait);
+        let pass = held.read_until(route, done, deadline, poll_first);
         if let Some(outcome) = pass.ended {
             // The broker owns disconnects: hand it the end it cannot see.
             let why = direct::end_reason(s, outcome);

@@ -32,6 +32,11 @@ pub fn tests() -> Vec<Trial> {
             TEST_LIMIT,
             concurrent_connects,
         ),
+        trial(
+            "calls::round_trips_leave_both_brokers_asleep",
+            TEST_LIMIT,
+            round_trips_leave_both_brokers_asleep,
+        ),
     ]
 }
 
@@ -449,5 +454,56 @@ fn concurrent_connects() -> TestResult {
     pids.sort_unstable();
     pids.dedup();
     ensure!(ids.len() == 16 && pids.len() == 16, "{all:?}");
+    Ok(())
+}
+
+/// How many times `broker`'s thread has gone to sleep so far.
+fn broker_sleeps_of(broker: &mitogen::Broker) -> Result<u64, String> {
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = broker
+        .defer_sync(|| unsafe { libc::gettid() })
+        .map_err(|e| e.to_string())?;
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status"))
+        .map_err(|e| format!("the broker thread's status: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "no voluntary_ctxt_switches".to_string())
+}
+
+#[mitogen::remote]
+fn broker_sleeps(router: &Router) -> Result<u64, mitogen::CallError> {
+    broker_sleeps_of(router.broker()).map_err(|e| mitogen::CallError::new("sleeps", e))
+}
+
+/// Calls one after another are read by the threads that wait for them:
+/// the caller reads its answer, the child's main thread the next call,
+/// and neither broker is woken for them. Even when an answer comes back
+/// before its reader would have started waiting (the peer, woken, ran
+/// first): the link is held before the request (or the answer) leaves.
+/// Before that, a broker read 15-50 % of the answers and woke the waiter.
+fn round_trips_leave_both_brokers_asleep() -> TestResult {
+    let router = util::router()?;
+    let child = router.local().connect()?;
+    child.call::<add>((1, 1))?;
+    let (m0, c0) = (
+        broker_sleeps_of(router.broker())?,
+        child.call::<broker_sleeps>(())?,
+    );
+    let n = 400;
+    for i in 0..n {
+        ensure!(child.call::<add>((i, 1))? == i + 1, "a wrong sum");
+    }
+    let (m1, c1) = (
+        broker_sleeps_of(router.broker())?,
+        child.call::<broker_sleeps>(())?,
+    );
+    // A few for timers and the probe itself, not one per call.
+    let (master, child_woke) = (m1 - m0, c1 - c0);
+    ensure!(
+        master <= 10 && child_woke <= 10,
+        "over {n} calls the master's broker woke {master} times, the child's {child_woke}"
+    );
     Ok(())
 }

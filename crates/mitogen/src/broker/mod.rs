@@ -152,6 +152,24 @@ impl std::fmt::Debug for Broker {
     }
 }
 
+/// `epoll_ctl(op)` of `fd` with no event bit: registered under `token`
+/// (as mio would, edge-triggered) but never woken.
+fn parked(registry: &mio::Registry, op: i32, fd: RawFd, token: Token) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLET as u32,
+        u64: token.0 as u64,
+    };
+    // SAFETY: epoll_ctl on the registry's own epoll descriptor with a
+    // valid event struct that outlives the call.
+    let r = unsafe { libc::epoll_ctl(registry.as_raw_fd(), op, fd, &mut ev) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Broker-thread state handed to sources, tasks and timers.
 pub(crate) struct Loop {
     registry: mio::Registry,
@@ -169,6 +187,19 @@ impl Loop {
             .registry
             .register(&mut mio::unix::SourceFd(&fd), token, interest)
         {
+            Ok(()) => {
+                self.sources.insert(token, source);
+            }
+            Err(e) => tracing::error!("mitogen: cannot register fd {fd}: {e}"),
+        }
+        token
+    }
+
+    /// Registers `fd` parked (see [`Broker::reregister`]): no event of it
+    /// wakes the broker until it is given an interest.
+    pub(crate) fn register_parked(&mut self, fd: RawFd, source: Source) -> Token {
+        let token = Token(self.shared.next_token.fetch_add(1, Ordering::Relaxed));
+        match parked(&self.registry, libc::EPOLL_CTL_ADD, fd, token) {
             Ok(()) => {
                 self.sources.insert(token, source);
             }
@@ -333,16 +364,29 @@ impl Broker {
         })
     }
 
-    /// Changes the interest of a registered descriptor (any thread).
+    /// Sets the interest of a registered descriptor (any thread); `None`
+    /// parks it: registered under `token` still, but no event of `fd`
+    /// wakes the broker until it is given an interest again.
+    ///
+    /// mio wants a non-empty interest, and no interest is truly silent:
+    /// `PRIORITY` reports nothing for a socket, but a Unix socket wakes its
+    /// waiters with `EPOLLPRI` in every "readable" key, so the broker
+    /// would be woken, for nothing, by each message a direct reader takes
+    /// (a context switch per call, on the caller's CPU). So parking is an
+    /// `EPOLL_CTL_MOD` with no event bits, which the kernel never wakes.
     pub(crate) fn reregister(
         &self,
         fd: RawFd,
         token: Token,
-        interest: Interest,
+        interest: Option<Interest>,
     ) -> std::io::Result<()> {
-        self.shared
-            .registry
-            .reregister(&mut mio::unix::SourceFd(&fd), token, interest)
+        match interest {
+            Some(i) => self
+                .shared
+                .registry
+                .reregister(&mut mio::unix::SourceFd(&fd), token, i),
+            None => parked(&self.shared.registry, libc::EPOLL_CTL_MOD, fd, token),
+        }
     }
 
     pub(crate) fn add_participant(&self, p: Arc<dyn Participant>) {
@@ -692,107 +736,4 @@ fn broker_main(mut poll: Poll, mut lp: Loop) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defer_sync_runs_on_broker_thread() {
-        let b = Broker::new().unwrap();
-        let b2 = b.clone();
-        assert!(b.defer_sync(move || b2.on_broker_thread()).unwrap());
-        assert!(!b.on_broker_thread());
-        b.shutdown();
-        b.join();
-        assert!(b.is_stopped());
-        assert!(b.defer_sync(|| 1).is_err());
-    }
-
-    #[test]
-    fn timers_fire_in_order() {
-        let b = Broker::new().unwrap();
-        let out = Latch::new();
-        let o = out.clone();
-        b.defer_loop(Box::new(move |lp| {
-            let o1 = o.clone();
-            lp.after(
-                Duration::from_millis(30),
-                Box::new(move |_| {
-                    let _ = o1.put(2);
-                }),
-            );
-            lp.after(
-                Duration::from_millis(10),
-                Box::new(move |_| {
-                    let _ = o.put(1);
-                }),
-            );
-        }));
-        let t = Some(Duration::from_secs(5));
-        assert_eq!(out.get(t).unwrap(), 1);
-        assert_eq!(out.get(t).unwrap(), 2);
-        b.shutdown();
-        b.join();
-    }
-
-    #[test]
-    fn panicking_task_does_not_kill_broker() {
-        let b = Broker::new().unwrap();
-        b.defer(|| panic!("boom")).unwrap();
-        assert_eq!(b.defer_sync(|| 7).unwrap(), 7);
-        b.shutdown();
-        b.join();
-    }
-
-    #[test]
-    fn defer_sync_of_a_panicking_task_returns_its_panic() {
-        let b = Broker::new().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let b2 = b.clone();
-        std::thread::spawn(move || {
-            let _ = tx.send(b2.defer_sync(|| -> u32 { panic!("kaboom") }));
-        });
-        let got = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("defer_sync returned");
-        match got {
-            Err(Error::Call(e)) => assert!(e.to_string().contains("kaboom"), "{e}"),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(b.defer_sync(|| 8).unwrap(), 8);
-        b.shutdown();
-        b.join();
-    }
-
-    #[test]
-    fn cancelled_timers_do_not_accumulate() {
-        let b = Broker::new().unwrap();
-        for _ in 0..1000 {
-            let t = b.call_later(Duration::from_secs(3600), || ()).unwrap();
-            assert!(t.cancel());
-        }
-        let (live, heap) = b
-            .defer_sync(|| ())
-            .and_then(|()| {
-                let (tx, rx) = std::sync::mpsc::channel();
-                b.defer_loop(Box::new(move |lp| {
-                    let _ = tx.send((lp.timer_tasks.len(), lp.timers.len()));
-                }));
-                rx.recv_timeout(Duration::from_secs(5))
-                    .map_err(|e| StreamError::new(e.to_string()).into())
-            })
-            .unwrap();
-        assert_eq!(live, 0);
-        assert!(heap <= 64, "{heap} heap entries left");
-        b.shutdown();
-        b.join();
-    }
-
-    #[test]
-    fn defer_after_shutdown_is_refused() {
-        let b = Broker::new().unwrap();
-        b.shutdown();
-        assert!(b.defer(|| ()).is_err());
-        b.join();
-        assert!(b.defer(|| ()).is_err());
-    }
-}
+mod tests;
