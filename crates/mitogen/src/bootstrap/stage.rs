@@ -17,7 +17,11 @@
 //!   interpreter (a busybox or Alpine userland): it asks for one file of
 //!   the [`Runtime`] (loader or library) by hash, stores it in the cache
 //!   under that hash, links it by name in `rt-<id>/` and runs the agent
-//!   as `LOADER --library-path rt-<id> AGENT` (see `runtime.rs`).
+//!   as `LOADER --library-path rt-<id> AGENT` (see `runtime.rs`). Stages
+//!   that build the same `rt-<id>/` at once may each fetch a file (each
+//!   installs it by `mv` from its own temporary name); a link is only ever
+//!   added, never replaced (a name in `rt-<id>/` always means the same
+//!   file), so no stage finds a library missing while another works.
 //!
 //! Contexts started at once for the same user and binary upload it once:
 //! the first takes a lock directory (`.<sha>.lock`, `mkdir` is atomic), the
@@ -151,7 +155,7 @@ go() {{
           fi
           chmod 700 "$t" && mv -f "$t" "$d/$s" || {{ rm -f "$t"; fail "cannot install $n in $d"; }}
         fi
-        mkdir -p "$r" && ln -sf "../$s" "$r/$n" || fail "cannot link $n in $r"
+        mkdir -p "$r" && {{ [ -L "$r/$n" ] || ln -s "../$s" "$r/$n" 2>/dev/null || [ -L "$r/$n" ]; }} || fail "cannot link $n in $r"
       done
       : > "$r/.ok"
     fi

@@ -155,10 +155,9 @@ fn missing() -> TestResult {
     Ok(())
 }
 
-fn cache_in_container() -> TestResult {
-    let c = cb()?;
-    // bob's cache in the podman container is this test's alone (no other
-    // test connects to it as bob).
+/// Empties bob's agent cache in the podman container (this test's alone:
+/// no other test connects to it as bob).
+fn empty_bobs_cache(c: &Ctr) -> TestResult {
     let st = std::process::Command::new("podman")
         .args([
             "exec",
@@ -171,28 +170,58 @@ fn cache_in_container() -> TestResult {
         .status()
         .map_err(|e| format!("podman exec rm: {e}"))?;
     ensure!(st.success(), "could not empty bob's cache");
+    Ok(())
+}
+
+/// The agent and its loader are uploaded into the container once, then
+/// found in the cache. Contexts started at once into an empty cache all
+/// start (rounds of four): they once raced on the runtime directory, one
+/// stage's `ln -sf` removing a library link another had just made, so the
+/// agent failed to load (`libgcc_s.so.1: cannot open shared object
+/// file`) or the link failed (`File exists`) — 2 runs in 25 of the CLI
+/// with two such targets.
+fn cache_in_container() -> TestResult {
+    let c = cb()?;
     let r = router()?;
-    let first = r
-        .podman()
-        .container(&c.podman_ctr)
-        .username("bob")
-        .connect()?;
-    let up1 = first.agent_upload_bytes().unwrap_or(0);
     let agent = std::fs::metadata("/proc/self/exe")
         .map(|m| m.len())
         .unwrap_or(0);
-    ensure!(
-        up1 > agent,
-        "first connect uploaded {up1} bytes (agent {agent} + loader)"
-    );
-    let second = r
+    for round in 0..3 {
+        empty_bobs_cache(c)?;
+        let starts: Vec<_> = (0..4)
+            .map(|_| {
+                let (r, ctr) = (r.clone(), c.podman_ctr.clone());
+                std::thread::spawn(move || {
+                    r.podman()
+                        .container(&ctr)
+                        .username("bob")
+                        .connect_timeout(Duration::from_secs(60))
+                        .connect()
+                })
+            })
+            .collect();
+        let mut uploaded = 0;
+        for s in starts {
+            let ctx = s
+                .join()
+                .map_err(|_| "a connecting thread panicked")?
+                .map_err(|e| format!("round {round}: a cold start failed: {e}"))?;
+            uploaded += ctx.agent_upload_bytes().unwrap_or(0);
+            check_where(&ctx, &c.podman_ctr, uid_of(c, "bob"), None)?;
+        }
+        ensure!(
+            uploaded > agent,
+            "round {round}: {uploaded} bytes uploaded in all (agent {agent} + loader)"
+        );
+    }
+    let warm = r
         .podman()
         .container(&c.podman_ctr)
         .username("bob")
         .connect()?;
-    let up2 = second.agent_upload_bytes().unwrap_or(u64::MAX);
-    ensure!(up2 == 0, "second connect uploaded {up2} bytes");
-    check_where(&second, &c.podman_ctr, uid_of(c, "bob"), None)
+    let up = warm.agent_upload_bytes().unwrap_or(u64::MAX);
+    ensure!(up == 0, "a connect to the warm cache uploaded {up} bytes");
+    check_where(&warm, &c.podman_ctr, uid_of(c, "bob"), None)
 }
 
 /// A temporary container whose maker died without its tool passing the
