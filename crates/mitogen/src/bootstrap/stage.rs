@@ -22,6 +22,8 @@
 //!   installs it by `mv` from its own temporary name); a link is only ever
 //!   added, never replaced (a name in `rt-<id>/` always means the same
 //!   file), so no stage finds a library missing while another works.
+//!   Every file and link is checked on each start (shell built-ins, no
+//!   process), so a cache someone pruned is mended, not trusted.
 //!
 //! Contexts started at once for the same user and binary upload it once:
 //! the first takes a lock directory (`.<sha>.lock`, `mkdir` is atomic), the
@@ -141,24 +143,21 @@ go() {{
   [ -z "$I" ] || [ -e "$I" ] || x=1
   if [ -n "$x" ]; then
     r="$d/rt-$B"
-    if [ -f "$r/.ok" ]; then :; else
-      for e in $M; do
-        n=${{e%%:*}}; e=${{e#*:}}; s=${{e%%:*}}; z=${{e#*:}}
-        if [ -f "$d/$s" ]; then :; else
-          t="$d/.$s.$$"
-          echo "MITO-NEED-FILE $s $z"
-          head -c "$z" > "$t" || {{ rm -f "$t"; fail "cannot write $n to $d"; }}
-          [ "$(( $(wc -c < "$t") ))" -eq "$z" ] || {{ rm -f "$t"; fail "short write of $n to $d (disk full?)"; }}
-          if command -v sha256sum >/dev/null 2>&1; then
-            set -- $(sha256sum "$t")
-            [ "$1" = "$s" ] || {{ rm -f "$t"; fail "checksum mismatch of $n in $d"; }}
-          fi
-          chmod 700 "$t" && mv -f "$t" "$d/$s" || {{ rm -f "$t"; fail "cannot install $n in $d"; }}
+    for e in $M; do
+      n=${{e%%:*}}; e=${{e#*:}}; s=${{e%%:*}}; z=${{e#*:}}
+      if [ -f "$d/$s" ]; then :; else
+        t="$d/.$s.$$"
+        echo "MITO-NEED-FILE $s $z"
+        head -c "$z" > "$t" || {{ rm -f "$t"; fail "cannot write $n to $d"; }}
+        [ "$(( $(wc -c < "$t") ))" -eq "$z" ] || {{ rm -f "$t"; fail "short write of $n to $d (disk full?)"; }}
+        if command -v sha256sum >/dev/null 2>&1; then
+          set -- $(sha256sum "$t")
+          [ "$1" = "$s" ] || {{ rm -f "$t"; fail "checksum mismatch of $n in $d"; }}
         fi
-        mkdir -p "$r" && {{ [ -L "$r/$n" ] || ln -s "../$s" "$r/$n" 2>/dev/null || [ -L "$r/$n" ]; }} || fail "cannot link $n in $r"
-      done
-      : > "$r/.ok"
-    fi
+        chmod 700 "$t" && mv -f "$t" "$d/$s" || {{ rm -f "$t"; fail "cannot install $n in $d"; }}
+      fi
+      [ -L "$r/$n" ] || {{ [ -d "$r" ] || mkdir -p "$r"; ln -s "../$s" "$r/$n" 2>/dev/null || [ -L "$r/$n" ]; }} || fail "cannot link $n in $r"
+    done
     echo MITO-EXEC
     exec {pre}"$d/$L" --library-path "$r" "$f" {AGENT_FLAG}
   fi

@@ -221,7 +221,29 @@ fn cache_in_container() -> TestResult {
         .connect()?;
     let up = warm.agent_upload_bytes().unwrap_or(u64::MAX);
     ensure!(up == 0, "a connect to the warm cache uploaded {up} bytes");
-    check_where(&warm, &c.podman_ctr, uid_of(c, "bob"), None)
+    check_where(&warm, &c.podman_ctr, uid_of(c, "bob"), None)?;
+    // A pruned runtime (a library and the loader's link gone) is mended:
+    // the missing file alone is sent again.
+    let st = std::process::Command::new("podman")
+        .args(["exec", &c.podman_ctr, "sh", "-c"])
+        .arg(
+            "cd /home/bob/.cache/mitogen && rm -f rt-*/ld-linux* \
+             && rm -f \"$(readlink -f rt-*/libc.so.6)\" && [ -L rt-*/libc.so.6 ]",
+        )
+        .output()
+        .map_err(|e| format!("podman exec: {e}"))?;
+    ensure!(st.status.success(), "could not prune: {st:?}");
+    let mended = r
+        .podman()
+        .container(&c.podman_ctr)
+        .username("bob")
+        .connect()?;
+    let up = mended.agent_upload_bytes().unwrap_or(0);
+    ensure!(
+        up > 0 && up < agent,
+        "a connect to the pruned cache uploaded {up} bytes (the agent is {agent})"
+    );
+    check_where(&mended, &c.podman_ctr, uid_of(c, "bob"), None)
 }
 
 /// A temporary container whose maker died without its tool passing the
