@@ -282,7 +282,7 @@ impl Dispatcher {
         let started = self.shared.clock();
         let (chain, target, args_at) = match parse(&msg.data) {
             Ok(p) => p,
-            Err(e) => return self.shared.finish(&msg, "?", None, Err(e), started),
+            Err(e) => return self.shared.finish(&msg, "?", None, Err(e), started, None),
         };
         if target.entry.is_some_and(|e| e.concurrent) {
             let call = (chain, target, args_at);
@@ -296,7 +296,7 @@ impl Dispatcher {
             .shared
             .run_one(chain.as_deref(), &target, payload, args_at);
         self.shared
-            .finish_holding(&msg, &target.name, chain, r, started, hold)
+            .finish(&msg, &target.name, chain, r, started, hold)
     }
 }
 
@@ -329,7 +329,7 @@ fn parse(data: &[u8]) -> Result<Parsed, CallError> {
 fn submit(shared: &Arc<Shared>, pool: &Pool, msg: Message, started: Option<Instant>) {
     match parse(&msg.data) {
         Ok(call) => submit_parsed(shared, pool, msg, call, started),
-        Err(e) => shared.finish(&msg, "?", None, Err(e), started),
+        Err(e) => shared.finish(&msg, "?", None, Err(e), started, None),
     }
 }
 
@@ -343,7 +343,7 @@ fn submit_parsed(
 ) {
     // A chain that has already failed stays failed without queueing.
     if let Some(e) = shared.chain_failure(chain.as_deref()) {
-        return shared.finish(&msg, &target.name, chain, Err(e), started);
+        return shared.finish(&msg, &target.name, chain, Err(e), started, None);
     }
     let payload = std::mem::take(&mut msg.data);
     let target = Arc::new(target);
@@ -351,10 +351,10 @@ fn submit_parsed(
     let (s, m, t, c) = (shared.clone(), msg.clone(), target.clone(), chain.clone());
     let run = move || {
         let r = s.run_one(c.as_deref(), &t, payload, args_at);
-        s.finish(&m, &t.name, c, r, started);
+        s.finish(&m, &t.name, c, r, started, None);
     };
     let s = shared.clone();
-    let fail = move |e| s.finish(&msg, &target.name, chain, Err(e), started);
+    let fail = move |e| s.finish(&msg, &target.name, chain, Err(e), started, None);
     // Refused (full, stopped): `fail` has answered the caller.
     let _ = pool.submit(Job::new(run, fail));
 }
@@ -366,21 +366,10 @@ impl Shared {
         crate::sync::lock(&self.failed_chains).get(chain).cloned()
     }
 
-    /// Records a chain's failure, profiles, and answers the caller.
+    /// Records a chain's failure, profiles, and answers the caller; an
+    /// answer sent as one frame leaves holding `hold`'s link
+    /// (`streamed::HoldSlot`).
     fn finish(
-        &self,
-        msg: &Message,
-        name: &str,
-        chain: Option<String>,
-        result: Result<Box<dyn Output>, CallError>,
-        started: Option<Instant>,
-    ) {
-        self.finish_holding(msg, name, chain, result, started, None)
-    }
-
-    /// [`Shared::finish`], holding `hold`'s link before a result sent as
-    /// one frame leaves (`streamed::HoldSlot`).
-    fn finish_holding(
         &self,
         msg: &Message,
         name: &str,
