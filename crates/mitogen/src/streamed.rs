@@ -111,14 +111,19 @@ fn send_encoded(
         let mut m = Message::with_payload(sink.buf);
         m.reply_to = reply_to;
         let m = m.to(dst, handle);
-        if let Some((link, slot)) = hold {
-            if let Some(h) = Hold::before_send(link) {
-                let sent = h.sending(|| core.send(m));
+        let via = sink.stream.take();
+        if let (Some((link, slot)), Some(to)) = (hold, &via) {
+            // Only the link the message takes is worth holding.
+            if let Some(h) = Arc::ptr_eq(link, to)
+                .then(|| Hold::before_send(link))
+                .flatten()
+            {
+                let sent = h.sending(|| core.send_via(m, via));
                 *slot = Some(h);
                 return sent;
             }
         }
-        return core.send(m);
+        return core.send_via(m, via);
     }
     let last = std::mem::take(&mut sink.buf);
     sink.send(&last, true).inspect_err(|_| sink.abort())

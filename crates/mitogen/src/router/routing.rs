@@ -33,21 +33,39 @@ impl Core {
     /// Sends a message originating here. From a user thread, waits for
     /// room in a full link (at most the send timeout).
     pub(crate) fn send(self: &Arc<Self>, msg: Message) -> Result<()> {
+        self.send_via(msg, None)
+    }
+
+    /// [`Core::send`] on `via`, the link [`Table::stream_for`] gave for
+    /// the destination a moment ago (a sender that looked it up already
+    /// saves the second lookup; `None`: look it up).
+    ///
+    /// [`Table::stream_for`]: super::table::Table::stream_for
+    pub(crate) fn send_via(self: &Arc<Self>, msg: Message, via: Option<Arc<Stream>>) -> Result<()> {
         let mode = if crate::broker::on_a_broker_thread() || crate::link::direct::routing_here() {
             Mode::Relay(None)
         } else {
             Mode::Wait(self.limits.send_timeout())
         };
-        self.send_with(msg, mode)
+        self.send_with_via(msg, mode, via)
     }
 
     /// Sends a message originating here, meeting a full link as `mode`
     /// says.
-    pub(crate) fn send_with(self: &Arc<Self>, mut msg: Message, mode: Mode<'_>) -> Result<()> {
+    pub(crate) fn send_with(self: &Arc<Self>, msg: Message, mode: Mode<'_>) -> Result<()> {
+        self.send_with_via(msg, mode, None)
+    }
+
+    fn send_with_via(
+        self: &Arc<Self>,
+        mut msg: Message,
+        mode: Mode<'_>,
+        via: Option<Arc<Stream>>,
+    ) -> Result<()> {
         msg.src_id = self.id;
         msg.auth_id = self.id;
         msg.frag = (0, 0);
-        self.route_as(msg, None, mode)
+        self.route_via(msg, None, mode, via)
     }
 
     /// Routes `msg`, which arrived on `from` (`None`: originated here).
@@ -61,6 +79,18 @@ impl Core {
         msg: Message,
         from: Option<&Arc<Stream>>,
         mode: Mode<'_>,
+    ) -> Result<()> {
+        self.route_via(msg, from, mode, None)
+    }
+
+    /// [`Core::route_as`] with the route to `msg.dst_id` already looked up
+    /// (`via`), or not (`None`).
+    fn route_via(
+        self: &Arc<Self>,
+        msg: Message,
+        from: Option<&Arc<Stream>>,
+        mode: Mode<'_>,
+        via: Option<Arc<Stream>>,
     ) -> Result<()> {
         // A whole message (not a fragment, which is a frame) obeys the
         // message bound wherever it goes, a local handle included.
@@ -89,7 +119,7 @@ impl Core {
             }
             return Ok(());
         }
-        let stream = match self.table.stream_for(msg.dst_id) {
+        let stream = match via.or_else(|| self.table.stream_for(msg.dst_id)) {
             // From the parent, for an id with no route here: sending it
             // back up would loop. Say so, as for any unroutable message.
             Some(s) if from.is_some_and(|f| f.id == s.id) => None,

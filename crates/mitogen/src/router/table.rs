@@ -11,10 +11,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 /// Where messages go from this context.
 pub(crate) struct Table {
-    /// Context id → the link towards it (children and their descendants).
-    routes: RwLock<HashMap<u32, Arc<Stream>, IdHash>>,
-    /// The link towards the parent, in a child: the default route.
-    parent: RwLock<Option<Arc<Stream>>>,
+    /// The routes and the parent link, under one lock: a lookup that
+    /// falls back to the parent (most of a child's) takes it once.
+    routes: RwLock<Routes>,
     /// Every attached link, by link id.
     streams: Mutex<HashMap<u64, Arc<Stream>>>,
     names: Mutex<HashMap<u32, String>>,
@@ -23,6 +22,15 @@ pub(crate) struct Table {
     /// Master only: the id ranges handed out behind each link (branch),
     /// forgotten with the branch.
     allocated: Mutex<HashMap<u64, Vec<std::ops::Range<u32>>>>,
+}
+
+/// Where a context's messages go.
+#[derive(Default)]
+struct Routes {
+    /// Context id → the link towards it (children and their descendants).
+    by_id: HashMap<u32, Arc<Stream>, IdHash>,
+    /// The link towards the parent, in a child: the default route.
+    parent: Option<Arc<Stream>>,
 }
 
 /// Ids a child gets per `ALLOCATE_ID`: one round trip per block.
@@ -36,7 +44,6 @@ impl Default for Table {
     fn default() -> Table {
         Table {
             routes: RwLock::default(),
-            parent: RwLock::default(),
             streams: Mutex::default(),
             names: Mutex::default(),
             next_context_id: AtomicU32::new(1),
@@ -64,42 +71,41 @@ impl Table {
 
     /// The link leading towards `id`: a route, or else the parent.
     pub(crate) fn stream_for(&self, id: u32) -> Option<Arc<Stream>> {
-        if let Some(s) = read(&self.routes).get(&id) {
-            return Some(s.clone());
-        }
-        self.parent_stream()
+        let r = read(&self.routes);
+        r.by_id.get(&id).or(r.parent.as_ref()).cloned()
     }
 
     /// Whether a link leads towards `id` ([`Table::stream_for`] without
     /// taking a reference to it: checked on every call).
     pub(crate) fn reaches(&self, id: u32) -> bool {
-        read(&self.routes).contains_key(&id) || read(&self.parent).is_some()
+        let r = read(&self.routes);
+        r.parent.is_some() || r.by_id.contains_key(&id)
     }
 
     /// The link of a route to `id`, not falling back to the parent.
     pub(crate) fn route(&self, id: u32) -> Option<Arc<Stream>> {
-        read(&self.routes).get(&id).cloned()
+        read(&self.routes).by_id.get(&id).cloned()
     }
 
     /// The id of the link a route to `id` takes ([`Table::route`] without
     /// taking a reference to it: checked on every message from a child).
     pub(crate) fn route_link(&self, id: u32) -> Option<u64> {
-        read(&self.routes).get(&id).map(|s| s.id)
+        read(&self.routes).by_id.get(&id).map(|s| s.id)
     }
 
     pub(crate) fn add_route(&self, id: u32, stream: &Arc<Stream>) {
-        write(&self.routes).insert(id, stream.clone());
+        write(&self.routes).by_id.insert(id, stream.clone());
     }
 
     /// Forgets the routes to `ids` (their names go once their loss is
     /// announced: [`Table::forget_names_of`]).
     pub(crate) fn forget_routes(&self, ids: &[u32]) {
-        write(&self.routes).retain(|id, _| !ids.contains(id));
+        write(&self.routes).by_id.retain(|id, _| !ids.contains(id));
     }
 
     /// The link to the parent, in a child.
     pub(crate) fn parent_stream(&self) -> Option<Arc<Stream>> {
-        read(&self.parent).clone()
+        read(&self.routes).parent.clone()
     }
 
     /// Every link held, the parent's too.
@@ -120,7 +126,7 @@ impl Table {
     /// it.
     pub(crate) fn insert(&self, stream: &Arc<Stream>) {
         if stream.is_parent {
-            *write(&self.parent) = Some(stream.clone());
+            write(&self.routes).parent = Some(stream.clone());
         } else {
             self.add_route(stream.remote_id, stream);
             self.set_name(stream.remote_id, &stream.name);
@@ -141,28 +147,24 @@ impl Table {
         lock(&self.streams).remove(&s.id);
         lock(&self.allocated).remove(&s.id);
         let mut lost = Vec::new();
-        write(&self.routes).retain(|id, r| {
+        let mut r = write(&self.routes);
+        r.by_id.retain(|id, r| {
             let keep = r.id != s.id;
             if !keep {
                 lost.push(*id);
             }
             keep
         });
-        let was_parent = s.is_parent && {
-            let mut p = write(&self.parent);
-            let was = p.as_ref().is_some_and(|p| p.id == s.id);
-            if was {
-                *p = None;
-            }
-            was
-        };
+        let was_parent = s.is_parent && r.parent.as_ref().is_some_and(|p| p.id == s.id);
+        if was_parent {
+            r.parent = None;
+        }
         (lost, was_parent)
     }
 
     /// Empties the table (the broker is exiting); returns the links held.
     pub(crate) fn clear(&self) -> Vec<Arc<Stream>> {
-        write(&self.routes).clear();
-        *write(&self.parent) = None;
+        *write(&self.routes) = Routes::default();
         lock(&self.streams).drain().map(|(_, s)| s).collect()
     }
 
