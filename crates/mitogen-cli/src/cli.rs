@@ -132,8 +132,10 @@ enum HostKeys {
 /// How to reach the targets, and become.
 #[derive(Debug, Args)]
 pub struct Connect {
-    /// Seconds each hop may take to connect.
-    #[arg(long, value_name = "SECS", default_value_t = 15.0)]
+    /// Seconds each hop may take to connect: the transport's own handshake
+    /// (ssh's key exchange, which takes seconds on a loaded small machine
+    /// starting many at once) and the agent's start.
+    #[arg(long, value_name = "SECS", default_value_t = mitogen::DEFAULT_CONNECT_TIMEOUT.as_secs_f64())]
     connect_timeout: f64,
     /// ssh config file for every ssh hop (`ssh -F`).
     #[arg(short = 'F', long, value_name = "FILE")]
