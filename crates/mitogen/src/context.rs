@@ -177,6 +177,18 @@ impl Context {
         name: &str,
         args: &A,
     ) -> Result<PendingCall<T>> {
+        self.start_call_holding(chain, name, args, None)
+    }
+
+    /// [`Context::start_call`], holding `hold`'s link before a request
+    /// sent as one frame leaves (`streamed::HoldSlot`).
+    fn start_call_holding<T, A: serde::Serialize + ?Sized>(
+        &self,
+        chain: Option<&str>,
+        name: &str,
+        args: &A,
+        hold: crate::streamed::HoldSlot<'_, '_>,
+    ) -> Result<PendingCall<T>> {
         self.check_serves_calls(handle::CALL_FUNCTION)?;
         let pending = self.pending::<T>();
         // A failed send (arguments that do not encode, no route, a message
@@ -184,7 +196,7 @@ impl Context {
         // `pending` removes the handler. Sent as it is encoded: a large
         // argument goes to the link from the caller's value (`streamed.rs`).
         let ids = (self.id, pending.handle);
-        crate::streamed::send_call(&self.core, ids, chain, name, args, None)?;
+        crate::streamed::send_call(&self.core, ids, chain, name, args, hold)?;
         Ok(pending)
     }
 
@@ -196,13 +208,10 @@ impl Context {
         T: serde::de::DeserializeOwned,
         A: serde::Serialize + ?Sized,
     {
-        self.check_serves_calls(handle::CALL_FUNCTION)?;
-        let pending = self.pending::<T>();
-        let link = pending.link();
+        let link = link_to(&self.core, self.id);
         let mut held = None;
         let hold = link.as_ref().map(|l| (l, &mut held));
-        let ids = (self.id, pending.handle);
-        crate::streamed::send_call(&self.core, ids, chain, name, args, hold)?;
+        let pending = self.start_call_holding(chain, name, args, hold)?;
         pending.wait(None, held)
     }
 
@@ -282,6 +291,12 @@ impl Context {
     }
 }
 
+/// The link towards context `id`, which its answers come back on
+/// (`None`: this context itself, or no route).
+fn link_to(core: &Core, id: u32) -> Option<Arc<crate::link::Stream>> {
+    (id != core.id).then(|| core.table.stream_for(id)).flatten()
+}
+
 /// A call in flight. [`PendingCall::get`] blocks for the result; the value
 /// is also a [`Future`]. Dropping it abandons the result.
 pub struct PendingCall<T> {
@@ -308,14 +323,6 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
         self.wait(timeout, None)
     }
 
-    /// The link the answer comes back on (`None`: a call to oneself).
-    fn link(&self) -> Option<Arc<crate::link::Stream>> {
-        let remote = self.target != self.core.id;
-        remote
-            .then(|| self.core.table.stream_for(self.target))
-            .flatten()
-    }
-
     /// [`PendingCall::get`], reading the answer on `held` when the
     /// request was sent holding its link.
     fn wait(&self, timeout: Option<Duration>, held: Option<Hold<'_>>) -> Result<T> {
@@ -336,7 +343,7 @@ impl<T: serde::de::DeserializeOwned> PendingCall<T> {
                     self.core.read_held(h, &done, deadline, true);
                 }
                 None => {
-                    if let Some(s) = self.link() {
+                    if let Some(s) = link_to(&self.core, self.target) {
                         self.core.read_until(&s, &done, deadline, true);
                     }
                 }

@@ -265,10 +265,13 @@ impl Dispatcher {
                 }
             };
             // With nothing else queued, this thread reads the parent link
-            // next: it holds it before its answer leaves (`Hold`).
+            // next: it holds it before its answer leaves (`Hold`), when
+            // the answer goes that way (the caller has no route of its own
+            // here, as a parent never has).
             let hold = parent
                 .as_ref()
                 .filter(|_| self.queue.nothing_queued())
+                .filter(|_| core.table.route_link(msg.src_id).is_none())
                 .map(|s| (s, &mut held));
             self.handle(msg, hold);
         }

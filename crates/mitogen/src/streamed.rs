@@ -35,10 +35,11 @@ use std::sync::Arc;
 /// A single write at least this large is sent from where it lies.
 const BORROW_FROM: usize = 1 << 20;
 
-/// A link the sender will wait on next, to hold before a message that
-/// goes as one frame leaves (see [`Hold::before_send`]), and where the
-/// hold is kept for the wait. A message sent in fragments takes no hold:
-/// its fragments may wait for room.
+/// The link to the destination (what `Table::stream_for` gives for it,
+/// looked up by the sender, which will wait on it next), to hold before a
+/// message that goes as one frame leaves (see [`Hold::before_send`]), and
+/// where the hold is kept for the wait. A message sent in fragments takes
+/// no hold: its fragments may wait for room.
 pub(crate) type HoldSlot<'s, 'a> = Option<(&'a Arc<Stream>, &'s mut Option<Hold<'a>>)>;
 
 /// Sends the call `[chain, name, args]` to `dst`, answering `reply_to`.
@@ -80,7 +81,10 @@ fn send_encoded(
     let stream = (dst != core.id
         && !crate::broker::on_a_broker_thread()
         && !crate::link::direct::routing_here())
-    .then(|| core.table.stream_for(dst))
+    .then(|| match &hold {
+        Some((link, _)) => Some(Arc::clone(link)),
+        None => core.table.stream_for(dst),
+    })
     .flatten();
     let mut sink = Sink {
         core,
@@ -112,12 +116,8 @@ fn send_encoded(
         m.reply_to = reply_to;
         let m = m.to(dst, handle);
         let via = sink.stream.take();
-        if let (Some((link, slot)), Some(to)) = (hold, &via) {
-            // Only the link the message takes is worth holding.
-            if let Some(h) = Arc::ptr_eq(link, to)
-                .then(|| Hold::before_send(link))
-                .flatten()
-            {
+        if let (Some((link, slot)), Some(_)) = (hold, &via) {
+            if let Some(h) = Hold::before_send(link) {
                 let sent = h.sending(|| core.send_via(m, via));
                 *slot = Some(h);
                 return sent;

@@ -65,27 +65,18 @@ impl Core {
         msg.src_id = self.id;
         msg.auth_id = self.id;
         msg.frag = (0, 0);
-        self.route_via(msg, None, mode, via)
+        self.route_as(msg, None, mode, via)
     }
 
     /// Routes `msg`, which arrived on `from` (`None`: originated here).
     /// Errors are also reported to the sender's reply handle, if any.
     pub(crate) fn route(self: &Arc<Self>, msg: Message, from: Option<&Arc<Stream>>) -> Result<()> {
-        self.route_as(msg, from, Mode::Relay(from))
+        self.route_as(msg, from, Mode::Relay(from), None)
     }
 
+    /// Routes `msg` (see [`Core::route`]), meeting a full link as `mode`
+    /// says; `via`: the route to `msg.dst_id`, if already looked up.
     pub(super) fn route_as(
-        self: &Arc<Self>,
-        msg: Message,
-        from: Option<&Arc<Stream>>,
-        mode: Mode<'_>,
-    ) -> Result<()> {
-        self.route_via(msg, from, mode, None)
-    }
-
-    /// [`Core::route_as`] with the route to `msg.dst_id` already looked up
-    /// (`via`), or not (`None`).
-    fn route_via(
         self: &Arc<Self>,
         msg: Message,
         from: Option<&Arc<Stream>>,
@@ -278,6 +269,6 @@ impl Core {
         let mut m = Message::dead(reason).to(src, reply_to);
         m.src_id = self.id;
         m.auth_id = self.id;
-        let _ = self.route_as(m, None, Mode::Relay(None));
+        let _ = self.route_as(m, None, Mode::Relay(None), None);
     }
 }
