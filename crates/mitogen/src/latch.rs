@@ -17,7 +17,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 struct State<T> {
-    queue: VecDeque<T>,
+    queue: Queue<T>,
     closed: bool,
     /// Threads blocked in `get`: `put` skips the wake-up syscall when zero.
     sleepers: usize,
@@ -38,6 +38,51 @@ pub(crate) type Notify = Arc<dyn Fn() + Send + Sync>;
 struct Inner<T> {
     state: Mutex<State<T>>,
     cond: Condvar,
+}
+
+/// A FIFO whose first item is kept inline: most latches (every pending
+/// call's) carry one item at a time, and a `VecDeque`'s first push is an
+/// allocation, made on the broker thread and freed on the caller's.
+struct Queue<T> {
+    /// The oldest item, when `more` holds none older.
+    first: Option<T>,
+    more: VecDeque<T>,
+}
+
+impl<T> Default for Queue<T> {
+    fn default() -> Self {
+        Queue {
+            first: None,
+            more: VecDeque::new(),
+        }
+    }
+}
+
+impl<T> Queue<T> {
+    fn push_back(&mut self, item: T) {
+        if self.first.is_none() && self.more.is_empty() {
+            self.first = Some(item);
+        } else {
+            self.more.push_back(item);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<T> {
+        self.first.take().or_else(|| self.more.pop_front())
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.more.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.first = None;
+        self.more.clear();
+    }
 }
 
 /// A many-producer, many-consumer queue that consumers block on.
@@ -103,7 +148,7 @@ impl<T> Latch<T> {
         Latch {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
-                    queue: VecDeque::new(),
+                    queue: Queue::default(),
                     closed: false,
                     sleepers: 0,
                     wakers: Vec::new(),
@@ -348,6 +393,25 @@ impl<T> Future for LatchFuture<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn items_come_out_in_order_across_the_inline_slot() {
+        let l = Latch::new();
+        l.put(1).unwrap();
+        l.put(2).unwrap();
+        assert_eq!(l.try_get().unwrap(), Some(1));
+        // The inline slot is free again, but 2 is older than 3.
+        l.put(3).unwrap();
+        assert_eq!(l.size(), 2);
+        assert_eq!(l.try_get().unwrap(), Some(2));
+        l.put(4).unwrap();
+        assert_eq!(l.try_get().unwrap(), Some(3));
+        assert_eq!(l.try_get().unwrap(), Some(4));
+        assert_eq!(l.try_get().unwrap(), None);
+        l.put(5).unwrap();
+        assert_eq!(l.size(), 1);
+        assert_eq!(l.try_get().unwrap(), Some(5));
+    }
 
     #[test]
     fn put_then_get() {

@@ -204,7 +204,7 @@ impl Stream {
         let mut done = 0;
         let idle = out.queue.is_empty() && !out.borrowed;
         if idle && !out.flush_handed && !self.hand_flush(&mut out) {
-            done = match write_nb(self.wfd(), &[&hdr, slice]) {
+            done = match write_nb(self.wfd(), [&hdr, slice]) {
                 Ok(n) => {
                     self.note_sent(n);
                     n
@@ -349,17 +349,21 @@ impl Stream {
                 break Ok(());
             }
             let n = {
-                let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(IOV_BATCH);
+                // On the stack: a flush per batch must not cost a malloc.
+                let mut iov = [IoSlice::new(&[]); IOV_BATCH];
+                let mut n = 0;
                 for p in out.queue.iter().take(IOV_BATCH / 2) {
                     let body = p.body.as_slice();
                     if p.done < HEADER_LEN {
-                        iov.push(IoSlice::new(&p.hdr[p.done..]));
-                        iov.push(IoSlice::new(body));
+                        iov[n] = IoSlice::new(&p.hdr[p.done..]);
+                        iov[n + 1] = IoSlice::new(body);
+                        n += 2;
                     } else {
-                        iov.push(IoSlice::new(&body[p.done - HEADER_LEN..]));
+                        iov[n] = IoSlice::new(&body[p.done - HEADER_LEN..]);
+                        n += 1;
                     }
                 }
-                writev(self.wfd(), &iov)
+                writev(self.wfd(), &iov[..n])
             };
             match n {
                 Ok(0) => break Ok(()),
@@ -462,7 +466,7 @@ impl Stream {
             } else {
                 [&[], &body[done - HEADER_LEN..]]
             };
-            match write_nb(self.wfd(), &rest) {
+            match write_nb(self.wfd(), rest) {
                 Ok(n) if n > 0 => {
                     self.note_sent(n);
                     done += n;
@@ -600,7 +604,7 @@ impl Stream {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut done = 0;
         while done < bytes.len() {
-            done += write_nb(self.wfd(), &[&bytes[done..]])?;
+            done += write_nb(self.wfd(), [&bytes[done..]])?;
             if done < bytes.len() {
                 if Instant::now() > deadline {
                     return Err(io::Error::new(
@@ -726,21 +730,24 @@ fn writev(fd: RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
 }
 
 /// Writes as much of `bufs` as the descriptor takes without blocking.
-fn write_nb(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
+/// The slices are gathered on the stack: this is every direct send.
+fn write_nb<const N: usize>(fd: RawFd, bufs: [&[u8]; N]) -> io::Result<usize> {
     let total: usize = bufs.iter().map(|b| b.len()).sum();
     let mut done = 0;
     while done < total {
         let mut skip = done;
-        let mut iov = Vec::with_capacity(bufs.len());
+        let mut iov = [IoSlice::new(&[]); N];
+        let mut n = 0;
         for b in bufs {
             if skip >= b.len() {
                 skip -= b.len();
                 continue;
             }
-            iov.push(IoSlice::new(&b[skip..]));
+            iov[n] = IoSlice::new(&b[skip..]);
+            n += 1;
             skip = 0;
         }
-        match writev(fd, &iov) {
+        match writev(fd, &iov[..n]) {
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) => return Err(e),
