@@ -487,9 +487,17 @@ impl Io<'_> {
             let (status, code) = exit_status(&self.sp.child);
             self.exit_code = code;
             // 126/127: the shell could not execute the command (a missing
-            // or unusable agent_command, a binary for another machine);
-            // otherwise the program ran and did not speak the protocol.
+            // or unusable agent_command, a binary for another machine), or
+            // the dynamic loader could not load the agent's libraries (it
+            // exits 127 too, and says so on stderr); otherwise the program
+            // ran and did not speak the protocol.
+            self.drain_stderr();
             let hint = match code {
+                Some(127) if loader_failed(&self.err) => {
+                    "the dynamic loader could not load a library the agent needs on the \
+                     target (missing or damaged; its message follows)"
+                        .to_string()
+                }
                 Some(126) => "the agent (or its agent_command) could not be executed".to_string(),
                 Some(127) => "the agent's command (agent_command) was not found".to_string(),
                 // Nothing from the stage: the login shell or the transport
@@ -602,6 +610,13 @@ fn exit_status(child: &ChildProc) -> (String, Option<i32>) {
         },
         _ => (String::new(), None),
     }
+}
+
+/// Whether a process's stderr is the dynamic loader's refusal to start
+/// it (glibc's and musl's words for a library it could not load).
+fn loader_failed(stderr: &[u8]) -> bool {
+    let t = String::from_utf8_lossy(stderr);
+    t.contains("error while loading shared libraries") || t.contains("Error loading shared library")
 }
 
 #[cfg(test)]

@@ -48,6 +48,11 @@ pub fn tests() -> Vec<Trial> {
             agent_command_missing,
         ),
         trial(
+            "bootstrap::agent_without_its_libraries",
+            TEST_LIMIT,
+            agent_without_its_libraries,
+        ),
+        trial(
             "bootstrap::agent_binary_missing",
             TEST_LIMIT,
             agent_binary_missing,
@@ -266,6 +271,40 @@ fn agent_command_missing() -> TestResult {
     ensure!(m.contains("not found"), "message {m:?}");
     ensure!(m.contains("status 127"), "message {m:?}");
     ensure!(!m.contains("mitogen::main"), "misleading hint in {m:?}");
+    Ok(())
+}
+
+/// The dynamic loader cannot find a library the agent needs (a damaged
+/// cache, a target without the C library): it exits 127, as a shell does
+/// for a command not found, and its own words must lead the message.
+/// Made real with a chroot holding the agent and its loader, no library.
+fn agent_without_its_libraries() -> TestResult {
+    let root = TempDir::new("nolibs")?;
+    let r = root.path().display().to_string();
+    // `$0` is the agent's path in the cache, the same inside the chroot.
+    let wrapper = format!(
+        r#"r='{r}'; i=$(ldd "$0" | awk '$1 ~ /^\// {{print $1}}')
+mkdir -p "$r${{0%/*}}" "$r${{i%/*}}" && cp "$0" "$r$0" && cp -L "$i" "$r$i" && exec chroot "$r" "$0" "$@""#
+    );
+    let router = util::router()?;
+    let r = router
+        .local()
+        .agent_command(["sh", "-c", wrapper.as_str()])
+        .connect();
+    let m = stream_message(r, "agent without its libraries")?;
+    ensure!(
+        m.contains("error while loading shared libraries"),
+        "the loader's words are missing from {m:?}"
+    );
+    ensure!(m.contains("status 127"), "message {m:?}");
+    ensure!(
+        m.contains("could not load a library"),
+        "no hint about libraries in {m:?}"
+    );
+    ensure!(
+        !m.contains("agent_command) was not found"),
+        "misleading hint in {m:?}"
+    );
     Ok(())
 }
 
