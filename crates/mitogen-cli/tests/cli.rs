@@ -146,6 +146,79 @@ fn timeouts_kill_the_command_and_output_is_bounded() {
     );
 }
 
+/// Whether process `pid` is gone (or a zombie: dead, not yet reaped).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the parenthesised name.
+        Ok(s) => s
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+/// A context that loses its parent (the command killed with SIGKILL)
+/// stops what its commands started, background processes included: their
+/// whole process group, not only the shell.
+#[test]
+fn commands_end_with_their_context() {
+    let dir = std::env::temp_dir().join(format!("mitogen-cli-orphans-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pids = dir.join("pids");
+    let script = format!(
+        "sleep 300 & echo $! > {p}.tmp; mv {p}.tmp {p}; echo ready; wait",
+        p = pids.display()
+    );
+    let mut cli = Command::new(BIN)
+        .args(["run", "local", "--", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    let pid = loop {
+        if let Some(p) = std::fs::read_to_string(&pids)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            break p;
+        }
+        assert!(Instant::now() < until, "the command never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!gone(pid), "sleep {pid} is not running");
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while !gone(pid) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = !gone(pid);
+    if left {
+        // SAFETY: not leaving a stray process behind the test.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        !left,
+        "the background sleep {pid} outlived its context by 10 s"
+    );
+}
+
+/// A background process that keeps the output pipes open after the shell
+/// exits does not hold the result: what came before the exit is kept, and
+/// the result comes after a short grace.
+#[test]
+fn a_background_process_does_not_hold_the_result() {
+    let r = mitogen(&["run", "--json", "local", "--", "echo hi; sleep 3 &"]);
+    let v = r.target("local");
+    assert_eq!(v["stdout"], "hi\n", "{r:?}");
+    assert_eq!(v["ok"], true, "{r:?}");
+    assert!(r.took < Duration::from_millis(2900), "{:?}", r.took);
+}
+
 #[test]
 fn bad_targets_are_shown_with_a_caret_and_exit_2() {
     let r = mitogen(&["run", "local,ssh:deploy@bastion/setns:app", "--", "true"]);
