@@ -229,16 +229,22 @@ pub fn run_command(router: &mitogen::Router, spec: CommandSpec) -> std::io::Resu
 /// Has this context kill what its commands started when it ends (its
 /// parent is gone, or it was told to shut down): each command's whole
 /// process group, so a background process started by the shell ends too.
-/// The broker's last act, before the process exits; a context killed
-/// outright (SIGKILL) leaves its commands running, as ssh does.
+/// A context killed outright (SIGKILL) leaves its commands running, as a
+/// killed sshd does: a `PR_SET_PDEATHSIG` set between fork and exec would
+/// take only the shell, and force a fork of this process per command.
 fn stop_with_context(router: &mitogen::Router) {
     static ONCE: std::sync::Once = std::sync::Once::new();
+    fn kill_all() {
+        for &p in lock(&RUNNING).iter() {
+            kill_group(p, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    // At both ends of shutdown: a context whose parent disconnected it is
+    // sent SIGTERM by that parent's reaper a second later, and then runs
+    // no more hooks.
     ONCE.call_once(|| {
-        router.broker().on_exit(|| {
-            for &p in lock(&RUNNING).iter() {
-                kill_group(p, nix::sys::signal::Signal::SIGKILL);
-            }
-        });
+        router.broker().on_before_shutdown(kill_all);
+        router.broker().on_exit(kill_all);
     });
 }
 
