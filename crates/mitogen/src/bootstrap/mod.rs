@@ -118,6 +118,14 @@ impl AgentBinary {
     /// This process's own executable. Its hash is computed once (or taken
     /// from the config, in an agent: it was started under that name).
     pub(crate) fn current() -> Result<Arc<AgentBinary>> {
+        if SELF_BINARY.get().is_none() {
+            // Someone needs it now: the prewarm may not idle any more.
+            PREWARM.hurry();
+        }
+        Self::hash_current()
+    }
+
+    fn hash_current() -> Result<Arc<AgentBinary>> {
         // Another thread (the start-up prewarm) may be hashing: it is
         // waited for rather than hashed twice.
         crate::sync::once_across_fork(&SELF_BINARY, &HASHING, || {
@@ -150,12 +158,81 @@ pub(crate) fn known_current() -> Option<Arc<AgentBinary>> {
 
 /// Starts hashing this executable in the background, so the first
 /// connection does not pay for it.
+///
+/// At idle priority (`SCHED_IDLE`) until someone needs the hash: a program
+/// that connects nothing (`mitogen run --master`, which attaches to a warm
+/// master) or that is busy with its own work must not lose a CPU to it
+/// for ~10 ms. A connect that needs the hash raises the thread back to
+/// normal priority first, so it never waits on a starved hasher.
 pub(crate) fn prewarm() {
     if SELF_BINARY.get().is_none() {
         let _ = std::thread::Builder::new()
             .name("mitogen-hash".into())
-            .spawn(|| drop(AgentBinary::current()));
+            .spawn(|| {
+                PREWARM.idle();
+                drop(AgentBinary::hash_current());
+                PREWARM.done();
+            });
     }
+}
+
+static PREWARM: IdleWork = IdleWork::new();
+
+/// A thread that works at idle priority until [`IdleWork::hurry`] is
+/// called, from then on at normal priority.
+struct IdleWork(std::sync::Mutex<IdleState>);
+
+struct IdleState {
+    /// The worker's thread id while it runs at idle priority.
+    idle: Option<libc::pid_t>,
+    /// Hurried: no more idling.
+    hurried: bool,
+}
+
+impl IdleWork {
+    const fn new() -> IdleWork {
+        IdleWork(std::sync::Mutex::new(IdleState {
+            idle: None,
+            hurried: false,
+        }))
+    }
+
+    /// The calling thread goes to idle priority, unless already hurried.
+    fn idle(&self) {
+        let mut s = crate::sync::lock(&self.0);
+        if s.hurried {
+            return;
+        }
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        if set_policy(tid, libc::SCHED_IDLE) {
+            s.idle = Some(tid);
+        }
+    }
+
+    /// The worker is back to normal priority, now and for good.
+    fn hurry(&self) {
+        let mut s = crate::sync::lock(&self.0);
+        s.hurried = true;
+        if let Some(tid) = s.idle.take() {
+            if !set_policy(tid, libc::SCHED_OTHER) {
+                tracing::debug!("mitogen: the hashing thread keeps its idle priority");
+            }
+        }
+    }
+
+    /// The worker ends (its id may be reused).
+    fn done(&self) {
+        crate::sync::lock(&self.0).idle = None;
+    }
+}
+
+/// Sets thread `tid`'s scheduling policy (priority 0); `false` if refused.
+fn set_policy(tid: libc::pid_t, policy: libc::c_int) -> bool {
+    let p = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a plain system call on a thread of this process, with a
+    // valid parameter block.
+    unsafe { libc::sched_setscheduler(tid, policy, &p) == 0 }
 }
 
 /// The parent's ends of a freshly started transport.
@@ -622,6 +699,41 @@ fn loader_failed(stderr: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Scheduling policy of thread `tid` of this process (`/proc` field 41).
+    fn policy_of(tid: libc::pid_t) -> i32 {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        let after_name = stat.rsplit_once(") ").unwrap().1;
+        after_name.split(' ').nth(41 - 3).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn idle_work_runs_at_idle_priority_until_hurried() {
+        let work = Arc::new(IdleWork::new());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let w = work.clone();
+        let t = std::thread::spawn(move || {
+            w.idle();
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            go_rx.recv().unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        assert_eq!(policy_of(tid), libc::SCHED_IDLE, "not idle");
+        work.hurry();
+        assert_eq!(policy_of(tid), libc::SCHED_OTHER, "not hurried");
+        // Once hurried, never idle again.
+        let w = work.clone();
+        let again = std::thread::spawn(move || {
+            w.idle();
+            // SAFETY: gettid has no preconditions.
+            policy_of(unsafe { libc::gettid() })
+        });
+        assert_eq!(again.join().unwrap(), libc::SCHED_OTHER);
+        go_tx.send(()).unwrap();
+        t.join().unwrap();
+    }
 
     /// A transport that dies during the bootstrap is reaped while its
     /// failure is described; the cleanup that follows must not signal
