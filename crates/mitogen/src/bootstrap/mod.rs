@@ -229,10 +229,15 @@ impl IdleWork {
 
 /// Sets thread `tid`'s scheduling policy (priority 0); `false` if refused.
 fn set_policy(tid: libc::pid_t, policy: libc::c_int) -> bool {
-    let p = libc::sched_param { sched_priority: 0 };
-    // SAFETY: a plain system call on a thread of this process, with a
-    // valid parameter block.
-    unsafe { libc::sched_setscheduler(tid, policy, &p) == 0 }
+    // The system call itself: musl's wrapper refuses (ENOSYS), since the
+    // kernel's call sets one thread's policy, not a process's.
+    // SAFETY: sched_param is plain integers (musl's has more fields than
+    // glibc's); all zero is priority 0. Then a plain system call on a
+    // thread of this process, with a valid parameter block.
+    unsafe {
+        let p: libc::sched_param = std::mem::zeroed();
+        libc::syscall(libc::SYS_sched_setscheduler, tid, policy, &p) == 0
+    }
 }
 
 /// The parent's ends of a freshly started transport.
