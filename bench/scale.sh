@@ -16,7 +16,11 @@
 # config, pid file and log; one host key shared by all), own UTS namespace
 # (hostname mtb-scaleN) and own mount namespace with a tmpfs on
 # /root/.cache, so each host has its own agent cache as separate machines
-# would. Keys, known_hosts and ssh_config live in a scratch directory. The
+# would. Root's ~/.bashrc there is Debian's stock one (bind-mounted over
+# it): this machine's own runs `pyenv init` and `pyenv rehash`, whose
+# lock loop, with 50 logins at once, cost more CPU than the tools being
+# measured (bash -c is run by sshd for every tool, and reads ~/.bashrc).
+# Keys, known_hosts and ssh_config live in a scratch directory. The
 # test bed of scripts/testbed/setup.sh (mtb-br0, mtb-host1..3) is neither
 # needed nor touched.
 #
@@ -131,6 +135,9 @@ ip addr add "$NET.1/24" dev "$BR"
 ip link set "$BR" up
 hosts=()
 : >"$scratch/known_hosts"
+bashrc=""
+[ -f /root/.bashrc ] && [ -f /usr/share/base-files/dot.bashrc ] \
+    && bashrc="mount --bind /usr/share/base-files/dot.bashrc /root/.bashrc &&"
 for i in $(seq 1 $NS); do
     ns=mtb-scale$i addr=$NET.$((10 + i)) d=$scratch/h$i
     hosts+=("$addr")
@@ -160,7 +167,7 @@ MaxSessions 200
 LogLevel ERROR
 EOF
     ip netns exec "$ns" unshare --uts --mount --propagation private /bin/sh -c \
-        "mount -t tmpfs -o mode=0700 mtb-scale-cache /root/.cache && hostname $ns && exec /usr/sbin/sshd -f '$d/sshd_config' -E '$d/sshd.log'"
+        "mount -t tmpfs -o mode=0700 mtb-scale-cache /root/.cache && $bashrc hostname $ns && exec /usr/sbin/sshd -f '$d/sshd_config' -E '$d/sshd.log'"
 done
 cat >"$scratch/ssh_config" <<EOF
 Host $NET.*
