@@ -75,6 +75,7 @@ pub(crate) fn session<'r>(router: &'r mitogen::Router, c: &Common) -> Result<Ses
         forks: c.forks()?,
         quiet: c.quiet(),
         _attached: attached,
+        keep: false,
         bytes: None,
     })
 }
@@ -325,7 +326,11 @@ pub fn facts(router: &mitogen::Router, c: &Common) -> Result<ExitCode, String> {
 
 /// `mitogen tree TARGETS`: connect everything, then draw the hop tree.
 pub fn tree(router: &mitogen::Router, c: &Common) -> Result<ExitCode, String> {
-    let s = session(router, c)?;
+    // The whole tree is asked for its links once every target is in.
+    let s = Session {
+        keep: true,
+        ..session(router, c)?
+    };
     let fin = s.run(
         |_, ctx: Result<Context, String>, _| ctx.is_ok(),
         |_, _, ok| *ok,
@@ -453,6 +458,7 @@ pub fn master(router: &mitogen::Router, c: &Common, name: &str) -> Result<ExitCo
         forks: c.forks()?,
         quiet: c.quiet(),
         _attached: None,
+        keep: true,
         bytes: None,
     };
     let fin = s.run(

@@ -51,6 +51,9 @@ pub struct Node {
     pub parent: Option<usize>,
     /// The connect's outcome, once known (the error says why).
     pub link: OnceLock<Result<Link, String>>,
+    /// Targets whose path goes through this node and that are not done
+    /// (see [`Plan::release`]).
+    users: AtomicUsize,
 }
 
 /// Where targets come from instead of connecting here: a warm master,
@@ -93,9 +96,11 @@ impl Plan {
                         hop: hop.clone(),
                         parent,
                         link: OnceLock::new(),
+                        users: AtomicUsize::new(0),
                     });
                     nodes.len() - 1
                 });
+                nodes[i].users.fetch_add(1, Ordering::Relaxed);
                 parent = Some(i);
             }
             if let Some(leaf) = parent {
@@ -164,12 +169,35 @@ impl Plan {
         r.as_ref().map(|l| l.ctx.clone()).map_err(Clone::clone)
     }
 
-    /// Every context connected so far, leaves last.
+    /// Every context connected so far and not released, leaves last.
     pub fn connected(&self) -> Vec<Context> {
         self.nodes
             .iter()
+            .filter(|n| n.users.load(Ordering::Relaxed) > 0)
             .filter_map(|n| n.link.get()?.as_ref().ok().map(|l| l.ctx.clone()))
             .collect()
+    }
+
+    /// Target `leaf`'s work is done: every hop on its path that no other
+    /// target still needs is shut down now, without waiting (the leaf
+    /// first), so the contexts' teardown (their ssh exiting, their
+    /// processes reaped) overlaps the other targets' work instead of
+    /// following it all, as pdsh's ssh processes exit with their commands.
+    pub fn release(&self, leaf: usize) {
+        let mut at = Some(leaf);
+        while let Some(i) = at {
+            let node = &self.nodes[i];
+            let before = node
+                .users
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_sub(1));
+            if before == Ok(1) {
+                if let Some(Ok(l)) = node.link.get() {
+                    // A context already gone has nothing to stop.
+                    let _ = l.ctx.shutdown(false, None);
+                }
+            }
+            at = node.parent;
+        }
     }
 }
 
@@ -258,12 +286,14 @@ pub enum Report<T> {
 /// Runs `work` on every target of `plan`, at most `forks` at once, and
 /// returns a receiver of reports in completion order. Workers take no new
 /// target once `stop` is set. `work` gets the target's index and its
-/// context, or the reason it is unreachable.
+/// context, or the reason it is unreachable. With `release`, the hops a
+/// finished target alone needed are shut down at once ([`Plan::release`]);
+/// a master keeps them.
 pub fn run_all<T, F>(
     plan: Arc<Plan>,
     router: &Router,
     opts: &ConnectOptions,
-    forks: usize,
+    (forks, release): (usize, bool),
     stop: Arc<AtomicBool>,
     work: F,
 ) -> mpsc::Receiver<Report<T>>
@@ -300,7 +330,11 @@ where
                 if ctx.is_ok() && tx.send(Report::Connected).is_err() {
                     return;
                 }
-                if tx.send(Report::Done(i, work(i, ctx, took))).is_err() {
+                let done = work(i, ctx, took);
+                if release {
+                    plan.release(*leaf);
+                }
+                if tx.send(Report::Done(i, done)).is_err() {
                     return;
                 }
             });

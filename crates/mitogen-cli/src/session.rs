@@ -120,6 +120,9 @@ pub struct Session<'r> {
     pub quiet: bool,
     /// The warm master whose contexts the plan uses, kept attached.
     pub _attached: Option<std::sync::Arc<crate::master::Attached>>,
+    /// Contexts are kept when their targets are done (a master's), not
+    /// shut down as each target finishes.
+    pub keep: bool,
     /// Bytes moved so far, counted by the work (transfers): shown in the
     /// progress display when set.
     pub bytes: Option<Arc<AtomicU64>>,
@@ -148,7 +151,8 @@ impl Session<'_> {
             self.plan.clone(),
             self.router,
             &self.opts,
-            self.forks,
+            // A warm master's contexts are its own to keep.
+            (self.forks, !self.keep && self.plan.source.is_none()),
             stop.clone(),
             work,
         );

@@ -276,7 +276,10 @@ pub fn copy(router: &mitogen::Router, args: &CopyArgs) -> Result<ExitCode, Strin
     // A push needs its targets at once: connect everything first.
     let mut connect = vec![Duration::ZERO; n];
     if !groups.is_empty() {
+        // Connected only: the contexts are needed by the pass below.
+        s.keep = true;
         let fin = s.run(|_, _, took| took, |_, _, _| true, |_| {});
+        s.keep = false;
         if fin.interrupted {
             let left = unfinished(&s.plan, &fin);
             eprintln!(
