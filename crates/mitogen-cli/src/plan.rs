@@ -367,4 +367,28 @@ mod tests {
         let bastion_children = plan.nodes.iter().filter(|n| n.parent == Some(0)).count();
         assert_eq!(bastion_children, 20);
     }
+
+    #[test]
+    fn a_hop_is_released_by_the_last_target_that_needs_it() {
+        let t = Inventory::default()
+            .resolve("ssh:b/web[01-02],ssh:b/web01/su:bob")
+            .unwrap();
+        let plan = Plan::new(t);
+        let users = |i: usize| plan.nodes[i].users.load(Ordering::Relaxed);
+        let (web01, web02, su) = (plan.targets[0].1, plan.targets[1].1, plan.targets[2].1);
+        assert_eq!(
+            (users(0), users(web01), users(web02), users(su)),
+            (3, 2, 1, 1)
+        );
+        assert_eq!(plan.connected().len(), 0, "nothing is connected yet");
+        plan.release(web02);
+        assert_eq!((users(0), users(web02)), (2, 0));
+        plan.release(su);
+        assert_eq!((users(0), users(web01), users(su)), (1, 1, 0));
+        plan.release(web01);
+        assert_eq!((users(0), users(web01)), (0, 0));
+        // A second release of a done target finds nothing to count down.
+        plan.release(web01);
+        assert_eq!((users(0), users(web01)), (0, 0));
+    }
 }
