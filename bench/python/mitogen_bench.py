@@ -460,7 +460,7 @@ def main():
     cfg = p.parse_args()
     if cfg.quick:
         cfg.starts, cfg.warmup, cfg.calls = 3, 20, 200
-        cfg.pipelined, cfg.bulk_mib, cfg.bulk_reps, cfg.contexts = 1000, 8, 1, 10
+        cfg.pipelined, cfg.bulk_mib, cfg.bulk_reps, cfg.contexts = 1000, 64, 1, 10
         cfg.start_sizes = [10, 50]
         cfg.stream_msgs = 10000
     else:
