@@ -201,6 +201,11 @@ pub fn run_command(router: &mitogen::Router, spec: CommandSpec) -> std::io::Resu
     let pid = child.id() as i32;
     lock(&RUNNING).push(pid);
     let ended = collect(&mut child, spec.timeout, spec.max_output);
+    if ended.is_err() {
+        // Not left running, nor unreaped, when collecting failed.
+        kill_group(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = child.wait();
+    }
     lock(&RUNNING).retain(|&p| p != pid);
     let stopped = {
         let mut s = lock(&STOPPED);
