@@ -156,7 +156,11 @@ fn collect(child: &mut Child, timeout: Option<Duration>, max: usize) -> std::io:
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
-        let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(true)).collect();
+        // The pipes still open come first in `fds`, in order.
+        let mut ready = [false; 2];
+        for (r, f) in ready.iter_mut().zip(&fds) {
+            *r = f.any().unwrap_or(true);
+        }
         drop(fds);
         let mut i = 0;
         for (pipe, cap) in pipes.iter_mut().zip(caps.iter_mut()) {

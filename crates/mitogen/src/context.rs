@@ -94,7 +94,7 @@ impl Context {
     pub fn try_send(&self, msg: Message) -> Result<()> {
         let h = msg.handle;
         self.core
-            .send_with(msg.to(self.id, h), crate::link::Mode::Try)
+            .send_with(msg.to(self.id, h), crate::link::Mode::Try, None)
     }
 
     /// Sends `msg` to its handle in this context with a fresh reply handle

@@ -103,7 +103,7 @@ impl Sender {
     /// [`std::io::ErrorKind::WouldBlock`] instead, and nothing was sent.
     pub fn try_send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         let m = Message::encode(value)?.to(self.dst_id, self.handle);
-        self.core.send_with(m, crate::link::Mode::Try)
+        self.core.send_with(m, crate::link::Mode::Try, None)
     }
 
     /// Sends a prepared message (its `reply_to` and encoding kept) to this

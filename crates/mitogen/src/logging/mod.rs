@@ -128,7 +128,7 @@ fn try_forward(core: &Arc<Core>, rec: &Record) -> bool {
         return true;
     };
     let m = m.to(crate::identity::MASTER_ID, handle::FORWARD_LOG);
-    match core.send_with(m, crate::link::Mode::Try) {
+    match core.send_with(m, crate::link::Mode::Try, None) {
         Ok(()) => true,
         Err(crate::Error::Stream(e)) => e.kind() != Some(std::io::ErrorKind::WouldBlock),
         Err(_) => true,

@@ -47,16 +47,12 @@ impl Core {
         } else {
             Mode::Wait(self.limits.send_timeout())
         };
-        self.send_with_via(msg, mode, via)
+        self.send_with(msg, mode, via)
     }
 
     /// Sends a message originating here, meeting a full link as `mode`
-    /// says.
-    pub(crate) fn send_with(self: &Arc<Self>, msg: Message, mode: Mode<'_>) -> Result<()> {
-        self.send_with_via(msg, mode, None)
-    }
-
-    fn send_with_via(
+    /// says; `via` as for [`Core::send_via`].
+    pub(crate) fn send_with(
         self: &Arc<Self>,
         mut msg: Message,
         mode: Mode<'_>,
